@@ -1,0 +1,139 @@
+"""Dataset card (README.md) generated from the run record (run.json).
+
+Everything in the card comes from the run: models with file hashes and licences, sampling
+parameters, template hashes, seeds, row counts per stage and per drop reason. The licence is
+derived from the licences of the models that wrote the text, not hard-coded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+CITATIONS = {
+    "seed_self_instruct": (
+        "Wang et al. 2023, Self-Instruct: Aligning Language Models with Self-Generated "
+        "Instructions. arXiv:2212.10560"
+    ),
+    "cdr": (
+        "Xu et al. 2024, CDR / Dr. SoW: Density Ratio of Strong-over-weak LLMs for Reducing "
+        "the Cost of Human Annotation in Preference Tuning. arXiv:2411.02481"
+    ),
+}
+
+
+def derive_license(models: dict[str, dict[str, Any]], text_roles: list[str]) -> str:
+    """Licence of the text: the licence shared by every model that wrote text, else 'other'."""
+    licences = {(models.get(role) or {}).get("license") for role in text_roles}
+    if len(licences) == 1 and None not in licences:
+        return str(next(iter(licences)))
+    return "other"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_card(run: dict[str, Any]) -> str:
+    models: dict[str, dict[str, Any]] = run.get("models", {})
+    licence = derive_license(models, ["instructions", "responses"])
+    rows = run.get("rows", {})
+    front = {
+        "license": licence,
+        "language": ["en"],
+        "tags": ["synthetic", "preference", "dpo", "prefsynth"],
+        "task_categories": ["text-generation"],
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": "data/train.parquet"}],
+            }
+        ],
+    }
+    cfg = run.get("config", {})
+    model_rows = [
+        [
+            role,
+            m.get("model_id"),
+            m.get("backend"),
+            m.get("dtype"),
+            m.get("license") or "unknown",
+            (m.get("sha256") or m.get("fingerprint") or "")[:16],
+        ]
+        for role, m in models.items()
+    ]
+    stage_rows = [
+        [name, s.get("shards"), s.get("computed"), s.get("reused"), s.get("rows"), s.get("seconds")]
+        for name, s in run.get("stages", {}).items()
+    ]
+    drop_rows = [[k, v] for k, v in sorted(rows.get("dropped_by_reason", {}).items())]
+    sampling = {
+        "instructions": cfg.get("instructions", {}).get("sampling"),
+        "responses": cfg.get("responses", {}).get("sampling"),
+    }
+    methods = [m for m in ("seed_self_instruct", "cdr") if m in CITATIONS]
+    parts = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# prefsynth preference dataset `{run.get('run_id')}`",
+        "",
+        "Synthetic preference pairs in TRL's conversational format (`prompt`, `chosen`, "
+        "`rejected`), built by [prefsynth](https://github.com/) "
+        f"{run.get('prefsynth_version')}. Every row carries the ids of its instruction and "
+        "responses and the annotator scores; `margin` = score(chosen) - score(rejected).",
+        "",
+        f"- kept pairs (train): **{rows.get('pairs_kept', 0)}**; dropped pairs: "
+        f"{rows.get('pairs_dropped', 0)} (in `data/dropped_pairs.parquet`)",
+        f"- instructions: {rows.get('instructions', 0)} written, {rows.get('instructions_ok', 0)} "
+        f"usable; responses: {rows.get('responses', 0)} "
+        f"({run.get('responses_cut_by_length', 0):.1%} cut by the length limit)",
+        f"- licence: `{licence}` (from the models that wrote the text; scorer licences below)",
+        "",
+        "## Models",
+        "",
+        _table(
+            ["role", "model", "backend", "dtype", "licence", "sha256 / fingerprint"], model_rows
+        ),
+        "",
+        "## Sampling and seeds",
+        "",
+        "```json",
+        json.dumps({"seed": cfg.get("seed"), **sampling}, indent=2),
+        "```",
+        "",
+        "Prompt templates (sha256): "
+        + ", ".join(f"`{k}` {v[:16]}" for k, v in run.get("templates", {}).items()),
+        "",
+        "## Stages",
+        "",
+        _table(["stage", "shards", "computed", "reused", "rows", "seconds"], stage_rows),
+        "",
+        "## Dropped pairs by reason",
+        "",
+        _table(["reason", "pairs"], drop_rows) if drop_rows else "None.",
+        "",
+        "## Use with TRL",
+        "",
+        "```python",
+        "from datasets import load_from_disk",
+        "from trl import DPOConfig, DPOTrainer",
+        "",
+        f'train = load_from_disk("{run.get("run_id")}/dataset")["train"]',
+        'trainer = DPOTrainer(model=model, args=DPOConfig(output_dir="dpo"), '
+        "train_dataset=train, processing_class=tokenizer)",
+        "```",
+        "",
+        "## Methods",
+        "",
+        *[f"- {CITATIONS[m]}" for m in methods],
+        "",
+        "The full build config, package versions and timings are in `run.json`.",
+        "",
+    ]
+    return "\n".join(parts)

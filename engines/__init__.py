@@ -1,0 +1,106 @@
+"""LLM backends behind one interface (see :mod:`engines.base`).
+
+:func:`get_engine` is the only way stages obtain an engine: it loads each distinct
+:class:`~prefsynth.config.EngineSpec` once per worker process (a lock-guarded singleton), so
+engines are never pickled into Prefect task arguments and every shard a worker runs reuses the
+loaded model. Backends import their heavy libraries only when constructed.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from engines.base import (
+    Chat,
+    Completion,
+    Engine,
+    ScoreRequest,
+    ScoreResult,
+    Usage,
+    track_usage,
+)
+from prefsynth.config import EngineSpec
+from prefsynth.records import ModelRef
+
+__all__ = [
+    "Chat",
+    "Completion",
+    "Engine",
+    "ScoreRequest",
+    "ScoreResult",
+    "Usage",
+    "close_engines",
+    "describe_engine",
+    "get_engine",
+    "track_usage",
+]
+
+_ENGINES: dict[str, Engine] = {}
+_LOCK = threading.Lock()
+LOADS: dict[str, int] = {}  # spec key -> times loaded in this process (for tests and run.json)
+
+
+def _load(spec: EngineSpec) -> Engine:
+    if spec.backend == "openai":
+        from engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(spec)
+    from engines.registry import resolve_model
+
+    model = resolve_model(spec.model)
+    if spec.backend == "transformers":
+        from engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(spec, model)
+    from engines.vllm_engine import VLLMEngine
+
+    return VLLMEngine(spec, model)
+
+
+def get_engine(spec: EngineSpec) -> Engine:
+    key = spec.key()
+    engine = _ENGINES.get(key)
+    if engine is None:
+        with _LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                engine = _load(spec)
+                _ENGINES[key] = engine
+                LOADS[key] = LOADS.get(key, 0) + 1
+    return engine
+
+
+def describe_engine(spec: EngineSpec) -> ModelRef:
+    """The ModelRef an engine will report, without loading weights where avoidable.
+
+    Shard keys need the model's identity before anything runs; for local models that is the
+    file hash or folder fingerprint, which needs no model load.
+    """
+    if spec.backend == "openai":
+        return ModelRef(
+            model_id=spec.model,
+            backend="openai",
+            source=spec.base_url or "",
+            fingerprint=f"{spec.base_url}|{spec.model}",
+            dtype=None,
+        )
+    from engines.registry import resolve_model
+
+    model = resolve_model(spec.model)
+    return ModelRef(
+        model_id=model.model_id,
+        backend=spec.backend,
+        source=str(model.path),
+        sha256=model.sha256,
+        fingerprint=model.fingerprint,
+        dtype=spec.dtype,
+        license=model.license,
+    )
+
+
+def close_engines() -> None:
+    """Release every engine of this process (vLLM sidecars, HTTP clients)."""
+    with _LOCK:
+        for engine in _ENGINES.values():
+            engine.close()
+        _ENGINES.clear()

@@ -1,0 +1,155 @@
+"""The one engine interface every backend implements.
+
+* ``generate(requests, params, n)`` -> for each request, ``n`` completions (text, token count,
+  finish reason). A request is a chat (rendered with the engine's chat template and generation
+  prompt) or a rendered string used verbatim, e.g. a chat prompt with the start of the
+  assistant's answer already filled in.
+* ``logprobs(requests)`` -> for each (context, continuation), the sum and count of the
+  continuation's token log-probs given the context (and optionally the per-token values).
+
+A context is either a chat (list of messages, rendered with the engine's own chat template and
+generation prompt) or an already rendered string, used verbatim. CDR needs the second form:
+strong and weak model must see the *same* rendered prompt T(x) (METHODS §3.1) even when their
+own templates differ. The continuation is tokenised on its own and appended to the context's
+tokens, so exactly the continuation's tokens are counted, in every backend alike.
+
+Each call is counted (per process, and per calling context through :func:`track_usage`) so a
+build can report, and a test can check, how many engine calls a run made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from prefsynth.records import Message, ModelRef, SamplingParams
+
+Chat = list[Message]
+
+
+class ScoreRequest(BaseModel):
+    context: list[Message] | str = Field(
+        description="chat to render with the engine's template, or a rendered string"
+    )
+    continuation: str
+
+
+class Completion(BaseModel):
+    text: str
+    n_tokens: int = Field(description="generated tokens, the stop token included")
+    finish_reason: Literal["stop", "length"]
+
+
+class ScoreResult(BaseModel):
+    logprob_sum: float
+    n_tokens: int
+    token_logprobs: list[float] | None = None
+
+
+class Usage:
+    """Counts of engine calls and tokens."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.tokens: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, model_id: str, tokens: int) -> None:
+        with self._lock:
+            self.calls[kind] += 1
+            self.calls[f"{kind}:{model_id}"] += 1
+            self.tokens[kind] += tokens
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {"calls": dict(self.calls), "tokens": dict(self.tokens)}
+
+
+PROCESS_USAGE = Usage()
+_current_usage: contextvars.ContextVar[Usage | None] = contextvars.ContextVar(
+    "prefsynth_engine_usage", default=None
+)
+
+
+@contextlib.contextmanager
+def track_usage() -> Iterator[Usage]:
+    """Collect the engine calls made inside this block (this thread / task only)."""
+    usage = Usage()
+    token = _current_usage.set(usage)
+    try:
+        yield usage
+    finally:
+        _current_usage.reset(token)
+
+
+def _record(kind: str, model_id: str, tokens: int) -> None:
+    PROCESS_USAGE.add(kind, model_id, tokens)
+    current = _current_usage.get()
+    if current is not None:
+        current.add(kind, model_id, tokens)
+
+
+class Engine(ABC):
+    """A loaded model behind one interface. Calls are serialised per engine by a lock: one
+    model instance is shared by every shard a worker process runs."""
+
+    def __init__(self, info: ModelRef) -> None:
+        self.info = info
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public API
+    def generate(
+        self, requests: Sequence[Chat | str], params: SamplingParams, n: int = 1
+    ) -> list[list[Completion]]:
+        if not requests:
+            return []
+        # Greedy decoding has one answer however many are asked for (and vLLM refuses n > 1
+        # with temperature 0): decode once and repeat it.
+        draws = n if params.temperature > 0 else 1
+        with self._lock:
+            out = self._generate(list(requests), params, draws)
+        if len(out) != len(requests) or any(len(c) != draws for c in out):
+            raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of outputs")
+        out = [[cs[k % draws] for k in range(n)] for cs in out]
+        _record("generate", self.info.model_id, sum(c.n_tokens for cs in out for c in cs))
+        return out
+
+    def logprobs(
+        self, requests: Sequence[ScoreRequest], per_token: bool = False
+    ) -> list[ScoreResult]:
+        if not requests:
+            return []
+        with self._lock:
+            out = self._logprobs(list(requests), per_token)
+        if len(out) != len(requests):
+            raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of scores")
+        _record("logprobs", self.info.model_id, sum(r.n_tokens for r in out))
+        return out
+
+    @abstractmethod
+    def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        """The prompt text this engine's chat template makes of ``messages``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release processes or connections; a no-op for in-process backends."""
+
+    # ------------------------------------------------------------------ backend hooks
+    @abstractmethod
+    def _generate(
+        self, requests: list[Chat | str], params: SamplingParams, n: int
+    ) -> list[list[Completion]]: ...
+
+    @abstractmethod
+    def _logprobs(self, requests: list[ScoreRequest], per_token: bool) -> list[ScoreResult]: ...
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), so padding is small."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

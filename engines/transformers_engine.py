@@ -1,0 +1,194 @@
+"""transformers backend: CPU or GPU, any HF folder or packaged GGUF (converted once).
+
+Batches are sorted by length and left-padded, with position ids taken from the attention mask,
+so a padded batch gives the same log-probs as one sequence at a time (exactly, in float32).
+Left padding also right-aligns every continuation, so scoring asks the model for the logits of
+the last ``max continuation + 1`` positions only (``logits_to_keep``) instead of the whole
+sequence: with Gemma's 262k vocabulary that is the difference between MBs and GBs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from engines.base import (
+    Chat,
+    Completion,
+    Engine,
+    ScoreRequest,
+    ScoreResult,
+    length_sorted_batches,
+)
+from engines.registry import ResolvedModel, hf_folder
+from engines.tokenizer import ChatTokenizer
+from prefsynth.config import EngineSpec
+from prefsynth.records import Message, ModelRef, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class TransformersEngine(Engine):
+    def __init__(self, spec: EngineSpec, model: ResolvedModel) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        folder = hf_folder(model)
+        device = spec.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype_name = spec.dtype
+        if dtype_name == "auto":
+            dtype_name = "bfloat16" if device.startswith("cuda") else "float32"
+        self.device = torch.device(device)
+        self.chat = ChatTokenizer(folder, spec.chat_template)
+        self.tokenizer = self.chat.tokenizer
+        self.model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=getattr(torch, dtype_name)
+        ).to(self.device)
+        self.model.eval()
+        self.batch_size = spec.batch_size
+        self.pad_id = self.chat.pad_id
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.max_len = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        super().__init__(
+            ModelRef(
+                model_id=model.model_id,
+                backend="transformers",
+                source=str(model.path),
+                sha256=model.sha256,
+                fingerprint=model.fingerprint,
+                dtype=dtype_name,
+                chat_template_sha256=self.chat.chat_template_sha256,
+                license=model.license,
+            )
+        )
+
+    def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        return self.chat.render_chat(messages, add_generation_prompt)
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[Any, Any, Any]:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            if s:
+                ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+                mask[row, width - len(s) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _check_length(self, n_tokens: int, what: str) -> None:
+        if self.max_len and n_tokens > self.max_len:
+            raise ValueError(
+                f"{what} has {n_tokens} tokens, over {self.info.model_id}'s limit {self.max_len}"
+            )
+
+    # ------------------------------------------------------------------ generate
+    def _generate(
+        self, requests: list[Chat | str], params: SamplingParams, n: int
+    ) -> list[list[Completion]]:
+        import torch
+
+        prompts = [self.chat.encode_context(request) for request in requests]
+        for p in prompts:
+            self._check_length(len(p) + params.max_new_tokens, "prompt + max_new_tokens")
+        out: list[list[Completion]] = [[] for _ in requests]
+        per_batch = max(1, self.batch_size // n)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        sampling: dict[str, Any] = {"do_sample": params.temperature > 0}
+        if params.temperature > 0:
+            sampling.update(
+                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None
+            )
+        else:  # greedy: unset the model's own sampling defaults to avoid warnings
+            sampling.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            sampling.update(stop_strings=params.stop, tokenizer=self.tokenizer)
+        for batch in length_sorted_batches([len(p) for p in prompts], per_batch):
+            ids, mask, _ = self._left_pad([prompts[i] for i in batch])
+            with torch.inference_mode():
+                seqs = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=params.max_new_tokens,
+                    num_return_sequences=n,
+                    pad_token_id=self.pad_id,
+                    eos_token_id=sorted(self.eos_ids),
+                    **sampling,
+                )
+            new = seqs[:, ids.shape[1] :].tolist()
+            for j, i in enumerate(batch):
+                for k in range(n):
+                    out[i].append(self._completion(new[j * n + k], params.stop))
+        return out
+
+    def _completion(self, tokens: list[int], stop: list[str]) -> Completion:
+        if self.pad_id not in self.eos_ids:  # rows that stopped early are padded at the end
+            while tokens and tokens[-1] == self.pad_id:
+                tokens = tokens[:-1]
+        stop_at = next((t for t, tok in enumerate(tokens) if tok in self.eos_ids), None)
+        if stop_at is None:
+            text_ids, n_tokens, reason = tokens, len(tokens), "length"
+        else:
+            text_ids, n_tokens, reason = tokens[:stop_at], stop_at + 1, "stop"
+        text = self.chat.decode(text_ids)
+        cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+        if cut >= 0:  # a stop string ends the completion and is not part of it
+            text, reason = text[:cut], "stop"
+        return Completion(text=text.strip(), n_tokens=n_tokens, finish_reason=reason)
+
+    # ------------------------------------------------------------------ score
+    def _logprobs(self, requests: list[ScoreRequest], per_token: bool) -> list[ScoreResult]:
+        import torch
+
+        encoded = [
+            (self.chat.encode_context(r.context), self.chat.encode_continuation(r.continuation))
+            for r in requests
+        ]
+        for ctx, cont in encoded:
+            self._check_length(len(ctx) + len(cont), "context + continuation")
+            if not ctx:
+                raise ValueError("scoring needs a non-empty context (at least a BOS token)")
+        results: list[ScoreResult | None] = [None] * len(requests)
+        lengths = [len(c) + len(y) for c, y in encoded]
+        for batch in length_sorted_batches(lengths, self.batch_size):
+            seqs = [encoded[i][0] + encoded[i][1] for i in batch]
+            keep = max(len(encoded[i][1]) for i in batch)
+            if keep == 0:
+                for i in batch:
+                    results[i] = ScoreResult(
+                        logprob_sum=0.0, n_tokens=0, token_logprobs=[] if per_token else None
+                    )
+                continue
+            ids, mask, positions = self._left_pad(seqs)
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    logits_to_keep=keep + 1,
+                ).logits
+            width = ids.shape[1]
+            targets = ids[:, width - keep :]
+            for row, i in enumerate(batch):
+                n_cont = len(encoded[i][1])
+                # logits[:, t] predicts token width-keep+t; rows are right-aligned by left padding
+                row_logits = logits[row, keep - n_cont : keep].float()
+                lp = torch.log_softmax(row_logits, dim=-1)
+                tok_lp = lp.gather(-1, targets[row, keep - n_cont :].unsqueeze(-1)).squeeze(-1)
+                values = tok_lp.double().cpu().tolist()
+                results[i] = ScoreResult(
+                    logprob_sum=float(sum(values)),
+                    n_tokens=n_cont,
+                    token_logprobs=values if per_token else None,
+                )
+            del logits
+        return [r for r in results if r is not None]

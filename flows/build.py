@@ -1,0 +1,246 @@
+"""The build flow: instructions -> responses -> annotations -> pairs -> dataset.
+
+Each stage maps its task over the stage's shards (one Prefect task per shard, never per row)
+and the flow waits for the stage before starting the next, so a GPU holds one stage's model at a
+time and a progress bar per stage means what it says. The dataset step reads every pair shard
+and writes ``dataset/``, the Parquet files, the card and ``run.json``.
+
+``run.json`` is written when the build starts (status ``running``), after every stage, and at
+the end (``completed`` or ``failed`` with the error), so a crashed run still says how far it got.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from prefect import flow
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from curation.card import render_card
+from curation.dataset import write_dataset
+from engines import close_engines
+from flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan
+from flows.stages import STAGE_TASKS, ShardResult
+from prefsynth import __version__
+from prefsynth.config import BuildConfig
+from prefsynth.errors import PrefsynthError
+from prefsynth.records import Pair
+from prefsynth.store import ShardStore
+
+PACKAGES = (
+    "prefsynth",
+    "prefect",
+    "pydantic",
+    "datasets",
+    "pyarrow",
+    "torch",
+    "transformers",
+    "gguf",
+    "sentence-transformers",
+    "rapidfuzz",
+)
+
+
+class ProgressReporter(Protocol):
+    def stage_started(self, stage: str, total: int) -> None: ...
+    def shard_done(self, result: ShardResult) -> None: ...
+    def stage_done(self, stage: str) -> None: ...
+
+
+class _NullReporter:
+    def stage_started(self, stage: str, total: int) -> None:
+        pass
+
+    def shard_done(self, result: ShardResult) -> None:
+        pass
+
+    def stage_done(self, stage: str) -> None:
+        pass
+
+
+_reporter: ProgressReporter = _NullReporter()
+
+
+@contextlib.contextmanager
+def reporting(reporter: ProgressReporter) -> Iterator[None]:
+    """Route stage progress to ``reporter`` (the CLI's progress bars) for the enclosed build."""
+    global _reporter
+    previous, _reporter = _reporter, reporter
+    try:
+        yield
+    finally:
+        _reporter = previous
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _merge_usage(usages: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    total: dict[str, dict[str, int]] = {"calls": {}, "tokens": {}}
+    for usage in usages:
+        for part in ("calls", "tokens"):
+            for k, v in usage.get(part, {}).items():
+                total[part][k] = total[part].get(k, 0) + v
+    return total
+
+
+def _stage_summary(results: list[ShardResult], seconds: float) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for r in results:
+        for k, v in r.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    return {
+        "shards": len(results),
+        "computed": sum(not r.reused for r in results),
+        "reused": sum(r.reused for r in results),
+        "rows": sum(r.rows for r in results),
+        "seconds": round(seconds, 2),
+        "counts": dict(sorted(counts.items())),
+        "engine_usage": _merge_usage([r.engine_usage for r in results]),
+    }
+
+
+def _rows(stages: dict[str, dict[str, Any]], pairs: list[Pair]) -> dict[str, Any]:
+    ins = stages["instructions"]["counts"]
+    ann = stages["annotations"]["counts"]
+    dropped: dict[str, int] = {}
+    for p in pairs:
+        if p.status != "kept":
+            dropped[p.reason or "unknown"] = dropped.get(p.reason or "unknown", 0) + 1
+    return {
+        "instructions": stages["instructions"]["rows"],
+        "instructions_ok": ins.get("status:ok", 0),
+        "instructions_failed": stages["instructions"]["rows"] - ins.get("status:ok", 0),
+        "responses": stages["responses"]["rows"],
+        "annotations": stages["annotations"]["rows"],
+        "annotations_ok": ann.get("status:ok", 0),
+        "pairs_kept": sum(p.status == "kept" for p in pairs),
+        "pairs_dropped": sum(p.status != "kept" for p in pairs),
+        "dropped_by_reason": dict(sorted(dropped.items())),
+    }
+
+
+def _run_stage(
+    stage: str, config: BuildConfig, plan: BuildPlan, store_root: str
+) -> list[ShardResult]:
+    specs = plan.stage(stage)
+    task = STAGE_TASKS[stage]
+    _reporter.stage_started(stage, len(specs))
+    futures = [task.submit(config, spec, store_root) for spec in specs]
+    results = []
+    for future in as_completed(futures):
+        result = future.result()  # re-raises the task's error after its retries
+        results.append(result)
+        _reporter.shard_done(result)
+    _reporter.stage_done(stage)
+    return sorted(results, key=lambda r: r.index)
+
+
+def run_build(config: BuildConfig) -> dict[str, Any]:
+    """The flow body; see :func:`build_flow`. Returns the run record (also in run.json)."""
+    t_start = time.perf_counter()
+    run_dir = config.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store_root = str(config.shard_dir())
+    plan = make_plan(config)
+    run: dict[str, Any] = {
+        "run_id": config.resolved_run_id(),
+        "status": "running",
+        "started_at": _now(),
+        "prefsynth_version": __version__,
+        "code_version": CODE_VERSION,
+        "config_hash": config.content_hash(),
+        "config": config.model_dump(mode="json"),
+        "packages": package_versions(),
+        "models": {role: m.model_dump() for role, m in plan.models.items()},
+        "templates": plan.templates,
+        "store": store_root,
+        "stages": {},
+    }
+    run_json = run_dir / "run.json"
+    _write_json(run_json, run)
+    try:
+        for stage in STAGES:
+            t0 = time.perf_counter()
+            results = _run_stage(stage, config, plan, store_root)
+            run["stages"][stage] = _stage_summary(results, time.perf_counter() - t0)
+            _write_json(run_json, run)
+
+        t0 = time.perf_counter()
+        store = ShardStore(store_root)
+        pairs = [p for spec in plan.stage("pairs") for p in store.read("pairs", spec.key, Pair)]
+        written = write_dataset(run_dir, pairs)
+        run["rows"] = _rows(run["stages"], pairs)
+        finish = run["stages"]["responses"]["counts"]
+        n_resp = max(1, run["stages"]["responses"]["rows"])
+        run["responses_cut_by_length"] = finish.get("finish:length", 0) / n_resp
+        run["dataset"] = {"path": "dataset", "splits": {"train": written["kept"]}}
+        run["stages"]["dataset"] = {"seconds": round(time.perf_counter() - t0, 2)}
+        run["engine_usage"] = _merge_usage([run["stages"][s]["engine_usage"] for s in STAGES])
+        run["status"] = "completed"
+        run["finished_at"] = _now()
+        run["seconds"] = round(time.perf_counter() - t_start, 2)
+        (run_dir / "README.md").write_text(render_card(run), encoding="utf-8")
+        _write_json(run_json, run)
+    except BaseException as e:
+        run["status"] = "failed"
+        run["error"] = f"{type(e).__name__}: {e}"
+        run["finished_at"] = _now()
+        _write_json(run_json, run)
+        raise
+    return run
+
+
+@flow(name="prefsynth-build", log_prints=True, validate_parameters=False)
+def build_flow(config: BuildConfig) -> dict[str, Any]:
+    """Build a preference dataset as configured; see the module docstring."""
+    return run_build(config)
+
+
+def build(config: BuildConfig) -> dict[str, Any]:
+    """Run the build flow with the configured task runner, holding the run directory's lock."""
+    from filelock import FileLock, Timeout
+
+    make_plan(config)  # fail fast (missing model, seed file) before Prefect starts anything
+    run_dir = config.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / ".build.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise PrefsynthError(
+            f"another build is running in {run_dir} (lock {run_dir / '.build.lock'})"
+        ) from None
+    try:
+        runner = ThreadPoolTaskRunner(max_workers=config.task_runner.max_workers)
+        return build_flow.with_options(task_runner=runner)(config)
+    finally:
+        lock.release()
+        close_engines()
+
+
+__all__ = ["build", "build_flow", "reporting", "run_build"]

@@ -1,0 +1,271 @@
+"""The build config: one pydantic model, loaded from YAML and overridable from the CLI.
+
+The defaults *are* the embedded default build (``prefsynth build`` with no arguments): the
+packaged SmolLM2-135M-Instruct writes instructions and responses on CPU, CDR scores them with
+SmolLM2 (strong) over Gemma 3 270M base (weak). A config file only needs the fields it changes.
+
+Errors name the field path (``responses.n: Input should be a valid integer``) and exit with
+status 2 from the CLI; unknown fields are errors, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from prefsynth.errors import ConfigError
+from prefsynth.hashing import content_key
+from prefsynth.records import SamplingParams, StrictModel
+
+
+class EngineSpec(StrictModel):
+    """Which model runs where. Identical specs share one loaded engine per worker process."""
+
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="registry name (prefsynth models), local HF folder, .gguf file, "
+        "or the served model name for backend=openai",
+    )
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="float32 keeps log-prob sums exact and batch-independent"
+    )
+    device: str = Field("auto", description="transformers: cpu, cuda, cuda:1 or auto")
+    batch_size: int = Field(16, ge=1, description="sequences per forward pass (transformers)")
+    chat_template: str | None = Field(
+        None, description="Jinja chat template overriding the model's (or for models without one)"
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="openai backend: local tokenizer (registry name or HF folder) used to "
+        "render chat templates and split echoed log-probs exactly",
+    )
+    # vLLM sidecar
+    python: str | None = Field(
+        None,
+        description="vllm backend: interpreter of the vLLM environment "
+        "(default $PREFSYNTH_VLLM_PYTHON, then ./.venv-vllm/bin/python)",
+    )
+    vllm_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra keyword arguments for vllm.LLM (enforce_eager, max_model_len, "
+        "gpu_memory_utilization, tensor_parallel_size, ...)",
+    )
+    # OpenAI-compatible server
+    base_url: str | None = Field(None, description="openai backend: e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="env var holding the API key, if any")
+    timeout_s: float = Field(300.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    max_concurrency: int = Field(8, ge=1, description="openai backend: requests in flight")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="openai backend: extra JSON fields for every request (server-specific)",
+    )
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> EngineSpec:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        return self
+
+    def key(self) -> str:
+        """Identity for the per-process engine cache (batching knobs excluded)."""
+        return content_key(self.model_dump(exclude={"batch_size", "max_concurrency"}))
+
+
+class InstructionsConfig(StrictModel):
+    """Stage 1: write instructions. ``seed_self_instruct`` asks the model for a new task after a
+    few examples drawn from a seed list (self-instruct seed tasks, packaged)."""
+
+    style: Literal["seed_self_instruct"] = "seed_self_instruct"
+    n: int = Field(12, ge=1, description="instructions to write")
+    seeds_file: Path | None = Field(
+        None, description="JSONL with an 'instruction' field per line; default: packaged seeds"
+    )
+    examples_per_prompt: int = Field(3, ge=1, le=20)
+    max_attempts: int = Field(3, ge=1, description="tries per instruction before it is 'failed'")
+    engine: EngineSpec = Field(default_factory=lambda: EngineSpec(dtype="bfloat16"))
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(
+            temperature=0.9, top_p=0.95, top_k=50, max_new_tokens=64, stop=["\n"]
+        )
+    )
+
+
+class ResponsesConfig(StrictModel):
+    """Stage 2: n sampled responses per instruction from the policy."""
+
+    n: int = Field(4, ge=1, description="responses per instruction")
+    engine: EngineSpec = Field(
+        default_factory=lambda: EngineSpec(dtype="bfloat16"),
+        description="bfloat16 samples about 1.6x faster on CPU; scoring engines stay float32",
+    )
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(
+            temperature=0.8, top_p=0.95, top_k=50, max_new_tokens=96
+        )
+    )
+
+
+class CDRConfig(StrictModel):
+    """CDR core (METHODS §3.1): log pi_strong(y|T(x)) - log pi_weak(y|T(x)), same T(x)."""
+
+    enabled: bool = True
+    strong: EngineSpec = Field(default_factory=EngineSpec)
+    weak: EngineSpec = Field(default_factory=lambda: EngineSpec(model="gemma3-270m"))
+    reward: Literal["sum", "mean"] = Field(
+        "sum", description="sum over response tokens (paper code) or per-token mean (reward_hub)"
+    )
+
+
+class AnnotatorsConfig(StrictModel):
+    cdr: CDRConfig = Field(default_factory=CDRConfig)
+
+    def enabled(self) -> list[str]:
+        return [name for name in type(self).model_fields if getattr(self, name).enabled]
+
+
+class PairsConfig(StrictModel):
+    """Stage 4: chosen = highest score, rejected = lowest; never from a tie or equal texts."""
+
+    strategy: Literal["best_vs_worst"] = "best_vs_worst"
+    annotator: str = Field("cdr", description="annotator whose score ranks the responses")
+    min_margin: float = Field(0.0, ge=0.0, description="margins <= this are ties (dropped)")
+
+
+class TaskRunnerConfig(StrictModel):
+    """How Prefect runs the shard tasks."""
+
+    kind: Literal["thread"] = "thread"
+    max_workers: int = Field(1, ge=1, description="shards in flight at once")
+
+
+class BuildConfig(StrictModel):
+    """A whole build. Everything that changes an output is here and in the dataset card."""
+
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="output folder name; default <name>-<config hash>, so re-running the same "
+        "config resumes the same run",
+    )
+    output_dir: Path = Path("output")
+    store_dir: Path | None = Field(
+        None,
+        description="shard store; default <run dir>/shards. Point several runs at one store to "
+        "share every shard their configs have in common",
+    )
+    seed: int = 0
+    shard_size: int = Field(4, ge=1, description="instructions per shard")
+    instructions: InstructionsConfig = Field(default_factory=InstructionsConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    annotators: AnnotatorsConfig = Field(default_factory=AnnotatorsConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    task_runner: TaskRunnerConfig = Field(default_factory=TaskRunnerConfig)
+
+    @model_validator(mode="after")
+    def _pairs_annotator_enabled(self) -> BuildConfig:
+        if self.pairs.annotator not in self.annotators.enabled():
+            raise ValueError(
+                f"pairs.annotator is {self.pairs.annotator!r} but enabled annotators are "
+                f"{self.annotators.enabled()}"
+            )
+        return self
+
+    def content_hash(self) -> str:
+        """Hash of everything that changes the dataset (not where it is written or how run)."""
+        return content_key(
+            self.model_dump(
+                mode="json", exclude={"run_id", "output_dir", "store_dir", "task_runner"}
+            )
+        )
+
+    def resolved_run_id(self) -> str:
+        return self.run_id or f"{self.name}-{self.content_hash()[:8]}"
+
+    def run_dir(self) -> Path:
+        return self.output_dir / self.resolved_run_id()
+
+    def shard_dir(self) -> Path:
+        return self.store_dir or (self.run_dir() / "shards")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        got = e.get("input")
+        got_txt = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"  {path}: {msg}{got_txt}")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as a YAML scalar/flow value)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected stage.field=value")
+    path, raw = item.split("=", 1)
+    keys = [k.strip() for k in path.split(".")]
+    if not all(keys):
+        raise ConfigError(f"--set {item!r}: empty field name in {path!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {path}: value {raw!r} is not valid YAML ({e})") from None
+    return keys, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        keys, value = parse_override(item)
+        node: Any = data
+        for depth, k in enumerate(keys[:-1]):
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(keys[:depth])} is not a section")
+            node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(keys[:-1])} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> BuildConfig:
+    """Read YAML (optional), apply ``--set`` overrides, validate. Raises ConfigError."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+        data = loaded
+    if overrides:
+        data = apply_overrides(data, overrides)
+        origin += " + --set"
+    try:
+        return BuildConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, origin)) from None
+
+
+def dump_config(config: BuildConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

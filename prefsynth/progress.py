@@ -1,0 +1,92 @@
+"""Progress bars per stage and the end-of-build summary table (rich, on stderr).
+
+Prefect's console log handler and the progress bars share one rich Console, so log lines print
+above the bars instead of breaking them (measured in ../shared/notes/prefect.md §7).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def _share_console(console: Console) -> None:
+    for name in ("", "prefect"):
+        for handler in logging.getLogger(name).handlers:
+            if hasattr(handler, "console"):
+                handler.console = console
+
+
+class BuildProgress:
+    """One bar per stage, advanced as shards finish (reused shards count as finished)."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("shards  {task.fields[rows]} rows  {task.fields[reused]} reused"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._rows: dict[str, int] = {}
+        self._reused: dict[str, int] = {}
+
+    def __enter__(self) -> BuildProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.progress.stop()
+
+    def stage_started(self, stage: str, total: int) -> None:
+        _share_console(self.console)
+        self._rows[stage] = 0
+        self._reused[stage] = 0
+        self._tasks[stage] = self.progress.add_task(stage, total=total, rows=0, reused=0)
+
+    def shard_done(self, result: Any) -> None:
+        stage = result.stage
+        self._rows[stage] += result.rows
+        self._reused[stage] += int(result.reused)
+        self.progress.update(
+            self._tasks[stage], advance=1, rows=self._rows[stage], reused=self._reused[stage]
+        )
+
+    def stage_done(self, stage: str) -> None:
+        pass
+
+
+def print_summary(run: dict[str, Any], run_dir: Path) -> None:
+    console = Console()
+    table = Table(title=f"prefsynth build {run['run_id']}: {run['status']}")
+    for col in ("stage", "shards", "computed", "reused", "rows", "seconds"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, s in run.get("stages", {}).items():
+        if "shards" in s:
+            table.add_row(
+                stage, *(str(s[k]) for k in ("shards", "computed", "reused", "rows", "seconds"))
+            )
+    console.print(table)
+    rows = run.get("rows", {})
+    reasons = ", ".join(f"{k}: {v}" for k, v in rows.get("dropped_by_reason", {}).items())
+    console.print(
+        f"pairs kept: [bold]{rows.get('pairs_kept', 0)}[/]  dropped: "
+        f"{rows.get('pairs_dropped', 0)}{f' ({reasons})' if reasons else ''}  "
+        f"instructions failed: {rows.get('instructions_failed', 0)}"
+    )
+    console.print(f"dataset: {run_dir / 'dataset'}  (card: {run_dir / 'README.md'})")
+    console.print(f"total: {run.get('seconds', 0)} s")

@@ -1,0 +1,233 @@
+"""Typed records that flow between stages: Instruction -> Response -> Annotation -> Pair.
+
+Ids link them: ``Response.instruction_id``, ``Annotation.response_id``,
+``Pair.chosen_response_id`` / ``rejected_response_id``. Every record keeps the provenance that
+METHODS.md §10 asks for (model id and file hash, prompt-template hash, sampling parameters,
+seed), so any row of the published dataset can be traced back to how it was made.
+
+Records are stored as Parquet rows: scalar fields become columns, nested fields (provenance,
+evidence, lists) are stored as JSON text so that one shard schema fits every row.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prefsynth.hashing import content_key
+
+
+class StrictModel(BaseModel):
+    """Base for configs and records: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- shared value types
+
+
+class Message(StrictModel):
+    """One chat turn, as TRL's conversational format and chat templates expect it."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class SamplingParams(StrictModel):
+    """Every parameter that changes a sampled output; echoed into provenance and the card.
+
+    ``seed=None`` in a config means "derive from the build seed and the shard index", so each
+    shard is reproducible on its own; the derived value is what records store.
+    """
+
+    temperature: float = Field(0.7, ge=0.0, description="0 = greedy decoding")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 = no top-k cut")
+    max_new_tokens: int = Field(256, ge=1)
+    stop: list[str] = Field(
+        default_factory=list, description="strings that end a completion (not included in it)"
+    )
+    seed: int | None = None
+
+
+class ModelRef(StrictModel):
+    """Identity of a model as used: enough to reproduce or audit a score or a sample."""
+
+    model_id: str
+    backend: str
+    source: str = Field(description="file or folder the weights came from, or an API base URL")
+    sha256: str | None = Field(None, description="sha256 of the model file (GGUF) when known")
+    fingerprint: str = Field(description="content fingerprint used in shard keys")
+    dtype: str | None = None
+    chat_template_sha256: str | None = None
+    license: str | None = None
+
+
+class GenerationProvenance(StrictModel):
+    """How a piece of text was generated."""
+
+    model: ModelRef
+    template_id: str | None = None
+    template_sha256: str | None = None
+    sampling: SamplingParams
+    seed: int
+    code_version: str
+
+
+# --------------------------------------------------------------------------- record base
+
+
+_SCALARS: dict[Any, str] = {str: "string", int: "int64", float: "float64", bool: "bool"}
+
+
+def _scalar_kind(annotation: Any) -> str | None:
+    """Arrow type name when a field is a (possibly optional) scalar or Literal of str, else None."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _scalar_kind(args[0]) if len(args) == 1 else None
+    if origin is Literal:
+        return "string"
+    return _SCALARS.get(annotation)
+
+
+class Record(StrictModel):
+    """A row of a stage shard. Subclasses declare fields; storage layout is derived from them."""
+
+    record_type: ClassVar[str] = "record"
+
+    @classmethod
+    def column_kinds(cls) -> dict[str, str]:
+        """Column name -> arrow type name; non-scalar fields are stored as JSON ("json")."""
+        return {name: _scalar_kind(f.annotation) or "json" for name, f in cls.model_fields.items()}
+
+    @classmethod
+    def arrow_schema(cls) -> Any:
+        import pyarrow as pa
+
+        types_ = {
+            "string": pa.string(),
+            "int64": pa.int64(),
+            "float64": pa.float64(),
+            "bool": pa.bool_(),
+            "json": pa.string(),
+        }
+        return pa.schema([(name, types_[kind]) for name, kind in cls.column_kinds().items()])
+
+    def to_row(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        for name, kind in self.column_kinds().items():
+            if kind == "json":
+                data[name] = json.dumps(data[name], sort_keys=True, ensure_ascii=False)
+        return data
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Self:
+        data = dict(row)
+        for name, kind in cls.column_kinds().items():
+            if kind == "json" and isinstance(data.get(name), str):
+                data[name] = json.loads(data[name])
+        return cls.model_validate(data)
+
+
+# --------------------------------------------------------------------------- stage records
+
+
+class Instruction(Record):
+    """A prompt for the policy. Failed generations are kept (status="failed") with raw output."""
+
+    record_type: ClassVar[str] = "instruction"
+
+    instruction_id: str
+    shard_key: str
+    index: int = Field(description="position inside its shard")
+    method: str = Field(description="generator that wrote it, e.g. seed_self_instruct")
+    text: str | None = Field(None, description="the instruction; None when generation failed")
+    status: Literal["ok", "failed"]
+    reason: str | None = None
+    attempts: int = 1
+    raw_output: str = Field("", description="the generator's last raw output, kept for audit")
+    source: dict[str, Any] = Field(
+        default_factory=dict, description="method-specific inputs (seed examples, skills, persona)"
+    )
+    provenance: GenerationProvenance
+
+    @staticmethod
+    def make_id(shard_key: str, index: int) -> str:
+        return "ins-" + content_key(shard_key, index, length=16)
+
+
+class Response(Record):
+    """One sampled answer to an instruction."""
+
+    record_type: ClassVar[str] = "response"
+
+    response_id: str
+    instruction_id: str
+    index: int = Field(description="sample number for this instruction (0..n-1)")
+    text: str
+    finish_reason: Literal["stop", "length", "error"]
+    n_tokens: int = Field(description="generated tokens, the stop token included")
+    n_chars: int
+    provenance: GenerationProvenance
+
+    @staticmethod
+    def make_id(instruction_id: str, index: int, policy_fingerprint: str) -> str:
+        return "rsp-" + content_key(instruction_id, index, policy_fingerprint, length=16)
+
+
+class Annotation(Record):
+    """One annotator's judgement of one response (pointwise) with its raw evidence."""
+
+    record_type: ClassVar[str] = "annotation"
+
+    annotation_id: str
+    annotator: str
+    instruction_id: str
+    response_id: str
+    score: float | None = Field(None, description="None unless status == 'ok'")
+    status: Literal["ok", "abstain", "error"]
+    reason: str | None = None
+    evidence: dict[str, Any] = Field(
+        default_factory=dict, description="raw numbers behind the score (log-prob sums, counts)"
+    )
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @staticmethod
+    def make_id(annotator: str, response_id: str, config_key: str) -> str:
+        return "ann-" + content_key(annotator, response_id, config_key, length=16)
+
+
+class Pair(Record):
+    """A (chosen, rejected) candidate for one instruction, kept or dropped with a reason code."""
+
+    record_type: ClassVar[str] = "pair"
+
+    pair_id: str
+    instruction_id: str
+    prompt: str
+    chosen_response_id: str | None = None
+    rejected_response_id: str | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+    score_chosen: float | None = None
+    score_rejected: float | None = None
+    margin: float | None = Field(None, description="score_chosen - score_rejected")
+    annotator_margins: dict[str, float] = Field(default_factory=dict)
+    status: Literal["kept", "dropped"]
+    reason: str | None = Field(None, description="reason code when dropped")
+    source_method: str = ""
+    n_candidates: int = Field(0, description="distinct scored responses the pair was chosen from")
+
+    @staticmethod
+    def make_id(instruction_id: str, config_key: str) -> str:
+        return "pair-" + content_key(instruction_id, config_key, length=16)
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    cls.record_type: cls for cls in (Instruction, Response, Annotation, Pair)
+}

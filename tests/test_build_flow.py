@@ -1,0 +1,123 @@
+"""The Prefect build flow on tiny models: output layout, traceability, resume and invalidation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_from_disk
+
+from flows.build import build
+from flows.plan import make_plan
+from prefsynth.config import BuildConfig, load_config
+from prefsynth.records import Instruction, Response
+from prefsynth.store import ShardStore
+from tests.conftest import tiny_overrides
+
+
+def _config(tiny: dict[str, Path], out: Path, *extra: str) -> BuildConfig:
+    return load_config(None, [*tiny_overrides(tiny), f"output_dir={out}", *extra])
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_api_url: str, tiny_models: dict[str, Path], tmp_path_factory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("build")
+    cfg = _config(tiny_models, out)
+    return cfg, build(cfg)
+
+
+def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-untyped-def]
+    cfg, run = first_run
+    run_dir = cfg.run_dir()
+    assert run["status"] == "completed"
+    for name in (
+        "run.json",
+        "README.md",
+        "dataset",
+        "data/train.parquet",
+        "data/dropped_pairs.parquet",
+    ):
+        assert (run_dir / name).exists(), name
+    ds = load_from_disk(str(run_dir / "dataset"))
+    train = ds["train"]
+    assert train.num_rows == run["rows"]["pairs_kept"] > 0
+    row = train[0]
+    assert row["prompt"][0]["role"] == "user"
+    assert row["chosen"][0]["role"] == "assistant" and row["rejected"][0]["role"] == "assistant"
+    assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
+    assert row["margin"] > 0
+    assert pq.read_table(run_dir / "data" / "train.parquet").num_rows == train.num_rows
+    on_disk = json.loads((run_dir / "run.json").read_text())
+    assert on_disk["status"] == "completed"
+    assert set(on_disk["models"]) == {"instructions", "responses", "cdr.strong", "cdr.weak"}
+    assert on_disk["stages"]["instructions"]["shards"] == 3
+    assert on_disk["packages"]["prefect"] == "3.8.8"
+
+
+def test_every_row_traces_to_its_instruction_and_responses(first_run) -> None:  # type: ignore[no-untyped-def]
+    cfg, _ = first_run
+    plan = make_plan(cfg)
+    store = ShardStore(cfg.shard_dir())
+    instructions = {
+        i.instruction_id: i
+        for s in plan.stage("instructions")
+        for i in store.read("instructions", s.key, Instruction)
+    }
+    responses = {
+        r.response_id: r
+        for s in plan.stage("responses")
+        for r in store.read("responses", s.key, Response)
+    }
+    for row in load_from_disk(str(cfg.run_dir() / "dataset"))["train"]:
+        ins = instructions[row["instruction_id"]]
+        assert ins.text == row["prompt"][0]["content"]
+        chosen, rejected = (
+            responses[row["chosen_response_id"]],
+            responses[row["rejected_response_id"]],
+        )
+        assert chosen.instruction_id == rejected.instruction_id == ins.instruction_id
+        assert chosen.text == row["chosen"][0]["content"]
+        assert rejected.text == row["rejected"][0]["content"]
+        assert row["score_chosen"] - row["score_rejected"] == pytest.approx(row["margin"])
+
+
+def test_rerun_reuses_every_shard_and_calls_no_engine(first_run) -> None:  # type: ignore[no-untyped-def]
+    cfg, run = first_run
+    again = build(cfg)
+    for stage in ("instructions", "responses", "annotations", "pairs"):
+        assert again["stages"][stage]["computed"] == 0
+        assert again["stages"][stage]["reused"] == run["stages"][stage]["shards"]
+    assert again["engine_usage"]["calls"] == {}
+    assert again["rows"] == run["rows"]
+
+
+def test_changed_setting_recomputes_only_what_it_touches(
+    first_run, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    cfg, _ = first_run
+    store = f"store_dir={cfg.shard_dir()}"
+    changed = _config(tiny_models, tmp_path, store, "responses.sampling.temperature=0.5")
+    run = build(changed)
+    assert run["stages"]["instructions"]["computed"] == 0
+    assert run["stages"]["responses"]["computed"] == 3
+    assert run["stages"]["annotations"]["computed"] == 3
+    pairs_only = _config(tiny_models, tmp_path, store, "pairs.min_margin=0.5")
+    run = build(pairs_only)
+    assert [run["stages"][s]["computed"] for s in ("instructions", "responses", "annotations")] == [
+        0,
+        0,
+        0,
+    ]
+    assert run["stages"]["pairs"]["computed"] == 3
+
+
+def test_corrupt_shard_is_recomputed(first_run) -> None:  # type: ignore[no-untyped-def]
+    cfg, _ = first_run
+    spec = make_plan(cfg).stage("annotations")[1]
+    path = ShardStore(cfg.shard_dir()).path("annotations", spec.key)
+    path.write_bytes(path.read_bytes()[:100])
+    run = build(cfg)
+    assert run["stages"]["annotations"]["computed"] == 1
+    assert list(path.parent.glob(f"{spec.key}.parquet.invalid-*"))

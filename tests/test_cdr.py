@@ -1,0 +1,122 @@
+"""CDR core (METHODS §3.6): antisymmetry, strong == weak gives 0, only response tokens count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from annotators import cdr
+from engines import ScoreRequest, get_engine
+from prefsynth.config import CDRConfig, EngineSpec
+from prefsynth.records import (
+    GenerationProvenance,
+    Instruction,
+    Message,
+    ModelRef,
+    Response,
+    SamplingParams,
+)
+
+
+def _prov() -> GenerationProvenance:
+    ref = ModelRef(model_id="m", backend="t", source="s", fingerprint="f")
+    return GenerationProvenance(model=ref, sampling=SamplingParams(), seed=0, code_version="v")
+
+
+def _data() -> tuple[list[Instruction], list[Response]]:
+    ins = [
+        Instruction(
+            instruction_id=f"i{k}",
+            shard_key="s",
+            index=k,
+            method="test",
+            text=text,
+            status="ok",
+            provenance=_prov(),
+        )
+        for k, text in enumerate(["Name a colour.", "Explain rain briefly."])
+    ]
+    texts = {"i0": ["Blue.", "Red is a colour.", "   "], "i1": ["Water falls from clouds."]}
+    rsp = [
+        Response(
+            response_id=f"{iid}-r{j}",
+            instruction_id=iid,
+            index=j,
+            text=t,
+            finish_reason="stop",
+            n_tokens=3,
+            n_chars=len(t),
+            provenance=_prov(),
+        )
+        for iid, ts in texts.items()
+        for j, t in enumerate(ts)
+    ]
+    return ins, rsp
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_models: dict[str, Path]):  # type: ignore[no-untyped-def]
+    a = get_engine(EngineSpec(model=str(tiny_models["a"])))
+    b = get_engine(EngineSpec(model=str(tiny_models["b"])))
+    return a, b
+
+
+def _scores(anns):  # type: ignore[no-untyped-def]
+    return {a.response_id: a for a in anns}
+
+
+def test_swap_strong_and_weak_negates_summed_reward(engines) -> None:  # type: ignore[no-untyped-def]
+    a, b = engines
+    ins, rsp = _data()
+    fwd = _scores(cdr.annotate_shard(a, b, CDRConfig(), ins, rsp, "k"))
+    rev = _scores(cdr.annotate_shard(b, a, CDRConfig(), ins, rsp, "k"))
+    ok = [rid for rid, x in fwd.items() if x.status == "ok"]
+    assert len(ok) == 3
+    for rid in ok:
+        assert fwd[rid].score != 0
+        assert rev[rid].score == pytest.approx(-fwd[rid].score, abs=1e-9)
+
+
+def test_strong_equal_weak_gives_zero(engines) -> None:  # type: ignore[no-untyped-def]
+    a, _ = engines
+    ins, rsp = _data()
+    for ann in cdr.annotate_shard(a, a, CDRConfig(), ins, rsp, "k"):
+        if ann.status == "ok":
+            assert ann.score == 0.0
+
+
+def test_evidence_and_mean_variant(engines) -> None:  # type: ignore[no-untyped-def]
+    a, b = engines
+    ins, rsp = _data()
+    summed = _scores(cdr.annotate_shard(a, b, CDRConfig(reward="sum"), ins, rsp, "k"))
+    mean = _scores(cdr.annotate_shard(a, b, CDRConfig(reward="mean"), ins, rsp, "k"))
+    for rid, ann in summed.items():
+        if ann.status != "ok":
+            continue
+        ev = ann.evidence
+        assert ev["reward_sum"] == pytest.approx(ev["strong_logprob_sum"] - ev["weak_logprob_sum"])
+        assert ann.score == ev["reward_sum"]
+        assert mean[rid].score == pytest.approx(ev["reward_sum"] / ev["strong_n_tokens"])
+        assert ev["strong_n_tokens"] == ev["weak_n_tokens"]  # same tokenizer here
+
+
+def test_same_rendered_prompt_for_both_models(engines) -> None:  # type: ignore[no-untyped-def]
+    """T(x) is rendered once (strong template) and both sums condition on it."""
+    a, b = engines
+    ins, rsp = _data()
+    ann = _scores(cdr.annotate_shard(a, b, CDRConfig(), ins, rsp, "k"))["i0-r0"]
+    ctx = a.render_chat([Message(role="user", content=ins[0].text or "")])
+    direct_b = b.logprobs([ScoreRequest(context=ctx, continuation="Blue.")])[0]
+    assert ann.evidence["weak_logprob_sum"] == pytest.approx(direct_b.logprob_sum)
+
+
+def test_empty_response_abstains_and_errors_are_isolated(engines) -> None:  # type: ignore[no-untyped-def]
+    a, b = engines
+    ins, rsp = _data()
+    rsp.append(rsp[0].model_copy(update={"response_id": "long", "text": "word " * 3000}))
+    anns = _scores(cdr.annotate_shard(a, b, CDRConfig(), ins, rsp, "k"))
+    assert anns["i0-r2"].status == "abstain" and anns["i0-r2"].reason == "empty_response"
+    assert anns["long"].status == "error" and "over" in (anns["long"].reason or "")
+    assert anns["i0-r0"].status == "ok"  # the batch with a bad row still scored the good ones
+    assert len(anns) == len(rsp)

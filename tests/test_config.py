@@ -1,0 +1,143 @@
+"""Config: defaults, YAML, --set overrides, and errors that name the field path (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prefsynth.config import BuildConfig, load_config, parse_override
+from prefsynth.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_build() -> None:
+    cfg = load_config()
+    assert cfg == BuildConfig()
+    assert cfg.instructions.engine.model == "smollm2-135m-instruct"
+    assert cfg.annotators.cdr.strong.model == "smollm2-135m-instruct"
+    assert cfg.annotators.cdr.weak.model == "gemma3-270m"
+    assert cfg.run_dir() == Path("output") / f"default-{cfg.content_hash()[:8]}"
+
+
+def test_yaml_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: mine\nresponses:\n  n: 3\n  sampling: {temperature: 0.5}\n")
+    cfg = load_config(path, ["responses.sampling.top_p=0.9", "instructions.n=7"])
+    assert cfg.name == "mine"
+    assert cfg.responses.n == 3
+    assert cfg.responses.sampling.temperature == 0.5
+    assert cfg.responses.sampling.top_p == 0.9
+    assert cfg.instructions.n == 7
+
+
+def test_override_values_are_yaml() -> None:
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a=true") == (["a"], True)
+    assert parse_override("a=text with spaces") == (["a"], "text with spaces")
+    with pytest.raises(ConfigError, match=r"expected stage\.field=value"):
+        parse_override("novalue")
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["responses.n=abc"], "responses.n: Input should be a valid integer"),
+        (["responses.sampling.tempreature=1"], "responses.sampling.tempreature: unknown field"),
+        (["annotators.cdr.weak.backend=tpu"], "annotators.cdr.weak.backend: Input should be"),
+        (["responses.n=0"], "responses.n: Input should be greater than or equal to 1"),
+        (["nosuchstage.x=1"], "nosuchstage: unknown field"),
+        (["responses.n.deeper=1"], "responses.n: Input should be a valid integer"),
+    ],
+)
+def test_bad_values_name_the_field(sets: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, sets)
+    assert expected in str(err.value)
+
+
+def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("responses: [unclosed\n")
+    with pytest.raises(ConfigError, match=str(path)):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_content_hash_ignores_where_output_goes() -> None:
+    a = load_config(None, ["output_dir=/x", "task_runner.max_workers=3"])
+    b = load_config()
+    assert a.content_hash() == b.content_hash()
+    assert load_config(None, ["seed=1"]).content_hash() != b.content_hash()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prefsynth.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_bad_config_exits_2_with_path_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("responses:\n  n: many\n  colour: blue\n")
+    proc = _cli("build", "--config", str(path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "responses.n: Input should be a valid integer" in proc.stderr
+    assert "responses.colour: unknown field" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_set_override_error_exits_2() -> None:
+    proc = _cli("config", "--set", "pairs.min_margin=-1")
+    assert proc.returncode == 2
+    assert "pairs.min_margin" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_config_prints_effective_config() -> None:
+    proc = _cli("config", "--set", "responses.n=5")
+    assert proc.returncode == 0, proc.stderr
+    cfg = BuildConfig.model_validate(__import__("yaml").safe_load(proc.stdout))
+    assert cfg.responses.n == 5
+
+
+def test_help_is_fast() -> None:
+    t0 = time.perf_counter()
+    proc = _cli("--help")
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0
+    assert "build" in proc.stdout
+    assert elapsed < 2.0, f"prefsynth --help took {elapsed:.2f}s"
+    heavy = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, prefsynth.cli; "
+            "print(sorted(m for m in ('torch','prefect','transformers','datasets') "
+            "if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert heavy.stdout.strip() == "[]"
+
+
+def test_shipped_example_configs_validate() -> None:
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        load_config(path)
+    assert load_config(configs[0]) == BuildConfig() or configs[0].name != "default.yaml"
+
+
+def test_cli_missing_model_and_seed_file_exit_2(tmp_path: Path) -> None:
+    proc = _cli("build", "--out", str(tmp_path), "--set", "responses.engine.model=/no/such/model")
+    assert proc.returncode == 2
+    assert "/no/such/model" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli("build", "--out", str(tmp_path), "--set", f"instructions.seeds_file={tmp_path}/x")
+    assert proc.returncode == 2
+    assert "seeds file" in proc.stderr and "does not exist" in proc.stderr

@@ -1,0 +1,52 @@
+"""README command (a) for real: `prefsynth build` with the embedded default on the packaged
+models (SmolLM2-135M-Instruct writes, CDR scores with SmolLM2 over Gemma 3 270M)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from prefsynth.config import BuildConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_build_end_to_end(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # as a user runs it
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefsynth.cli", "build", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / BuildConfig().resolved_run_id()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed"
+    assert "pairs kept" in proc.stdout
+
+    train = load_from_disk(str(run_dir / "dataset"))["train"]
+    n_instructions = run["rows"]["instructions"]
+    assert n_instructions == BuildConfig().instructions.n
+    assert train.num_rows == run["rows"]["pairs_kept"]
+    assert 2 * train.num_rows >= n_instructions, "fewer than one pair per two instructions"
+    for row in train:
+        assert [m["role"] for m in row["prompt"]] == ["user"]
+        assert [m["role"] for m in row["chosen"]] == ["assistant"]
+        assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
+        assert row["margin"] > 0 and row["instruction_id"].startswith("ins-")
+
+    models = run["models"]
+    assert models["cdr.strong"]["model_id"] == "smollm2-135m-instruct"
+    assert models["cdr.weak"]["model_id"] == "gemma3-270m"
+    assert models["cdr.weak"]["sha256"].startswith("a5fd3b62")
+    card = (run_dir / "README.md").read_text()
+    assert "license: apache-2.0" in card and "gemma3-270m" in card
+    print(f"default build: {run['seconds']} s, {train.num_rows} pairs")

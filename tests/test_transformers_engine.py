@@ -1,0 +1,138 @@
+"""transformers backend on tiny in-process models: generation contract and exact scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engines import ScoreRequest, get_engine, track_usage
+from engines.transformers_engine import TransformersEngine
+from prefsynth.config import EngineSpec
+from prefsynth.records import Message, SamplingParams
+
+CHATS = [
+    [Message(role="user", content="What is the capital of France?")],
+    [Message(role="user", content="Give me three tips for staying healthy, please.")],
+    [Message(role="user", content="Hi")],
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_models: dict[str, Path]) -> TransformersEngine:
+    e = get_engine(EngineSpec(model=str(tiny_models["a"]), batch_size=4))
+    assert isinstance(e, TransformersEngine)
+    return e
+
+
+def _reference_sum(engine: TransformersEngine, context: str, continuation: str) -> float:
+    """Unbatched, unpadded full forward pass: the definition of log p(continuation | context)."""
+    ctx = engine.chat.encode_context(context)
+    cont = engine.chat.encode_continuation(continuation)
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = engine.model(ids).logits[0].double().log_softmax(-1)
+    return sum(float(logp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
+
+
+def test_generate_returns_n_completions_with_metadata(engine: TransformersEngine) -> None:
+    params = SamplingParams(temperature=1.0, top_p=0.95, top_k=50, max_new_tokens=8, seed=3)
+    out = engine.generate(CHATS, params, n=3)
+    assert [len(c) for c in out] == [3, 3, 3]
+    for completions in out:
+        for c in completions:
+            assert 1 <= c.n_tokens <= 8
+            assert c.finish_reason in ("stop", "length")
+            if c.finish_reason == "length":
+                assert c.n_tokens == 8
+
+
+def test_generate_is_reproducible_with_a_seed(engine: TransformersEngine) -> None:
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=11)
+    assert engine.generate(CHATS, params, n=2) == engine.generate(CHATS, params, n=2)
+    other = engine.generate(CHATS, params.model_copy(update={"seed": 12}), n=2)
+    assert other != engine.generate(CHATS, params, n=2)
+
+
+def test_greedy_samples_are_identical(engine: TransformersEngine) -> None:
+    out = engine.generate(CHATS[:1], SamplingParams(temperature=0.0, max_new_tokens=6), n=2)
+    assert out[0][0] == out[0][1]
+
+
+def test_stop_string_ends_completion(engine: TransformersEngine) -> None:
+    params = SamplingParams(temperature=1.0, max_new_tokens=24, seed=5)
+    free = engine.generate(CHATS, params, n=2)
+    text = next(c.text for cs in free for c in cs if len(c.text) > 4)
+    stop = text[2:4]
+    stopped = engine.generate(CHATS, params.model_copy(update={"stop": [stop]}), n=2)
+    for cs in stopped:
+        for c in cs:
+            assert stop not in c.text
+
+
+def test_logprobs_match_unbatched_reference(engine: TransformersEngine) -> None:
+    contexts = [engine.render_chat(c) for c in CHATS]
+    conts = ["Paris is the capital.", "Sleep well, eat greens and walk daily.", "Hello!"]
+    requests = [
+        ScoreRequest(context=c, continuation=y) for c, y in zip(contexts, conts, strict=True)
+    ]
+    results = engine.logprobs(requests, per_token=True)
+    for r, ctx, cont in zip(results, contexts, conts, strict=True):
+        ref = _reference_sum(engine, ctx, cont)
+        assert r.logprob_sum == pytest.approx(ref, rel=1e-5, abs=1e-4)
+        assert r.n_tokens == len(engine.chat.encode_continuation(cont))
+        assert sum(r.token_logprobs or []) == pytest.approx(r.logprob_sum)
+        assert all(v <= 0 for v in r.token_logprobs or [])
+
+
+def test_batched_equals_one_at_a_time(engine: TransformersEngine) -> None:
+    requests = [
+        ScoreRequest(context=c, continuation="A short answer. " * (i + 1))
+        for i, c in enumerate(CHATS)
+    ]
+    batched = engine.logprobs(requests)
+    single = [engine.logprobs([r])[0] for r in requests]
+    for b, s in zip(batched, single, strict=True):
+        assert b.n_tokens == s.n_tokens
+        assert b.logprob_sum == pytest.approx(s.logprob_sum, rel=1e-5, abs=1e-4)
+
+
+def test_only_continuation_tokens_are_counted(engine: TransformersEngine) -> None:
+    cont = "The same answer."
+    short = engine.logprobs([ScoreRequest(context="Q:", continuation=cont)])[0]
+    long = engine.logprobs(
+        [ScoreRequest(context="A much longer context with many more tokens. Q:", continuation=cont)]
+    )[0]
+    assert short.n_tokens == long.n_tokens == len(engine.chat.encode_continuation(cont))
+    assert short.logprob_sum != long.logprob_sum  # the context conditions, but is not counted
+
+
+def test_chat_context_equals_its_rendered_string(engine: TransformersEngine) -> None:
+    chat_ctx = engine.logprobs([ScoreRequest(context=CHATS[0], continuation="Paris.")])[0]
+    str_ctx = engine.logprobs(
+        [ScoreRequest(context=engine.render_chat(CHATS[0]), continuation="Paris.")]
+    )[0]
+    assert chat_ctx == str_ctx
+
+
+def test_empty_continuation_scores_zero(engine: TransformersEngine) -> None:
+    r = engine.logprobs([ScoreRequest(context="Q:", continuation="")])[0]
+    assert (r.logprob_sum, r.n_tokens) == (0.0, 0)
+
+
+def test_too_long_input_is_an_error(engine: TransformersEngine) -> None:
+    with pytest.raises(ValueError, match="over"):
+        engine.logprobs([ScoreRequest(context="Q:", continuation="word " * 3000)])
+
+
+def test_engine_is_loaded_once_per_process_and_calls_are_counted(
+    tiny_models: dict[str, Path],
+) -> None:
+    spec = EngineSpec(model=str(tiny_models["a"]), batch_size=4)
+    assert get_engine(spec) is get_engine(spec)
+    with track_usage() as usage:
+        get_engine(spec).logprobs([ScoreRequest(context="Q:", continuation="A")])
+        get_engine(spec).generate(CHATS[:1], SamplingParams(max_new_tokens=2, seed=0))
+    assert usage.calls["logprobs"] == 1
+    assert usage.calls["generate"] == 1

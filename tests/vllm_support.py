@@ -1,0 +1,16 @@
+"""Helpers for tests that need the vLLM sidecar environment (``make vllm-env``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engines.vllm_engine import VLLMUnavailableError, sidecar_python
+from prefsynth.config import EngineSpec
+
+
+def require_sidecar() -> str:
+    try:
+        return sidecar_python(EngineSpec(backend="vllm"))
+    except VLLMUnavailableError as e:
+        pytest.skip(f"vLLM sidecar not installed: {e}")
+        raise
