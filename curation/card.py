@@ -84,7 +84,7 @@ def render_card(run: dict[str, Any]) -> str:
         f"# prefsynth preference dataset `{run.get('run_id')}`",
         "",
         "Synthetic preference pairs in TRL's conversational format (`prompt`, `chosen`, "
-        "`rejected`), built by [prefsynth](https://github.com/) "
+        "`rejected`), built by prefsynth "
         f"{run.get('prefsynth_version')}. Every row carries the ids of its instruction and "
         "responses and the annotator scores; `margin` = score(chosen) - score(rejected).",
         "",

@@ -37,7 +37,6 @@ __all__ = [
 
 _ENGINES: dict[str, Engine] = {}
 _LOCK = threading.Lock()
-LOADS: dict[str, int] = {}  # spec key -> times loaded in this process (for tests and run.json)
 
 
 def _load(spec: EngineSpec) -> Engine:
@@ -66,7 +65,6 @@ def get_engine(spec: EngineSpec) -> Engine:
             if engine is None:
                 engine = _load(spec)
                 _ENGINES[key] = engine
-                LOADS[key] = LOADS.get(key, 0) + 1
     return engine
 
 

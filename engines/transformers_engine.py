@@ -10,6 +10,7 @@ sequence: with Gemma's 262k vocabulary that is the difference between MBs and GB
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,10 @@ from prefsynth.config import EngineSpec
 from prefsynth.records import Message, ModelRef, SamplingParams
 
 log = logging.getLogger(__name__)
+
+# torch's sampling RNG is global: seeded generation holds this lock so that two engines
+# sampling in parallel threads cannot interleave draws and break reproducibility.
+_SAMPLING_LOCK = threading.Lock()
 
 
 class TransformersEngine(Engine):
@@ -101,8 +106,6 @@ class TransformersEngine(Engine):
             self._check_length(len(p) + params.max_new_tokens, "prompt + max_new_tokens")
         out: list[list[Completion]] = [[] for _ in requests]
         per_batch = max(1, self.batch_size // n)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         sampling: dict[str, Any] = {"do_sample": params.temperature > 0}
         if params.temperature > 0:
             sampling.update(
@@ -112,23 +115,36 @@ class TransformersEngine(Engine):
             sampling.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
             sampling.update(stop_strings=params.stop, tokenizer=self.tokenizer)
-        for batch in length_sorted_batches([len(p) for p in prompts], per_batch):
-            ids, mask, _ = self._left_pad([prompts[i] for i in batch])
-            with torch.inference_mode():
-                seqs = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=params.max_new_tokens,
-                    num_return_sequences=n,
-                    pad_token_id=self.pad_id,
-                    eos_token_id=sorted(self.eos_ids),
-                    **sampling,
-                )
-            new = seqs[:, ids.shape[1] :].tolist()
-            for j, i in enumerate(batch):
-                for k in range(n):
-                    out[i].append(self._completion(new[j * n + k], params.stop))
+        with _SAMPLING_LOCK:
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            for batch in length_sorted_batches([len(p) for p in prompts], per_batch):
+                sampled = self._generate_batch([prompts[i] for i in batch], params, n, sampling)
+                for i, completions in zip(batch, sampled, strict=True):
+                    out[i] = completions
         return out
+
+    def _generate_batch(
+        self, prompts: list[list[int]], params: SamplingParams, n: int, sampling: dict[str, Any]
+    ) -> list[list[Completion]]:
+        import torch
+
+        ids, mask, _ = self._left_pad(prompts)
+        with torch.inference_mode():
+            seqs = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=params.max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=self.pad_id,
+                eos_token_id=sorted(self.eos_ids),
+                **sampling,
+            )
+        new = seqs[:, ids.shape[1] :].tolist()
+        return [
+            [self._completion(new[j * n + k], params.stop) for k in range(n)]
+            for j in range(len(prompts))
+        ]
 
     def _completion(self, tokens: list[int], stop: list[str]) -> Completion:
         if self.pad_id not in self.eos_ids:  # rows that stopped early are padded at the end
