@@ -1,4 +1,4 @@
-"""CDR: reward = log pi_strong(y | T(x)) - log pi_weak(y | T(x))  (METHODS §3.1).
+"""CDR: reward = log pi_strong(y | T(x)) - log pi_weak(y | T(x))  (METHODS §3).
 
 Both models are conditioned on the *same* rendered prompt T(x): the conversation rendered with
 the strong model's chat template (as the paper code does), passed to both engines as a string.
@@ -6,18 +6,120 @@ Each model tokenises the response with its own tokenizer; only response tokens a
 (prompt and padding are never counted). ``reward="sum"`` is the paper code's summed ratio;
 ``"mean"`` divides by the strong model's response token count (reward_hub's default). Both are
 kept in the evidence; ``score`` holds the configured one.
+
+Customisation (``prompting: routed``, METHODS §3.2): a router model labels each prompt SAFETY,
+REASONING or CHAT (an answer it cannot parse counts as CHAT and is flagged); T(x) then carries
+that domain's system prompt with its criteria, and the user turn becomes
+``<exemplar block>\\n<query>\\nGood Assistant:`` with one exemplar drawn per prompt. CHAT
+prompts stay plain by default, as in the paper's demo configuration. Our own system prompts
+and exemplars live in ``annotators/data/cdr_domains.json``; ``domains_file`` replaces them.
 """
 
 from __future__ import annotations
 
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
 from annotators.base import score_isolating_errors
 from engines import Engine, ScoreRequest
 from prefsynth.config import CDRConfig
-from prefsynth.hashing import sha256_text
+from prefsynth.errors import InputDataError
+from prefsynth.hashing import content_key, sha256_text
 from prefsynth.records import Annotation, Instruction, Message, Response
+from prefsynth.templates import read_template
 
 NAME = "cdr"
-VERSION = "1"
+VERSION = "2"
+DOMAINS = ("SAFETY", "REASONING", "CHAT")
+DATA = Path(__file__).parent / "data"
+PACKAGED_DOMAINS = DATA / "cdr_domains.json"
+ROUTER_TEMPLATE = DATA / "cdr_router.txt"
+_ROUTE = re.compile(r"\[START\]\s*(SAFETY|REASONING|CHAT)\s*\[END\]", re.I)
+
+
+class Exemplar(BaseModel):
+    id: str
+    criterion: str
+    user: str
+    good: str
+    bad: str
+    explanation: str
+
+    def block(self) -> str:
+        return (
+            f"{self.criterion}\nUser: {self.user}\nGood Assistant: {self.good}\n"
+            f"Bad Assistant: {self.bad}\nExplanation: {self.explanation}"
+        )
+
+
+class DomainPrompt(BaseModel):
+    system_prompt: str
+    exemplars: list[Exemplar]
+
+
+class DomainSet(BaseModel):
+    version: str
+    domains: dict[str, DomainPrompt]
+
+    def sha256(self) -> str:
+        return content_key(self.model_dump(), length=64)
+
+
+def load_domains(path: Path | None) -> DomainSet:
+    path = path or PACKAGED_DOMAINS
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("note", None)
+        domains = DomainSet.model_validate(data)
+    except (OSError, ValueError) as e:
+        raise InputDataError(f"CDR domains file {path}: {e}") from None
+    missing = [d for d in DOMAINS if d not in domains.domains]
+    if missing:
+        raise InputDataError(f"CDR domains file {path}: missing domains {missing}")
+    return domains
+
+
+def parse_route(raw: str) -> str | None:
+    """``[START]SAFETY[END]`` -> "SAFETY"; no tags or an unknown label -> None (caller: CHAT)."""
+    m = _ROUTE.search(raw)
+    return m.group(1).upper() if m else None
+
+
+def route(router: Engine, queries: list[str], config: CDRConfig) -> list[tuple[str, str, bool]]:
+    """(domain, raw router output, parsed?) per query."""
+    template = read_template(ROUTER_TEMPLATE)
+    prompts = [
+        router.render_chat([Message(role="user", content=template.render(query=q))]) + "[START]"
+        for q in queries
+    ]
+    outs = router.generate(prompts, config.router_sampling, n=1)
+    result = []
+    for o in outs:
+        raw = "[START]" + o[0].text
+        label = parse_route(raw)
+        result.append((label or "CHAT", raw, label is not None))
+    return result
+
+
+def prompt_messages(
+    query: str, domain: str, domains: DomainSet, plain_chat: bool, pick: random.Random
+) -> tuple[list[Message], str | None, str | None]:
+    """T(x) as messages, with the system prompt id and exemplar id used (None when plain)."""
+    if domain == "CHAT" and plain_chat:
+        return [Message(role="user", content=query)], None, None
+    spec = domains.domains[domain]
+    exemplar = pick.choice(spec.exemplars)
+    user = f"{exemplar.block()}\n{query}\nGood Assistant:"
+    messages = [
+        Message(role="system", content=spec.system_prompt),
+        Message(role="user", content=user),
+    ]
+    return messages, domain, exemplar.id
 
 
 def annotate_shard(
@@ -27,32 +129,63 @@ def annotate_shard(
     instructions: list[Instruction],
     responses: list[Response],
     config_key: str,
+    router: Engine | None = None,
 ) -> list[Annotation]:
-    by_id = {i.instruction_id: i for i in instructions}
-    rendered: dict[str, str] = {}
-    for i in instructions:
-        if i.text:
-            rendered[i.instruction_id] = strong.render_chat([Message(role="user", content=i.text)])
-    scorable = [r for r in responses if r.text.strip() and r.instruction_id in rendered]
-    requests = [
-        ScoreRequest(context=rendered[r.instruction_id], continuation=r.text) for r in scorable
-    ]
-    strong_scores = dict(
-        zip(
-            (r.response_id for r in scorable), score_isolating_errors(strong, requests), strict=True
-        )
-    )
-    weak_scores = dict(
-        zip((r.response_id for r in scorable), score_isolating_errors(weak, requests), strict=True)
-    )
-    provenance = {
+    texts = {i.instruction_id: i.text for i in instructions if i.text}
+    prompt_info: dict[str, dict[str, Any]] = {}
+    provenance: dict[str, Any] = {
         "strong": strong.info.model_dump(),
         "weak": weak.info.model_dump(),
         "reward": config.reward,
+        "prompting": config.prompting,
         "prompt_template": "strong_chat_template",
         "prompt_template_sha256": strong.info.chat_template_sha256,
         "version": VERSION,
     }
+    ids = list(texts)
+    if config.prompting == "routed":
+        if router is None:
+            raise ValueError("prompting 'routed' needs a router engine")
+        domains = load_domains(config.domains_file)
+        provenance.update(
+            router=router.info.model_dump(),
+            router_sampling=config.router_sampling.model_dump(),
+            router_template_sha256=read_template(ROUTER_TEMPLATE).sha256,
+            domains_version=domains.version,
+            domains_sha256=domains.sha256(),
+            plain_chat=config.plain_chat,
+        )
+        for iid, (label, raw, parsed) in zip(
+            ids, route(router, [texts[i] or "" for i in ids], config), strict=True
+        ):
+            messages, system_id, exemplar_id = prompt_messages(
+                texts[iid] or "", label, domains, config.plain_chat, random.Random(iid)
+            )
+            prompt_info[iid] = {
+                "domain": label,
+                "router_output": raw,
+                "router_parsed": parsed,
+                "system_prompt_id": system_id,
+                "exemplar_id": exemplar_id,
+                "rendered": strong.render_chat(messages),
+            }
+    else:
+        for iid in ids:
+            messages = [Message(role="user", content=texts[iid] or "")]
+            prompt_info[iid] = {"rendered": strong.render_chat(messages)}
+
+    scorable = [r for r in responses if r.text.strip() and r.instruction_id in prompt_info]
+    requests = [
+        ScoreRequest(context=prompt_info[r.instruction_id]["rendered"], continuation=r.text)
+        for r in scorable
+    ]
+    per_token = config.keep_token_logprobs
+    keys = [r.response_id for r in scorable]
+    strong_scores = dict(
+        zip(keys, score_isolating_errors(strong, requests, per_token), strict=True)
+    )
+    weak_scores = dict(zip(keys, score_isolating_errors(weak, requests, per_token), strict=True))
+
     out = []
     for r in responses:
         common = {
@@ -62,7 +195,7 @@ def annotate_shard(
             "response_id": r.response_id,
             "provenance": provenance,
         }
-        if r.instruction_id not in by_id or r.instruction_id not in rendered:
+        if r.instruction_id not in prompt_info:
             out.append(Annotation(**common, status="error", reason="instruction_not_found"))
             continue
         if not r.text.strip():
@@ -75,22 +208,28 @@ def annotate_shard(
             )
             out.append(Annotation(**common, status="error", reason=reason))
             continue
+        info = prompt_info[r.instruction_id]
         reward_sum = s.logprob_sum - w.logprob_sum
         reward_mean = reward_sum / s.n_tokens if s.n_tokens else 0.0
+        evidence: dict[str, Any] = {
+            "strong_logprob_sum": s.logprob_sum,
+            "strong_n_tokens": s.n_tokens,
+            "weak_logprob_sum": w.logprob_sum,
+            "weak_n_tokens": w.n_tokens,
+            "reward_sum": reward_sum,
+            "reward_mean": reward_mean,
+            "rendered_prompt_sha256": sha256_text(info["rendered"]),
+            **{k: v for k, v in info.items() if k != "rendered"},
+        }
+        if per_token:
+            evidence["strong_token_logprobs"] = s.token_logprobs
+            evidence["weak_token_logprobs"] = w.token_logprobs
         out.append(
             Annotation(
                 **common,
                 score=reward_sum if config.reward == "sum" else reward_mean,
                 status="ok",
-                evidence={
-                    "strong_logprob_sum": s.logprob_sum,
-                    "strong_n_tokens": s.n_tokens,
-                    "weak_logprob_sum": w.logprob_sum,
-                    "weak_n_tokens": w.n_tokens,
-                    "reward_sum": reward_sum,
-                    "reward_mean": reward_mean,
-                    "rendered_prompt_sha256": sha256_text(rendered[r.instruction_id]),
-                },
+                evidence=evidence,
             )
         )
     return out

@@ -1,6 +1,11 @@
-"""Curation: turning annotated responses into pairs and pairs into a published dataset.
+"""Curation: what is kept, what is dropped and why, and how the result is published.
 
-* :mod:`curation.pairs` — pair construction (best vs worst), never from ties or equal texts.
-* :mod:`curation.dataset` — TRL conversational preference format, ``datasets`` on disk, Parquet.
+* :mod:`curation.embeddings` — all-MiniLM-L6-v2 sentence embeddings, one model per process;
+* :mod:`curation.dedup` — exact, near (rapidfuzz) and semantic (embedding) duplicates;
+* :mod:`curation.decontam` — n-gram and embedding matches against evaluation benchmarks;
+* :mod:`curation.diversity` — distinct-n, embedding spread, label balance, skill-pair coverage;
+* :mod:`curation.instruction_curation` — the curation stage: decisions and figures per build;
+* :mod:`curation.pairs` — pair construction (best vs worst), never from ties or equal texts;
+* :mod:`curation.dataset` — TRL conversational preference format, ``datasets`` on disk, Parquet;
 * :mod:`curation.card` — the dataset card (README.md) generated from the run.
 """

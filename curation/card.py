@@ -13,6 +13,14 @@ from typing import Any
 import yaml
 
 CITATIONS = {
+    "instruct_skillmix": (
+        "Kaur, Park, Goyal, Arora 2024, Instruct-SkillMix: A Powerful Pipeline for LLM "
+        "Instruction Tuning. arXiv:2408.14774"
+    ),
+    "pika": (
+        "Yin et al. 2025, PiKa: Expert-Level Synthetic Datasets for Post-Training Alignment "
+        "from Scratch. arXiv:2510.06670"
+    ),
     "seed_self_instruct": (
         "Wang et al. 2023, Self-Instruct: Aligning Language Models with Self-Generated "
         "Instructions. arXiv:2212.10560"
@@ -38,6 +46,10 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def render_card(run: dict[str, Any]) -> str:
     models: dict[str, dict[str, Any]] = run.get("models", {})
     licence = derive_license(models, ["instructions", "responses"])
@@ -51,7 +63,12 @@ def render_card(run: dict[str, Any]) -> str:
             {
                 "config_name": "default",
                 "data_files": [{"split": "train", "path": "data/train.parquet"}],
-            }
+            },
+            {"config_name": "sft", "data_files": [{"split": "train", "path": "data/sft.parquet"}]},
+            {
+                "config_name": "dropped_pairs",
+                "data_files": [{"split": "train", "path": "data/dropped_pairs.parquet"}],
+            },
         ],
     }
     cfg = run.get("config", {})
@@ -75,7 +92,13 @@ def render_card(run: dict[str, Any]) -> str:
         "instructions": cfg.get("instructions", {}).get("sampling"),
         "responses": cfg.get("responses", {}).get("sampling"),
     }
-    methods = [m for m in ("seed_self_instruct", "cdr") if m in CITATIONS]
+    diversity = run.get("diversity", {})
+    used = set(diversity.get("by_method", {})) | {"cdr"}
+    methods = [m for m in CITATIONS if m in used]
+    decontam = diversity.get("contaminated_by_benchmark", {})
+    figures = {
+        k: v for k, v in diversity.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     parts = [
         "---",
         yaml.safe_dump(front, sort_keys=False).strip(),
@@ -113,6 +136,19 @@ def render_card(run: dict[str, Any]) -> str:
         "## Stages",
         "",
         _table(["stage", "shards", "computed", "reused", "rows", "seconds"], stage_rows),
+        "",
+        "## Instructions: curation and diversity",
+        "",
+        f"Kept {diversity.get('kept', '?')} of {diversity.get('instructions', '?')} instructions: "
+        f"{diversity.get('failed', 0)} failed generation, {diversity.get('duplicates', 0)} "
+        f"duplicates, {diversity.get('contaminated', 0)} close to an evaluation prompt "
+        + (
+            "(" + ", ".join(f"{b}: {n}" for b, n in decontam.items()) + ")."
+            if decontam
+            else "(none)."
+        ),
+        "",
+        _table(["figure", "value"], [[k, _fmt(v)] for k, v in figures.items()]) if figures else "",
         "",
         "## Dropped pairs by reason",
         "",

@@ -6,7 +6,9 @@ Output, all replaced atomically so a crash never leaves a half-written dataset:
 
 * ``dataset/`` — a ``datasets.DatasetDict`` (split ``train``) for ``load_from_disk``;
 * ``data/train.parquet`` — the same rows as Parquet;
-* ``data/dropped_pairs.parquet`` — every dropped pair with its reason code.
+* ``data/dropped_pairs.parquet`` — every dropped pair with its reason code;
+* ``data/sft.parquet`` — the SFT view: the best-scored response per instruction, as TRL's
+  conversational ``messages`` (PiKa-SFT style).
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ def features() -> Any:
     )
 
 
+def sft_schema() -> Any:
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema(
+        [
+            ("messages", pa.list_(message)),
+            ("instruction_id", pa.string()),
+            ("response_id", pa.string()),
+            ("score", pa.float64()),
+            ("source_method", pa.string()),
+        ]
+    )
+
+
 def _replace_dir(tmp: Path, target: Path) -> None:
     old = None
     if target.exists():
@@ -96,10 +113,29 @@ def write_dataset(run_dir: Path, pairs: list[Pair]) -> dict[str, int]:
     train.to_parquet(str(tmp_file))
     os.replace(tmp_file, train_path)
 
+    sft_rows = [
+        {
+            "messages": [
+                {"role": "user", "content": p.prompt},
+                {"role": "assistant", "content": p.chosen},
+            ],
+            "instruction_id": p.instruction_id,
+            "response_id": p.chosen_response_id,
+            "score": p.score_chosen,
+            "source_method": p.source_method,
+        }
+        for p in pairs
+        if p.chosen is not None
+    ]
+    sft_path = run_dir / "data" / "sft.parquet"
+    tmp_file = _atomic_file(sft_path)
+    pq.write_table(pa.Table.from_pylist(sft_rows, schema=sft_schema()), tmp_file)
+    os.replace(tmp_file, sft_path)
+
     dropped_path = run_dir / "data" / "dropped_pairs.parquet"
     tmp_file = _atomic_file(dropped_path)
     pq.write_table(
         pa.Table.from_pylist([p.to_row() for p in dropped], schema=Pair.arrow_schema()), tmp_file
     )
     os.replace(tmp_file, dropped_path)
-    return {"kept": len(kept), "dropped": len(dropped)}
+    return {"kept": len(kept), "dropped": len(dropped), "sft": len(sft_rows)}

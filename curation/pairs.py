@@ -4,7 +4,8 @@ Responses with equal text (after trimming whitespace) count once, so a pair neve
 chosen == rejected. When the best and worst scores differ by no more than ``min_margin`` the
 preference is a tie and the pair is recorded as dropped with reason ``tie``; with fewer than two
 distinct scored responses the reason is ``too_few_responses``. Dropped pairs are kept as rows so
-every drop can be audited.
+every drop can be audited. ``chosen`` is set whenever there is a best response (also for ties and
+single candidates): it is the SFT view's answer (PiKa's argmax selection, METHODS §2.1).
 """
 
 from __future__ import annotations
@@ -57,7 +58,17 @@ def build_pairs(
             "n_candidates": len(candidates),
         }
         if len(candidates) < 2:
-            pairs.append(Pair(**base, status="dropped", reason="too_few_responses"))
+            only = candidates[0] if candidates else None
+            pairs.append(
+                Pair(
+                    **base,
+                    chosen_response_id=only[0].response_id if only else None,
+                    chosen=only[0].text if only else None,
+                    score_chosen=only[1] if only else None,
+                    status="dropped",
+                    reason="too_few_responses",
+                )
+            )
             continue
         best = max(candidates, key=lambda c: c[1])  # first of equal maxima: lowest index
         worst = min((c for c in candidates if c[0] is not best[0]), key=lambda c: c[1])

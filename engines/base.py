@@ -132,6 +132,38 @@ class Engine(ABC):
         _record("logprobs", self.info.model_id, sum(r.n_tokens for r in out))
         return out
 
+    def logprobs_shared(
+        self,
+        context: Chat | str,
+        continuations: Sequence[str],
+        per_token: bool = False,
+        reuse_prefix: bool = True,
+    ) -> list[ScoreResult]:
+        """Score many continuations of one context (FLR's follow-ups of one answer).
+
+        Backends that can keep the context's KV cache compute it once (``reuse_prefix``); the
+        numbers equal scoring each (context, continuation) on its own.
+        """
+        if not continuations:
+            return []
+        with self._lock:
+            if reuse_prefix:
+                out = self._logprobs_shared(context, list(continuations), per_token)
+            else:
+                requests = [ScoreRequest(context=context, continuation=c) for c in continuations]
+                out = self._logprobs(requests, per_token)
+        if len(out) != len(continuations):
+            raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of scores")
+        _record("logprobs", self.info.model_id, sum(r.n_tokens for r in out))
+        return out
+
+    def _logprobs_shared(
+        self, context: Chat | str, continuations: list[str], per_token: bool
+    ) -> list[ScoreResult]:
+        """Default: no cache to share, score each continuation with the full context."""
+        requests = [ScoreRequest(context=context, continuation=c) for c in continuations]
+        return self._logprobs(requests, per_token)
+
     @abstractmethod
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The prompt text this engine's chat template makes of ``messages``."""

@@ -208,3 +208,67 @@ class TransformersEngine(Engine):
                 )
             del logits
         return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------ shared-prefix score
+    def _logprobs_shared(
+        self, context: Chat | str, continuations: list[str], per_token: bool
+    ) -> list[ScoreResult]:
+        """Run the context once, keep its KV cache, and score the continuations in batches on
+        copies of it. The first continuation token is scored from the context's last logits;
+        the others from the batch, right-padded (padding after a row cannot affect it)."""
+        import copy
+
+        import torch
+
+        ctx = self.chat.encode_context(context)
+        conts = [self.chat.encode_continuation(c) for c in continuations]
+        self._check_length(len(ctx) + max((len(c) for c in conts), default=0), "context + text")
+        if not ctx:
+            raise ValueError("scoring needs a non-empty context (at least a BOS token)")
+        with torch.inference_mode():
+            prefix = self.model(input_ids=torch.tensor([ctx], device=self.device), use_cache=True)
+            first_lp = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
+            cache = prefix.past_key_values
+            results: list[ScoreResult | None] = [None] * len(conts)
+            order = [i for i in range(len(conts)) if len(conts[i]) > 1]
+            for i in range(len(conts)):
+                if len(conts[i]) <= 1:
+                    vals = [float(first_lp[conts[i][0]])] if conts[i] else []
+                    results[i] = self._result(vals, per_token)
+            for batch in (
+                order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)
+            ):
+                width = max(len(conts[i]) - 1 for i in batch)
+                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), len(ctx) + width), dtype=torch.long)
+                mask[:, : len(ctx)] = 1
+                for row, i in enumerate(batch):
+                    n = len(conts[i]) - 1
+                    ids[row, :n] = torch.tensor(conts[i][:-1])
+                    mask[row, len(ctx) : len(ctx) + n] = 1
+                positions = torch.arange(len(ctx), len(ctx) + width).expand(len(batch), -1)
+                batch_cache = copy.deepcopy(cache)
+                batch_cache.batch_repeat_interleave(len(batch))
+                logits = self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                    past_key_values=batch_cache,
+                    use_cache=True,
+                ).logits
+                for row, i in enumerate(batch):
+                    tokens = conts[i]
+                    lp = torch.log_softmax(logits[row, : len(tokens) - 1].float(), dim=-1)
+                    rest = lp.gather(-1, torch.tensor(tokens[1:], device=lp.device).unsqueeze(-1))
+                    vals = [float(first_lp[tokens[0]]), *rest.squeeze(-1).double().cpu().tolist()]
+                    results[i] = self._result(vals, per_token)
+                del logits, batch_cache
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _result(values: list[float], per_token: bool) -> ScoreResult:
+        return ScoreResult(
+            logprob_sum=float(sum(values)),
+            n_tokens=len(values),
+            token_logprobs=values if per_token else None,
+        )

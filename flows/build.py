@@ -1,9 +1,13 @@
-"""The build flow: instructions -> responses -> annotations -> pairs -> dataset.
+"""The build flow: [skills] -> instructions -> curation -> responses -> annotations -> pairs
+-> dataset.
 
 Each stage maps its task over the stage's shards (one Prefect task per shard, never per row)
 and the flow waits for the stage before starting the next, so a GPU holds one stage's model at a
-time and a progress bar per stage means what it says. The dataset step reads every pair shard
-and writes ``dataset/``, the Parquet files, the card and ``run.json``.
+time and a progress bar per stage means what it says. Two steps are global: Instruct-SkillMix's
+skill extraction (an artifact every SkillMix shard shares) and curation (dedup and
+decontamination see every instruction). Annotation shards are one per (shard, annotator). The
+dataset step reads every pair shard and writes ``dataset/``, the Parquet files, the card and
+``run.json``.
 
 ``run.json`` is written when the build starts (status ``running``), after every stage, and at
 the end (``completed`` or ``failed`` with the error), so a crashed run still says how far it got.
@@ -28,12 +32,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from curation.card import render_card
 from curation.dataset import write_dataset
 from engines import close_engines
-from flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan
-from flows.stages import STAGE_TASKS, ShardResult
+from flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan, plan_downstream
+from flows.stages import STAGE_TASKS, ShardResult, skills_task
 from prefsynth import __version__
 from prefsynth.config import BuildConfig
 from prefsynth.errors import PrefsynthError
-from prefsynth.records import Pair
+from prefsynth.records import CurationDecision, Pair
 from prefsynth.store import ShardStore
 
 PACKAGES = (
@@ -113,8 +117,13 @@ def _stage_summary(results: list[ShardResult], seconds: float) -> dict[str, Any]
     for r in results:
         for k, v in r.counts.items():
             counts[k] = counts.get(k, 0) + v
+    by_annotator: dict[str, float] = {}
+    for r in results:
+        if r.annotator:
+            by_annotator[r.annotator] = round(by_annotator.get(r.annotator, 0.0) + r.seconds, 2)
     return {
         "shards": len(results),
+        **({"compute_seconds_by_annotator": by_annotator} if by_annotator else {}),
         "computed": sum(not r.reused for r in results),
         "reused": sum(r.reused for r in results),
         "rows": sum(r.rows for r in results),
@@ -126,6 +135,7 @@ def _stage_summary(results: list[ShardResult], seconds: float) -> dict[str, Any]
 
 def _rows(stages: dict[str, dict[str, Any]], pairs: list[Pair]) -> dict[str, Any]:
     ins = stages["instructions"]["counts"]
+    cur = stages["curation"]["counts"]
     ann = stages["annotations"]["counts"]
     dropped: dict[str, int] = {}
     for p in pairs:
@@ -135,9 +145,16 @@ def _rows(stages: dict[str, dict[str, Any]], pairs: list[Pair]) -> dict[str, Any
         "instructions": stages["instructions"]["rows"],
         "instructions_ok": ins.get("status:ok", 0),
         "instructions_failed": stages["instructions"]["rows"] - ins.get("status:ok", 0),
+        "instructions_duplicate": sum(
+            v for k, v in cur.items() if k.startswith("status:duplicate")
+        ),
+        "instructions_contaminated": sum(
+            v for k, v in cur.items() if k.startswith("status:contaminated")
+        ),
+        "instructions_kept": cur.get("status:kept", 0),
         "responses": stages["responses"]["rows"],
         "annotations": stages["annotations"]["rows"],
-        "annotations_ok": ann.get("status:ok", 0),
+        "annotations_ok": {k.split(":")[0]: v for k, v in ann.items() if k.endswith(":status:ok")},
         "pairs_kept": sum(p.status == "kept" for p in pairs),
         "pairs_dropped": sum(p.status != "kept" for p in pairs),
         "dropped_by_reason": dict(sorted(dropped.items())),
@@ -183,24 +200,38 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
     }
     run_json = run_dir / "run.json"
     _write_json(run_json, run)
+    store = ShardStore(store_root)
     try:
+        if plan.skills_key is not None:
+            t0 = time.perf_counter()
+            skills = skills_task(config, plan.skills_key, store_root)
+            run["skills"] = {**skills, "seconds": round(time.perf_counter() - t0, 2)}
+            _write_json(run_json, run)
         for stage in STAGES:
+            if stage == "responses":  # keys downstream of curation depend on what it kept
+                curation_key = plan.stage("curation")[0].key
+                decisions = store.read("curation", curation_key, CurationDecision)
+                plan = plan_downstream(config, plan, decisions)
             t0 = time.perf_counter()
             results = _run_stage(stage, config, plan, store_root)
             run["stages"][stage] = _stage_summary(results, time.perf_counter() - t0)
+            if stage == "curation":
+                run["diversity"] = results[0].figures
             _write_json(run_json, run)
 
         t0 = time.perf_counter()
-        store = ShardStore(store_root)
         pairs = [p for spec in plan.stage("pairs") for p in store.read("pairs", spec.key, Pair)]
         written = write_dataset(run_dir, pairs)
         run["rows"] = _rows(run["stages"], pairs)
         finish = run["stages"]["responses"]["counts"]
-        n_resp = max(1, run["stages"]["responses"]["rows"])
-        run["responses_cut_by_length"] = finish.get("finish:length", 0) / n_resp
+        sampled = finish.get("finish:length", 0) + finish.get("finish:stop", 0)
+        run["responses_cut_by_length"] = finish.get("finish:length", 0) / max(1, sampled)
         run["dataset"] = {"path": "dataset", "splits": {"train": written["kept"]}}
         run["stages"]["dataset"] = {"seconds": round(time.perf_counter() - t0, 2)}
-        run["engine_usage"] = _merge_usage([run["stages"][s]["engine_usage"] for s in STAGES])
+        run["engine_usage"] = _merge_usage(
+            [run["stages"][s]["engine_usage"] for s in STAGES]
+            + [run.get("skills", {}).get("engine_usage", {})]
+        )
         run["status"] = "completed"
         run["finished_at"] = _now()
         run["seconds"] = round(time.perf_counter() - t_start, 2)

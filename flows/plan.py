@@ -1,9 +1,14 @@
-"""The build plan: every shard of every stage and its content key, computed before anything runs.
+"""The build plan: every shard of every stage and its content key.
 
 A shard's key hashes its input shard's key, the stage's own config (models and their file
-hashes, prompt-template hash, sampling parameters, seed) and the stage code version. Keys are
-derived from input *keys*, not input contents, so the whole plan is known up front; a changed
-setting changes the keys of exactly the shards downstream of it.
+hashes, prompt-template hashes, sampling parameters, seed) and the stage code version, so a
+changed setting changes the keys of exactly the shards downstream of it.
+
+The plan has two phases because deduplication is global: :func:`make_plan` fixes the skill-set
+artifact, the instruction shards and the curation shard up front; once curation has decided
+which instructions go on, :func:`plan_downstream` keys each response shard by its instruction
+shard *and* the ids kept from it. Adding instructions to a build therefore leaves the response,
+annotation and pair shards of unaffected instruction shards valid.
 """
 
 from __future__ import annotations
@@ -11,18 +16,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import annotators.cdr as cdr
+import annotators.flr as flr
 import curation.pairs as pairs_mod
+import generators.pika as pika
 import generators.responses as responses_mod
 import generators.seed_instructions as seed_instructions
+import generators.skillmix as skillmix
+from curation import instruction_curation
 from engines import describe_engine
 from generators.prompts import load_template
 from prefsynth import __version__
 from prefsynth.config import BuildConfig
 from prefsynth.hashing import content_key, file_sha256
-from prefsynth.records import ModelRef
+from prefsynth.records import CurationDecision, ModelRef
 
 CODE_VERSION = f"prefsynth-{__version__}"
-STAGES = ("instructions", "responses", "annotations", "pairs")
+STAGES = ("instructions", "curation", "responses", "annotations", "pairs")
+GENERATOR_VERSION = {
+    "seed_self_instruct": seed_instructions.VERSION,
+    "skillmix": skillmix.VERSION,
+    "pika": pika.VERSION,
+}
 
 
 def shard_seed(build_seed: int, stage: str, index: int) -> int:
@@ -37,8 +51,11 @@ class ShardSpec:
     key: str
     seed: int
     inputs: dict[str, str] = field(default_factory=dict)  # stage -> key of the input shard
-    start: int = 0  # instructions: global index range [start, stop)
+    style: str = ""  # instructions: which generator
+    start: int = 0  # instructions: index range [start, stop) among the style's `total`
     stop: int = 0
+    total: int = 0
+    annotator: str = ""  # annotations: which annotator
 
 
 @dataclass
@@ -46,96 +63,204 @@ class BuildPlan:
     shards: dict[str, list[ShardSpec]]
     models: dict[str, ModelRef]
     templates: dict[str, str]
+    skills_key: str | None = None  # Instruct-SkillMix stage A artifact
 
     def stage(self, name: str) -> list[ShardSpec]:
         return self.shards[name]
 
 
-def make_plan(config: BuildConfig) -> BuildPlan:
-    models = {"instructions": describe_engine(config.instructions.engine)}
-    models["responses"] = describe_engine(config.responses.engine)
-    cdr_cfg = config.annotators.cdr
-    models["cdr.strong"] = describe_engine(cdr_cfg.strong)
-    models["cdr.weak"] = describe_engine(cdr_cfg.weak)
-    template = load_template(seed_instructions.TEMPLATE)
-    templates = {template.template_id: template.sha256}
-    seeds = seed_instructions.seeds_path(config.instructions)
-    seed_instructions.load_seed_tasks(seeds)  # a bad seed file fails here, naming file and line
-    seeds_sha = file_sha256(seeds)
+def _style_inputs(config: BuildConfig, style: str, skills_key: str | None) -> list[object]:
+    """What an instruction shard of this style depends on besides its index range."""
+    ins = config.instructions
+    if style == "seed_self_instruct":
+        path = seed_instructions.seeds_path(ins.seed_self_instruct)
+        seed_instructions.load_seed_tasks(path)  # a bad seed file fails here, naming the line
+        return [
+            ins.seed_self_instruct.model_dump(mode="json"),
+            file_sha256(path),
+            load_template(seed_instructions.TEMPLATE).sha256,
+        ]
+    if style == "skillmix":
+        templates = [load_template(t).sha256 for t in skillmix.STAGE_B_TEMPLATES]
+        return [ins.skillmix.model_dump(mode="json", exclude={"skills"}), skills_key, templates]
+    cfg = ins.pika
+    if cfg.personas_file is not None:
+        pika.load_personas(cfg.personas_file)  # a bad personas file fails here
+    extra = file_sha256(cfg.personas_file) if cfg.personas_file else None
+    templates = [load_template(t).sha256 for t in ("pika_persona", "pika_instruction")]
+    return [cfg.model_dump(mode="json"), extra, templates]
 
-    n, size = config.instructions.n, config.shard_size
+
+def skills_artifact_key(config: BuildConfig, model: ModelRef) -> str:
+    cfg = config.instructions.skillmix.skills
+    return content_key(
+        "skills",
+        cfg.model_dump(mode="json"),
+        file_sha256(cfg.file) if cfg.file else model.fingerprint,
+        file_sha256(cfg.query_types_file) if cfg.query_types_file else None,
+        [load_template(t).sha256 for t in skillmix.STAGE_A_TEMPLATES],
+        config.seed,
+        skillmix.VERSION,
+        CODE_VERSION,
+    )
+
+
+def make_plan(config: BuildConfig) -> BuildPlan:
+    ins = config.instructions
+    models = {"instructions": describe_engine(ins.engine)}
+    policies = config.responses.policies()
+    for p, (engine, _, _) in enumerate(policies):
+        models["responses" if len(policies) == 1 else f"responses.{p}"] = describe_engine(engine)
+    ann = config.annotators
+    if ann.cdr.enabled:
+        models["cdr.strong"] = describe_engine(ann.cdr.strong)
+        models["cdr.weak"] = describe_engine(ann.cdr.weak)
+        if ann.cdr.prompting == "routed":
+            models["cdr.router"] = describe_engine(ann.cdr.router)
+            cdr.load_domains(ann.cdr.domains_file)  # a bad domains file fails here
+    if ann.flr.enabled:
+        models["flr"] = describe_engine(ann.flr.engine)
+        flr.selected(flr.load_followups(ann.flr.followups_file), ann.flr)  # fails early if bad
+    counts = ins.counts()
+    skills_key = (
+        skills_artifact_key(config, models["instructions"]) if "skillmix" in counts else None
+    )
+
     shards: dict[str, list[ShardSpec]] = {s: [] for s in STAGES}
-    for index, start in enumerate(range(0, n, size)):
-        stop = min(start + size, n)
-        ins_key = content_key(
-            "instructions",
-            start,
-            stop,
-            config.instructions.model_dump(mode="json", exclude={"n"}),
-            models["instructions"].fingerprint,
-            template.sha256,
-            seeds_sha,
-            config.seed,
-            seed_instructions.VERSION,
-            CODE_VERSION,
+    templates: dict[str, str] = {}
+    index = 0
+    for style, total in counts.items():
+        style_inputs = _style_inputs(config, style, skills_key)
+        for start in range(0, total, config.shard_size):
+            stop = min(start + config.shard_size, total)
+            key = content_key(
+                "instructions",
+                style,
+                start,
+                stop,
+                total,
+                style_inputs,
+                models["instructions"].fingerprint,
+                ins.engine.model_dump(mode="json"),
+                config.seed,
+                GENERATOR_VERSION[style],
+                CODE_VERSION,
+            )
+            seed = shard_seed(config.seed, f"instructions:{style}", 0)
+            inputs = {"skills": skills_key} if style == "skillmix" and skills_key else {}
+            shards["instructions"].append(
+                ShardSpec("instructions", index, key, seed, inputs, style, start, stop, total)
+            )
+            index += 1
+    for style in counts:
+        names = {
+            "seed_self_instruct": [seed_instructions.TEMPLATE],
+            "skillmix": [*skillmix.STAGE_A_TEMPLATES, *skillmix.STAGE_B_TEMPLATES],
+            "pika": ["pika_persona", "pika_instruction"],
+        }[style]
+        templates.update({n: load_template(n).sha256 for n in names})
+
+    curation_key = content_key(
+        "curation",
+        [s.key for s in shards["instructions"]],
+        ins.dedup.model_dump(mode="json"),
+        ins.decontam.model_dump(mode="json"),
+        instruction_curation.inputs_fingerprint(ins.dedup, ins.decontam),
+        instruction_curation.VERSION,
+        CODE_VERSION,
+    )
+    shards["curation"].append(
+        ShardSpec(
+            "curation",
+            0,
+            curation_key,
+            0,
+            {"instructions": ",".join(s.key for s in shards["instructions"])},
         )
+    )
+    return BuildPlan(shards=shards, models=models, templates=templates, skills_key=skills_key)
+
+
+def plan_downstream(
+    config: BuildConfig, plan: BuildPlan, decisions: list[CurationDecision]
+) -> BuildPlan:
+    """Add response, annotation and pair shards once curation has decided what is kept."""
+    kept: dict[str, list[str]] = {}
+    for d in decisions:
+        if d.status == "kept":
+            kept.setdefault(d.shard_key, []).append(d.instruction_id)
+    curation_key = plan.stage("curation")[0].key
+    policy_fps = [m.fingerprint for role, m in plan.models.items() if role.startswith("responses")]
+    for spec in plan.stage("instructions"):
+        ins_key = spec.key
         rsp_key = content_key(
             "responses",
             ins_key,
+            sorted(kept.get(ins_key, [])),
             config.responses.model_dump(mode="json"),
-            models["responses"].fingerprint,
+            policy_fps,
             config.seed,
             responses_mod.VERSION,
             CODE_VERSION,
         )
-        ann_key = content_key(
-            "annotations",
-            rsp_key,
-            cdr_cfg.model_dump(mode="json"),
-            models["cdr.strong"].fingerprint,
-            models["cdr.weak"].fingerprint,
-            cdr.VERSION,
+        i = spec.index
+        inputs = {"instructions": ins_key, "curation": curation_key}
+        plan.shards["responses"].append(
+            ShardSpec("responses", i, rsp_key, shard_seed(config.seed, "responses", i), inputs)
+        )
+        ann_keys = {}
+        for name in config.annotators.enabled():
+            ann_keys[name] = content_key(
+                "annotations",
+                name,
+                rsp_key,
+                _annotator_identity(config, plan, name),
+                CODE_VERSION,
+            )
+            plan.shards["annotations"].append(
+                ShardSpec(
+                    "annotations",
+                    i,
+                    ann_keys[name],
+                    0,
+                    {**inputs, "responses": rsp_key},
+                    annotator=name,
+                )
+            )
+        pair_key = content_key(
+            "pairs",
+            sorted(ann_keys.items()),
+            config.pairs.model_dump(mode="json"),
+            pairs_mod.VERSION,
             CODE_VERSION,
         )
-        pair_key = content_key(
-            "pairs", ann_key, config.pairs.model_dump(mode="json"), pairs_mod.VERSION, CODE_VERSION
-        )
-        common = {"index": index}
-        shards["instructions"].append(
-            ShardSpec(
-                "instructions",
-                key=ins_key,
-                seed=shard_seed(config.seed, "instructions", index),
-                start=start,
-                stop=stop,
-                **common,
-            )
-        )
-        shards["responses"].append(
-            ShardSpec(
-                "responses",
-                key=rsp_key,
-                seed=shard_seed(config.seed, "responses", index),
-                inputs={"instructions": ins_key},
-                **common,
-            )
-        )
-        shards["annotations"].append(
-            ShardSpec(
-                "annotations",
-                key=ann_key,
-                seed=0,
-                inputs={"instructions": ins_key, "responses": rsp_key},
-                **common,
-            )
-        )
-        shards["pairs"].append(
-            ShardSpec(
-                "pairs",
-                key=pair_key,
-                seed=0,
-                inputs={"instructions": ins_key, "responses": rsp_key, "annotations": ann_key},
-                **common,
-            )
-        )
-    return BuildPlan(shards=shards, models=models, templates=templates)
+        pair_inputs = {
+            **inputs,
+            "responses": rsp_key,
+            **{f"annotations:{n}": k for n, k in ann_keys.items()},
+        }
+        plan.shards["pairs"].append(ShardSpec("pairs", i, pair_key, 0, pair_inputs))
+    return plan
+
+
+def _annotator_identity(config: BuildConfig, plan: BuildPlan, name: str) -> list[object]:
+    """Everything an annotator's output depends on: its config, models and data versions."""
+    if name == "cdr":
+        cfg = config.annotators.cdr
+        fps = [plan.models[r].fingerprint for r in ("cdr.strong", "cdr.weak", "cdr.router")
+               if r in plan.models]  # fmt: skip
+        domains = cdr.load_domains(cfg.domains_file).sha256() if cfg.prompting == "routed" else None
+        return [cfg.model_dump(mode="json"), fps, domains, cdr.VERSION]
+    cfg_flr = config.annotators.flr
+    followups = flr.load_followups(cfg_flr.followups_file).sha256()
+    return [cfg_flr.model_dump(mode="json"), plan.models["flr"].fingerprint, followups, flr.VERSION]
+
+
+def full_plan(config: BuildConfig) -> BuildPlan:
+    """The whole plan of a build whose curation shard exists (audits, tests, re-reads)."""
+    from prefsynth.store import ShardStore
+
+    plan = make_plan(config)
+    key = plan.stage("curation")[0].key
+    decisions = ShardStore(config.shard_dir()).read("curation", key, CurationDecision)
+    return plan_downstream(config, plan, decisions)

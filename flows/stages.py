@@ -17,30 +17,37 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 import annotators.cdr as cdr
+import annotators.flr as flr
 import curation.pairs as pairs_mod
+import generators.pika as pika
 import generators.responses as responses_mod
 import generators.seed_instructions as seed_instructions
+import generators.skillmix as skillmix
+from curation import instruction_curation
 from engines import get_engine, track_usage
-from flows.plan import CODE_VERSION, ShardSpec
+from flows.plan import CODE_VERSION, ShardSpec, shard_seed
 from prefsynth import failpoints
 from prefsynth.config import BuildConfig
-from prefsynth.records import Annotation, Instruction, Pair, Record, Response
-from prefsynth.store import ShardStore
+from prefsynth.records import Annotation, CurationDecision, Instruction, Pair, Record, Response
+from prefsynth.store import ArtifactStore, ShardStore
 
 
 class ShardResult(BaseModel):
     stage: str
     index: int
+    annotator: str = ""
     key: str
     rows: int
     reused: bool
     seconds: float = 0.0
     engine_usage: dict[str, dict[str, int]] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict, description="status/reason tallies")
+    figures: dict[str, Any] = Field(default_factory=dict, description="stage-level figures")
 
 
 RECORD_OF_STAGE: dict[str, type[Record]] = {
     "instructions": Instruction,
+    "curation": CurationDecision,
     "responses": Response,
     "annotations": Annotation,
     "pairs": Pair,
@@ -51,9 +58,13 @@ def _tally(records: list[Any], stage: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for r in records:
         if stage == "responses":
-            label = f"finish:{r.finish_reason}"
+            label = "origin:reference" if r.origin == "reference" else f"finish:{r.finish_reason}"
+        elif stage == "curation":
+            label = f"status:{r.status}" + (f":{r.kind}" if r.kind else "")
         else:
             label = f"status:{r.status}" + (f":{r.reason}" if r.reason else "")
+            if stage == "annotations":
+                label = f"{r.annotator}:{label}"
         counts[label] = counts.get(label, 0) + 1
     return counts
 
@@ -66,6 +77,7 @@ def _run_shard(store_root: str, spec: ShardSpec, compute: Any) -> ShardResult:
         return ShardResult(
             stage=spec.stage,
             index=spec.index,
+            annotator=spec.annotator,
             key=spec.key,
             rows=len(records),
             reused=True,
@@ -79,6 +91,7 @@ def _run_shard(store_root: str, spec: ShardSpec, compute: Any) -> ShardResult:
     return ShardResult(
         stage=spec.stage,
         index=spec.index,
+        annotator=spec.annotator,
         key=spec.key,
         rows=len(records),
         reused=False,
@@ -96,42 +109,113 @@ TASK_OPTIONS: dict[str, Any] = {
 }
 
 
+@task(name="skills", **TASK_OPTIONS)
+def skills_task(config: BuildConfig, key: str, store_root: str) -> dict[str, Any]:
+    """Instruct-SkillMix stage A, once per build: the skill list and query types artifact."""
+    artifacts = ArtifactStore(store_root)
+    saved = artifacts.read("skills", key)
+    if saved is not None:
+        return {"key": key, "reused": True, "skills": len(saved["skills"])}
+    cfg = config.instructions.skillmix.skills
+    engine = None if cfg.source == "file" else get_engine(config.instructions.engine)
+    with track_usage() as usage:
+        skill_set = skillmix.extract_skill_set(engine, cfg, shard_seed(config.seed, "skills", 0))
+    data = skill_set.model_dump()
+    data["sha256"] = skill_set.sha256()
+    artifacts.write("skills", key, data)
+    return {"key": key, "reused": False, "skills": len(skill_set.skills),
+            "engine_usage": usage.as_dict()}  # fmt: skip
+
+
 @task(name="instructions", task_run_name="instructions-{spec.index}", **TASK_OPTIONS)
 def instructions_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
     def compute(store: ShardStore) -> list[Instruction]:
-        engine = get_engine(config.instructions.engine)
-        return seed_instructions.generate_shard(
-            engine,
-            config.instructions,
-            spec.key,
-            range(spec.start, spec.stop),
-            spec.seed,
-            CODE_VERSION,
+        ins = config.instructions
+        engine = get_engine(ins.engine)
+        indices = range(spec.start, spec.stop)
+        if spec.style == "seed_self_instruct":
+            return seed_instructions.generate_shard(
+                engine, ins.seed_self_instruct, spec.key, indices, spec.seed, CODE_VERSION
+            )
+        if spec.style == "skillmix":
+            key = spec.inputs["skills"]
+            data = ArtifactStore(store_root).read("skills", key)
+            if data is None:
+                raise FileNotFoundError(f"skills artifact {key} is missing")
+            data.pop("sha256", None)
+            skill_set = skillmix.SkillSet.model_validate(data)
+            return skillmix.generate_shard(
+                engine, ins.skillmix, skill_set, key, spec.key, indices, spec.total, spec.seed,
+                CODE_VERSION,
+            )  # fmt: skip
+        return pika.generate_shard(
+            engine, ins.pika, spec.key, indices, spec.total, spec.seed, CODE_VERSION
         )
 
     return _run_shard(store_root, spec, compute)
+
+
+@task(name="curation", **TASK_OPTIONS)
+def curation_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
+    """Dedup and decontamination over every instruction of the build (one global task)."""
+    artifacts = ArtifactStore(store_root)
+
+    def compute(store: ShardStore) -> list[CurationDecision]:
+        instructions = [
+            i
+            for key in spec.inputs["instructions"].split(",")
+            for i in store.read("instructions", key, Instruction)
+        ]
+        decisions, figures = instruction_curation.curate(
+            instructions, config.instructions.dedup, config.instructions.decontam
+        )
+        artifacts.write("curation", spec.key, figures)
+        return decisions
+
+    result = _run_shard(store_root, spec, compute)
+    result.figures = artifacts.read("curation", spec.key) or {}
+    return result
+
+
+def _kept(store: ShardStore, spec: ShardSpec) -> list[Instruction]:
+    decisions = store.read("curation", spec.inputs["curation"], CurationDecision)
+    kept = {d.instruction_id for d in decisions if d.status == "kept"}
+    return [
+        i
+        for i in store.read("instructions", spec.inputs["instructions"], Instruction)
+        if i.instruction_id in kept
+    ]
 
 
 @task(name="responses", task_run_name="responses-{spec.index}", **TASK_OPTIONS)
 def responses_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
     def compute(store: ShardStore) -> list[Response]:
-        instructions = store.read("instructions", spec.inputs["instructions"], Instruction)
-        engine = get_engine(config.responses.engine)
-        return responses_mod.sample_shard(
-            engine, config.responses, instructions, spec.seed, CODE_VERSION
-        )
+        policies = [
+            (get_engine(engine), sampling, count)
+            for engine, sampling, count in config.responses.policies()
+        ]
+        return responses_mod.sample_shard(policies, _kept(store, spec), spec.seed, CODE_VERSION)
 
     return _run_shard(store_root, spec, compute)
 
 
-@task(name="annotations", task_run_name="annotations-{spec.index}", **TASK_OPTIONS)
+@task(name="annotations", task_run_name="annotations-{spec.annotator}-{spec.index}", **TASK_OPTIONS)
 def annotations_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
     def compute(store: ShardStore) -> list[Annotation]:
-        instructions = store.read("instructions", spec.inputs["instructions"], Instruction)
+        instructions = _kept(store, spec)
         responses = store.read("responses", spec.inputs["responses"], Response)
-        cfg = config.annotators.cdr
-        strong, weak = get_engine(cfg.strong), get_engine(cfg.weak)
-        return cdr.annotate_shard(strong, weak, cfg, instructions, responses, spec.key)
+        if spec.annotator == "cdr":
+            cfg = config.annotators.cdr
+            router = get_engine(cfg.router) if cfg.prompting == "routed" else None
+            strong, weak = get_engine(cfg.strong), get_engine(cfg.weak)
+            return cdr.annotate_shard(
+                strong, weak, cfg, instructions, responses, spec.key, router=router
+            )
+        if spec.annotator == "flr":
+            cfg_flr = config.annotators.flr
+            engine = get_engine(cfg_flr.engine)
+            return flr.annotate_shard(engine, cfg_flr, instructions, responses, spec.key)
+        raise ValueError(f"unknown annotator {spec.annotator!r}")
 
     return _run_shard(store_root, spec, compute)
 
@@ -139,11 +223,17 @@ def annotations_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> S
 @task(name="pairs", task_run_name="pairs-{spec.index}", **TASK_OPTIONS)
 def pairs_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
     def compute(store: ShardStore) -> list[Pair]:
+        annotations = [
+            a
+            for name, key in spec.inputs.items()
+            if name.startswith("annotations:")
+            for a in store.read("annotations", key, Annotation)
+        ]
         return pairs_mod.build_pairs(
             config.pairs,
-            store.read("instructions", spec.inputs["instructions"], Instruction),
+            _kept(store, spec),
             store.read("responses", spec.inputs["responses"], Response),
-            store.read("annotations", spec.inputs["annotations"], Annotation),
+            annotations,
             spec.key,
         )
 
@@ -152,6 +242,7 @@ def pairs_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardRe
 
 STAGE_TASKS = {
     "instructions": instructions_task,
+    "curation": curation_task,
     "responses": responses_task,
     "annotations": annotations_task,
     "pairs": pairs_task,

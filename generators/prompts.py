@@ -1,41 +1,13 @@
-"""Prompt templates: our own text, kept as files beside the generators and hashed into provenance.
-
-A template's identity is its file name plus the sha256 of its text; both go into every record
-it produced and into the content key of the shard, so editing a template recomputes exactly
-the shards it touches.
-"""
+"""The generators' prompt templates (files in ``generators/templates/``)."""
 
 from __future__ import annotations
 
-import string
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
-from prefsynth.hashing import sha256_text
+from prefsynth.templates import PromptTemplate, read_template
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
-@dataclass(frozen=True)
-class PromptTemplate:
-    template_id: str
-    text: str
-    sha256: str
-
-    @property
-    def fields(self) -> set[str]:
-        return {f for _, f, _, _ in string.Formatter().parse(self.text) if f}
-
-    def render(self, **values: object) -> str:
-        missing = self.fields - values.keys()
-        if missing:
-            raise KeyError(f"template {self.template_id} needs {sorted(missing)}")
-        return self.text.format(**values)
-
-
-@cache
 def load_template(name: str) -> PromptTemplate:
-    path = TEMPLATE_DIR / f"{name}.txt"
-    text = path.read_text(encoding="utf-8").strip("\n")
-    return PromptTemplate(template_id=name, text=text, sha256=sha256_text(text))
+    return read_template(TEMPLATE_DIR / f"{name}.txt")

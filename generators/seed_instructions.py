@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engines import Engine
 from generators.prompts import load_template
-from prefsynth.config import InstructionsConfig
+from prefsynth.config import SeedInstructConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import file_sha256
 from prefsynth.records import GenerationProvenance, Instruction, Message, ModelRef, SamplingParams
@@ -37,7 +37,7 @@ class SeedTask:
     text: str
 
 
-def seeds_path(config: InstructionsConfig) -> Path:
+def seeds_path(config: SeedInstructConfig) -> Path:
     return config.seeds_file or DEFAULT_SEEDS
 
 
@@ -93,7 +93,7 @@ def _rng(seed: int, index: int) -> random.Random:
 
 def generate_shard(
     engine: Engine,
-    config: InstructionsConfig,
+    config: SeedInstructConfig,
     shard_key: str,
     indices: range,
     seed: int,

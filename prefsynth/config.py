@@ -76,18 +76,83 @@ class EngineSpec(StrictModel):
         return content_key(self.model_dump(exclude={"batch_size", "max_concurrency"}))
 
 
-class InstructionsConfig(StrictModel):
-    """Stage 1: write instructions. ``seed_self_instruct`` asks the model for a new task after a
-    few examples drawn from a seed list (self-instruct seed tasks, packaged)."""
+class DedupConfig(StrictModel):
+    """Remove repeated instructions; the first occurrence is kept, the others record
+    ``duplicate_of`` and the similarity. Candidates are blocked by embedding neighbours so the
+    cost stays far below all-pairs."""
 
-    style: Literal["seed_self_instruct"] = "seed_self_instruct"
-    n: int = Field(12, ge=1, description="instructions to write")
+    enabled: bool = True
+    exact: bool = Field(True, description="identical after lower-casing and collapsing spaces")
+    near_threshold: float | None = Field(
+        95.0,
+        ge=0,
+        le=100,
+        description="rapidfuzz token_set_ratio at or above which two "
+        "instructions are near-duplicates; null disables",
+    )
+    semantic_threshold: float | None = Field(
+        0.88,
+        ge=-1,
+        le=1,
+        description="cosine of all-MiniLM-L6-v2 embeddings at or above which "
+        "two instructions are semantic duplicates; null disables",
+    )
+    neighbours: int = Field(16, ge=1, description="nearest neighbours compared per instruction")
+    embedding_model: str = "all-minilm-l6-v2"
+
+
+BENCHMARKS = (
+    "alpaca_eval",
+    "mt_bench",
+    "vicuna_bench",
+    "arena_hard_v0.1",
+    "arena_hard_v2.0",
+    "ifeval",
+    "hh_rlhf_helpful",
+    "hh_rlhf_harmless",
+    "pandalm",
+)
+
+
+class DecontamConfig(StrictModel):
+    """Remove instructions close to an evaluation prompt (n-gram overlap or embedding cosine);
+    every removal records the benchmark, item id and score."""
+
+    enabled: bool = True
+    benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS))
+    ngram: int = Field(8, ge=3, description="word n-gram length for overlap matching")
+    ngram_threshold: float | None = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of an instruction's n-grams found in one benchmark "
+        "prompt at or above which it is contaminated; null disables",
+    )
+    semantic_threshold: float | None = Field(
+        0.82,
+        ge=-1,
+        le=1,
+        description="cosine to a benchmark prompt at or above which an "
+        "instruction is contaminated; null disables",
+    )
+    embedding_model: str = "all-minilm-l6-v2"
+
+    @model_validator(mode="after")
+    def _known_benchmarks(self) -> DecontamConfig:
+        unknown = sorted(set(self.benchmarks) - set(BENCHMARKS))
+        if unknown:
+            raise ValueError(f"unknown benchmarks {unknown}; known: {list(BENCHMARKS)}")
+        return self
+
+
+class SeedInstructConfig(StrictModel):
+    """``seed_self_instruct``: the model sees a few seed tasks and writes a new one."""
+
     seeds_file: Path | None = Field(
         None, description="JSONL with an 'instruction' field per line; default: packaged seeds"
     )
     examples_per_prompt: int = Field(3, ge=1, le=20)
     max_attempts: int = Field(3, ge=1, description="tries per instruction before it is 'failed'")
-    engine: EngineSpec = Field(default_factory=lambda: EngineSpec(dtype="bfloat16"))
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(
             temperature=0.9, top_p=0.95, top_k=50, max_new_tokens=64, stop=["\n"]
@@ -95,14 +160,175 @@ class InstructionsConfig(StrictModel):
     )
 
 
+class SkillsConfig(StrictModel):
+    """Instruct-SkillMix stage A: where the skill list and query types come from (METHODS §1.1).
+
+    ``seed_free`` asks the model for topics, then the skills each topic needs, then query
+    types; ``seed_dependent`` asks which skills each of a set of seed tasks needs; ``file``
+    reads a saved skills artifact (JSON, e.g. from an earlier build, to pin it) or a text file
+    with one skill per line.
+    """
+
+    source: Literal["seed_free", "seed_dependent", "file"] = "seed_dependent"
+    file: Path | None = None
+    query_types_file: Path | None = Field(
+        None,
+        description="JSON list of {name, definition, examples}; default: extracted "
+        "(seed_free) or the packaged list",
+    )
+    seed_tasks: int = Field(24, ge=1, description="seed_dependent: seed tasks to analyse")
+    topics: int = Field(8, ge=1, description="seed_free: topics to list")
+    merge_threshold: float = Field(
+        90.0, ge=0, le=100, description="rapidfuzz ratio at which two skill names are merged"
+    )
+    max_skills: int = Field(400, ge=2)
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(
+            temperature=0.7, top_p=0.95, top_k=50, max_new_tokens=64
+        )
+    )
+
+    @model_validator(mode="after")
+    def _file_given(self) -> SkillsConfig:
+        if self.source == "file" and self.file is None:
+            raise ValueError("skills.source 'file' needs skills.file")
+        return self
+
+
+class SkillMixConfig(StrictModel):
+    """Instruct-SkillMix stage B (METHODS §1.2): an instruction and answer that need k skills."""
+
+    k: int = Field(2, ge=1, le=5, description="skills combined per example")
+    skills: SkillsConfig = Field(default_factory=SkillsConfig)
+    refine: bool = Field(False, description="run the critique and refine turns")
+    keep_reference: bool = Field(
+        True, description="keep the generator's answer as an extra candidate response"
+    )
+    max_attempts: int = Field(3, ge=1)
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(
+            temperature=0.7, top_p=0.95, top_k=50, max_new_tokens=256, stop=["### Kind of request"]
+        )
+    )
+
+
+DEFAULT_DOMAINS = (
+    "medicine",
+    "law",
+    "engineering",
+    "finance",
+    "biology",
+    "chemistry",
+    "computer science",
+    "physics",
+    "economics",
+    "psychology",
+)
+
+
+class PikaConfig(StrictModel):
+    """PiKa (METHODS §2): expert personas, one knowledge-intensive instruction per persona."""
+
+    personas_file: Path | None = Field(
+        None,
+        description="JSONL with 'persona' (text) and optional 'id', 'domain' per line, "
+        "e.g. a PersonaHub subset; default: personas written by the model",
+    )
+    domains: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS), min_length=1)
+    persona_sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(
+            temperature=0.9, top_p=0.95, top_k=50, max_new_tokens=48, stop=["\n"]
+        )
+    )
+    max_attempts: int = Field(3, ge=1)
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(
+            temperature=0.8, top_p=0.95, top_k=50, max_new_tokens=96, stop=["\n"]
+        )
+    )
+
+
+Style = Literal["seed_self_instruct", "skillmix", "pika"]
+
+
+class InstructionsConfig(StrictModel):
+    """Stage 1: write instructions in one style, or a mix of styles with shares."""
+
+    style: Literal["seed_self_instruct", "skillmix", "pika", "mix"] = "seed_self_instruct"
+    n: int = Field(12, ge=1, description="instructions to write (before dedup)")
+    mix: dict[Style, float] = Field(
+        default_factory=lambda: {"skillmix": 0.5, "pika": 0.5},
+        description="style: mix -> share of n per style",
+    )
+    engine: EngineSpec = Field(default_factory=lambda: EngineSpec(dtype="bfloat16"))
+    seed_self_instruct: SeedInstructConfig = Field(default_factory=SeedInstructConfig)
+    skillmix: SkillMixConfig = Field(default_factory=SkillMixConfig)
+    pika: PikaConfig = Field(default_factory=PikaConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+
+    @model_validator(mode="after")
+    def _mix_shares(self) -> InstructionsConfig:
+        if self.style == "mix" and (
+            not self.mix or any(v < 0 for v in self.mix.values()) or sum(self.mix.values()) <= 0
+        ):
+            raise ValueError("mix needs non-negative shares with a positive sum")
+        return self
+
+    def counts(self) -> dict[str, int]:
+        """Instructions per style (largest remainder, so the counts add up to n)."""
+        if self.style != "mix":
+            return {self.style: self.n}
+        total = sum(self.mix.values())
+        exact = {s: self.n * v / total for s, v in self.mix.items()}
+        counts = {s: int(x) for s, x in exact.items()}
+        for s in sorted(exact, key=lambda s: exact[s] - counts[s], reverse=True):
+            if sum(counts.values()) == self.n:
+                break
+            counts[s] += 1
+        return {s: c for s, c in counts.items() if c > 0}
+
+
+class PolicyShare(StrictModel):
+    """One policy of a mixture: its engine, its share of each instruction's responses, and
+    optionally its own sampling parameters."""
+
+    engine: EngineSpec
+    share: float = Field(1.0, gt=0)
+    sampling: SamplingParams | None = None
+
+
 class ResponsesConfig(StrictModel):
-    """Stage 2: n sampled responses per instruction from the policy."""
+    """Stage 2: n sampled responses per instruction from the policy (or a policy mixture)."""
 
     n: int = Field(4, ge=1, description="responses per instruction")
+    mixture: list[PolicyShare] = Field(
+        default_factory=list,
+        description="several policies: each instruction's n responses are split by share "
+        "(largest remainder); empty: all from `engine`",
+    )
     engine: EngineSpec = Field(
         default_factory=lambda: EngineSpec(dtype="bfloat16"),
         description="bfloat16 samples about 1.6x faster on CPU; scoring engines stay float32",
     )
+
+    def policies(self) -> list[tuple[EngineSpec, SamplingParams, int]]:
+        """(engine, sampling, responses per instruction) for each policy, counts adding to n."""
+        if not self.mixture:
+            return [(self.engine, self.sampling, self.n)]
+        total = sum(p.share for p in self.mixture)
+        exact = [self.n * p.share / total for p in self.mixture]
+        counts = [int(x) for x in exact]
+        for k in sorted(range(len(exact)), key=lambda k: exact[k] - counts[k], reverse=True):
+            if sum(counts) == self.n:
+                break
+            counts[k] += 1
+        return [
+            (p.engine, p.sampling or self.sampling, c)
+            for p, c in zip(self.mixture, counts, strict=True)
+            if c > 0
+        ]
+
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(
             temperature=0.8, top_p=0.95, top_k=50, max_new_tokens=96
@@ -111,7 +337,12 @@ class ResponsesConfig(StrictModel):
 
 
 class CDRConfig(StrictModel):
-    """CDR core (METHODS §3.1): log pi_strong(y|T(x)) - log pi_weak(y|T(x)), same T(x)."""
+    """CDR (METHODS §3): log pi_strong(y|T(x)) - log pi_weak(y|T(x)), both on the same T(x).
+
+    ``prompting: routed`` is CDR's customisation: a router model labels each prompt SAFETY,
+    REASONING or CHAT, and T(x) gets that domain's system prompt (criteria) and one in-context
+    exemplar; CHAT prompts stay plain when ``plain_chat`` is set (the paper's demo config).
+    """
 
     enabled: bool = True
     strong: EngineSpec = Field(default_factory=EngineSpec)
@@ -119,10 +350,38 @@ class CDRConfig(StrictModel):
     reward: Literal["sum", "mean"] = Field(
         "sum", description="sum over response tokens (paper code) or per-token mean (reward_hub)"
     )
+    prompting: Literal["vanilla", "routed"] = "vanilla"
+    router: EngineSpec = Field(default_factory=EngineSpec, description="routed: classifier model")
+    router_sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=8)
+    )
+    domains_file: Path | None = Field(
+        None,
+        description="routed: JSON with per-domain system prompts and exemplars; default: "
+        "the packaged set (annotators/data/cdr_domains.json)",
+    )
+    plain_chat: bool = Field(True, description="routed: CHAT prompts get no system prompt")
+    keep_token_logprobs: bool = Field(False, description="store per-token log-probs")
+
+
+class FLRConfig(StrictModel):
+    """FLR (METHODS §4): likelihood of positive vs negative follow-ups as the next user turn."""
+
+    enabled: bool = True
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    followups_file: Path | None = Field(
+        None, description="JSON follow-up set; default: annotators/data/flr_followups.json"
+    )
+    dimensions: list[str] | None = Field(None, description="default: every dimension in the set")
+    max_per_polarity: int | None = Field(
+        3, ge=1, description="follow-ups used per dimension and polarity (null: all)"
+    )
+    reuse_prefix: bool = Field(True, description="score follow-ups on a cached prefix")
 
 
 class AnnotatorsConfig(StrictModel):
     cdr: CDRConfig = Field(default_factory=CDRConfig)
+    flr: FLRConfig = Field(default_factory=FLRConfig)
 
     def enabled(self) -> list[str]:
         return [name for name in type(self).model_fields if getattr(self, name).enabled]

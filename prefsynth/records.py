@@ -170,14 +170,35 @@ class Response(Record):
     instruction_id: str
     index: int = Field(description="sample number for this instruction (0..n-1)")
     text: str
+    origin: Literal["policy", "reference"] = Field(
+        "policy", description="sampled from the policy, or the instruction generator's own answer"
+    )
     finish_reason: Literal["stop", "length", "error"]
-    n_tokens: int = Field(description="generated tokens, the stop token included")
+    n_tokens: int = Field(
+        description="generated tokens, the stop token included (0 for reference answers)"
+    )
     n_chars: int
     provenance: GenerationProvenance
 
     @staticmethod
     def make_id(instruction_id: str, index: int, policy_fingerprint: str) -> str:
         return "rsp-" + content_key(instruction_id, index, policy_fingerprint, length=16)
+
+
+class CurationDecision(Record):
+    """Whether an instruction goes on to sampling, and why not: failed generation, duplicate of
+    an earlier instruction, or close to an evaluation prompt (benchmark, item id, score)."""
+
+    record_type: ClassVar[str] = "curation"
+
+    instruction_id: str
+    shard_key: str
+    status: Literal["kept", "failed", "duplicate", "contaminated"]
+    kind: str | None = Field(None, description="exact/near/semantic, or ngram/embedding")
+    duplicate_of: str | None = Field(None, description="instruction_id of the kept original")
+    similarity: float | None = None
+    benchmark: str | None = None
+    item_id: str | None = None
 
 
 class Annotation(Record):
@@ -229,5 +250,5 @@ class Pair(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    cls.record_type: cls for cls in (Instruction, Response, Annotation, Pair)
+    cls.record_type: cls for cls in (Instruction, CurationDecision, Response, Annotation, Pair)
 }

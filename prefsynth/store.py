@@ -115,3 +115,36 @@ class ShardStore:
             raise FileNotFoundError(f"no valid {stage} shard {key} at {path}: {problem}")
         table = pq.read_table(path)
         return [record_cls.from_row(row) for row in table.to_pylist()]
+
+
+class ArtifactStore:
+    """Small JSON artifacts shared by a stage's shards (skill lists, curation figures), stored
+    next to the shards under ``artifacts/<kind>/<key>.json`` and written atomically."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root) / "artifacts"
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.json"
+
+    def read(self, kind: str, key: str) -> dict | None:  # type: ignore[type-arg]
+        import json
+
+        path = self.path(kind, key)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            log.warning("artifact %s unreadable (%s); recomputing", path, e)
+            return None
+
+    def write(self, kind: str, key: str, data: dict) -> Path:  # type: ignore[type-arg]
+        import json
+
+        path = self.path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+        return path

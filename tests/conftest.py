@@ -103,7 +103,7 @@ def tiny_overrides(tiny: dict[str, Path], **extra: object) -> list[str]:
         "instructions.n=6",
         "shard_size=2",
         "responses.n=3",
-        "instructions.sampling.max_new_tokens=16",
+        "instructions.seed_self_instruct.sampling.max_new_tokens=16",
         "responses.sampling.max_new_tokens=12",
     ]
     sets += [f"{k}={v}" for k, v in extra.items()]

@@ -10,7 +10,7 @@ import pytest
 from datasets import load_from_disk
 
 from flows.build import build
-from flows.plan import make_plan
+from flows.plan import full_plan
 from prefsynth.config import BuildConfig, load_config
 from prefsynth.records import Instruction, Response
 from prefsynth.store import ShardStore
@@ -51,14 +51,25 @@ def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-unt
     assert pq.read_table(run_dir / "data" / "train.parquet").num_rows == train.num_rows
     on_disk = json.loads((run_dir / "run.json").read_text())
     assert on_disk["status"] == "completed"
-    assert set(on_disk["models"]) == {"instructions", "responses", "cdr.strong", "cdr.weak"}
+    assert set(on_disk["models"]) == {"instructions", "responses", "cdr.strong", "cdr.weak", "flr"}
     assert on_disk["stages"]["instructions"]["shards"] == 3
+    assert on_disk["stages"]["annotations"]["shards"] == 6  # 3 shards x (cdr, flr)
+    diversity = on_disk["diversity"]
+    assert diversity["instructions"] == 6
+    assert (
+        diversity["kept"]
+        + diversity["failed"]
+        + diversity["duplicates"]
+        + diversity["contaminated"]
+        == 6
+    )
+    assert on_disk["rows"]["instructions_kept"] == diversity["kept"]
     assert on_disk["packages"]["prefect"] == "3.8.8"
 
 
 def test_every_row_traces_to_its_instruction_and_responses(first_run) -> None:  # type: ignore[no-untyped-def]
     cfg, _ = first_run
-    plan = make_plan(cfg)
+    plan = full_plan(cfg)
     store = ShardStore(cfg.shard_dir())
     instructions = {
         i.instruction_id: i
@@ -102,7 +113,12 @@ def test_changed_setting_recomputes_only_what_it_touches(
     run = build(changed)
     assert run["stages"]["instructions"]["computed"] == 0
     assert run["stages"]["responses"]["computed"] == 3
-    assert run["stages"]["annotations"]["computed"] == 3
+    assert run["stages"]["annotations"]["computed"] == 6
+    flr_only = _config(tiny_models, tmp_path, store, "annotators.flr.max_per_polarity=2")
+    run = build(flr_only)
+    assert run["stages"]["responses"]["computed"] == 0
+    assert run["stages"]["annotations"]["computed"] == 3  # FLR's shards only, CDR's reused
+    assert run["stages"]["annotations"]["reused"] == 3
     pairs_only = _config(tiny_models, tmp_path, store, "pairs.min_margin=0.5")
     run = build(pairs_only)
     assert [run["stages"][s]["computed"] for s in ("instructions", "responses", "annotations")] == [
@@ -115,7 +131,7 @@ def test_changed_setting_recomputes_only_what_it_touches(
 
 def test_corrupt_shard_is_recomputed(first_run) -> None:  # type: ignore[no-untyped-def]
     cfg, _ = first_run
-    spec = make_plan(cfg).stage("annotations")[1]
+    spec = full_plan(cfg).stage("annotations")[1]
     path = ShardStore(cfg.shard_dir()).path("annotations", spec.key)
     path.write_bytes(path.read_bytes()[:100])
     run = build(cfg)

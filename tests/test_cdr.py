@@ -120,3 +120,53 @@ def test_empty_response_abstains_and_errors_are_isolated(engines) -> None:  # ty
     assert anns["long"].status == "error" and "over" in (anns["long"].reason or "")
     assert anns["i0-r0"].status == "ok"  # the batch with a bad row still scored the good ones
     assert len(anns) == len(rsp)
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"),
+    [
+        ("[START]SAFETY[END]", "SAFETY"),
+        ("[START] reasoning [END] because maths", "REASONING"),
+        ("I think [START]CHAT[END]", "CHAT"),
+        ("SAFETY", None),
+        ("[START]POLITICS[END]", None),
+        ("", None),
+    ],
+)
+def test_router_parser(raw: str, label: str | None) -> None:
+    assert cdr.parse_route(raw) == label
+
+
+def test_prompt_messages_per_domain() -> None:
+    import random
+
+    domains = cdr.load_domains(None)
+    plain, sys_id, ex_id = cdr.prompt_messages("Hi", "CHAT", domains, True, random.Random(0))
+    assert [m.role for m in plain] == ["user"] and plain[0].content == "Hi"
+    assert sys_id is None and ex_id is None
+    msgs, sys_id, ex_id = cdr.prompt_messages("Q?", "SAFETY", domains, True, random.Random(0))
+    assert [m.role for m in msgs] == ["system", "user"]
+    assert msgs[0].content == domains.domains["SAFETY"].system_prompt
+    assert msgs[1].content.endswith("\nQ?\nGood Assistant:")
+    assert ex_id in {e.id for e in domains.domains["SAFETY"].exemplars}
+    chat_ex = cdr.prompt_messages("Q?", "CHAT", domains, False, random.Random(0))
+    assert chat_ex[1] == "CHAT" and chat_ex[2] is not None
+
+
+def test_routed_prompting_records_route_and_keeps_properties(engines) -> None:  # type: ignore[no-untyped-def]
+    a, b = engines
+    ins, rsp = _data()
+    cfg = CDRConfig(prompting="routed", plain_chat=False)
+    fwd = _scores(cdr.annotate_shard(a, b, cfg, ins, rsp, "k", router=a))
+    rev = _scores(cdr.annotate_shard(b, a, cfg, ins, rsp, "k", router=a))
+    for rid, ann in fwd.items():
+        if ann.status != "ok":
+            continue
+        ev = ann.evidence
+        assert ev["domain"] in cdr.DOMAINS
+        assert ev["router_output"].startswith("[START]")
+        assert ev["system_prompt_id"] == ev["domain"] and ev["exemplar_id"]
+        assert rev[rid].score == pytest.approx(-ann.score)
+    assert ann.provenance["domains_sha256"] == cdr.load_domains(None).sha256()
+    with pytest.raises(ValueError, match="router"):
+        cdr.annotate_shard(a, b, cfg, ins, rsp, "k")

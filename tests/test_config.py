@@ -138,6 +138,12 @@ def test_cli_missing_model_and_seed_file_exit_2(tmp_path: Path) -> None:
     proc = _cli("build", "--out", str(tmp_path), "--set", "responses.engine.model=/no/such/model")
     assert proc.returncode == 2
     assert "/no/such/model" in proc.stderr and "Traceback" not in proc.stderr
-    proc = _cli("build", "--out", str(tmp_path), "--set", f"instructions.seeds_file={tmp_path}/x")
+    proc = _cli(
+        "build",
+        "--out",
+        str(tmp_path),
+        "--set",
+        f"instructions.seed_self_instruct.seeds_file={tmp_path}/x",
+    )
     assert proc.returncode == 2
     assert "seeds file" in proc.stderr and "does not exist" in proc.stderr

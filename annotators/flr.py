@@ -1,0 +1,172 @@
+"""FLR: follow-up likelihood as reward (Zhang et al., arXiv 2409.13948; METHODS §4).
+
+A good answer makes positive user follow-ups ("That's correct, thank you.") likely as the next
+user turn and negative ones ("That's wrong.") unlikely. For each (x, y) and each follow-up f,
+
+    s(f | x, y) = (1/|f|) * sum_t log p(f_t | x, y, f_<t)
+
+over f's own tokens only, with f placed as the next user turn of the chat template (the paper
+idea, with correct alignment; the released code's logit proxy is not reproduced). The reward is
+
+    FLR(x, y) = mean over dimensions of ( mean_{f in F+} s(f) - mean_{f in F-} s(f) )
+
+which METHODS marks as this pipeline's rule (the authors' exact combination is unpublished);
+the rule's name is stored in every row. The follow-up sets are ours (six dimensions, ten
+positive and ten negative each, ``annotators/data/flr_followups.json``). All follow-ups of one
+(x, y) share the conversation prefix, which the transformers backend computes once and reuses
+from its KV cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from engines import Engine
+from prefsynth.config import FLRConfig
+from prefsynth.errors import InputDataError
+from prefsynth.hashing import content_key, sha256_text
+from prefsynth.records import Annotation, Instruction, Message, Response
+
+NAME = "flr"
+VERSION = "1"
+RULE = "mean over dimensions of (mean positive - mean negative) per-token log-likelihood"
+SCORER = "mean_token_logprob"
+PACKAGED_FOLLOWUPS = Path(__file__).parent / "data" / "flr_followups.json"
+_SENTINEL = "\u241ffollow-up\u241f"
+
+
+class Dimension(BaseModel):
+    positive: list[str]
+    negative: list[str]
+
+
+class FollowUps(BaseModel):
+    version: str
+    dimensions: dict[str, Dimension]
+
+    def sha256(self) -> str:
+        return content_key(self.model_dump(), length=64)
+
+
+def load_followups(path: Path | None) -> FollowUps:
+    path = path or PACKAGED_FOLLOWUPS
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("note", None)
+        followups = FollowUps.model_validate(data)
+    except (OSError, ValueError) as e:
+        raise InputDataError(f"follow-ups file {path}: {e}") from None
+    for name, dim in followups.dimensions.items():
+        if not dim.positive or not dim.negative:
+            raise InputDataError(f"follow-ups file {path}: dimension {name!r} needs both lists")
+    return followups
+
+
+def selected(followups: FollowUps, config: FLRConfig) -> dict[str, Dimension]:
+    """The dimensions and follow-ups a run uses (the first ``max_per_polarity`` of each list)."""
+    names = config.dimensions or list(followups.dimensions)
+    unknown = sorted(set(names) - set(followups.dimensions))
+    if unknown:
+        raise InputDataError(f"FLR dimensions {unknown} are not in the follow-up set")
+    k = config.max_per_polarity
+    return {
+        n: Dimension(
+            positive=followups.dimensions[n].positive[:k],
+            negative=followups.dimensions[n].negative[:k],
+        )
+        for n in names
+    }
+
+
+def followup_context(engine: Engine, instruction: str, response: str) -> str:
+    """The rendered conversation up to where the follow-up's text starts in the next user turn."""
+    messages = [
+        Message(role="user", content=instruction),
+        Message(role="assistant", content=response),
+        Message(role="user", content=_SENTINEL),
+    ]
+    rendered = engine.render_chat(messages, add_generation_prompt=False)
+    if rendered.count(_SENTINEL) != 1:
+        raise ValueError("the chat template does not place the follow-up turn verbatim")
+    return rendered.split(_SENTINEL)[0]
+
+
+def reward(scores: dict[str, dict[str, list[float]]]) -> tuple[float, dict[str, float]]:
+    """The combination rule: per dimension mean(positive) - mean(negative), then their mean."""
+    per_dim = {
+        d: sum(s["positive"]) / len(s["positive"]) - sum(s["negative"]) / len(s["negative"])
+        for d, s in scores.items()
+    }
+    return sum(per_dim.values()) / len(per_dim), per_dim
+
+
+def annotate_shard(
+    engine: Engine,
+    config: FLRConfig,
+    instructions: list[Instruction],
+    responses: list[Response],
+    config_key: str,
+) -> list[Annotation]:
+    followups = load_followups(config.followups_file)
+    dims = selected(followups, config)
+    flat = [(d, pol, f) for d, dim in dims.items() for pol in ("positive", "negative")
+            for f in getattr(dim, pol)]  # fmt: skip
+    texts = {i.instruction_id: i.text for i in instructions if i.text}
+    provenance: dict[str, Any] = {
+        "model": engine.info.model_dump(),
+        "mode": "base",
+        "scorer": SCORER,
+        "rule": RULE,
+        "followups_version": followups.version,
+        "followups_sha256": followups.sha256(),
+        "dimensions": list(dims),
+        "max_per_polarity": config.max_per_polarity,
+        "prefix_reuse": config.reuse_prefix,
+        "version": VERSION,
+    }
+    out = []
+    for r in responses:
+        common = {
+            "annotation_id": Annotation.make_id(NAME, r.response_id, config_key),
+            "annotator": NAME,
+            "instruction_id": r.instruction_id,
+            "response_id": r.response_id,
+            "provenance": provenance,
+        }
+        if r.instruction_id not in texts:
+            out.append(Annotation(**common, status="error", reason="instruction_not_found"))
+            continue
+        if not r.text.strip():
+            out.append(Annotation(**common, status="abstain", reason="empty_response"))
+            continue
+        try:
+            context = followup_context(engine, texts[r.instruction_id] or "", r.text)
+            results = engine.logprobs_shared(
+                context, [f for _, _, f in flat], reuse_prefix=config.reuse_prefix
+            )
+        except Exception as e:  # one bad row (e.g. too long) must not fail the shard
+            out.append(Annotation(**common, status="error", reason=f"{type(e).__name__}: {e}"))
+            continue
+        scores: dict[str, dict[str, list[float]]] = {
+            d: {"positive": [], "negative": []} for d in dims
+        }
+        for (d, pol, _), res in zip(flat, results, strict=True):
+            scores[d][pol].append(res.logprob_sum / res.n_tokens if res.n_tokens else 0.0)
+        total, per_dim = reward(scores)
+        out.append(
+            Annotation(
+                **common,
+                score=total,
+                status="ok",
+                evidence={
+                    "followup_scores": scores,
+                    "dimension_rewards": per_dim,
+                    "context_sha256": sha256_text(context),
+                },
+            )
+        )
+    return out
