@@ -1,7 +1,8 @@
 """CDR: reward = log pi_strong(y | T(x)) - log pi_weak(y | T(x))  (METHODS §3).
 
 Both models are conditioned on the *same* rendered prompt T(x): the conversation rendered with
-the strong model's chat template (as the paper code does), passed to both engines as a string.
+the strong model's chat template (as the paper code does; ``template: weak`` uses the weak
+model's), passed to both engines as a string.
 Each model tokenises the response with its own tokenizer; only response tokens are summed
 (prompt and padding are never counted). ``reward="sum"`` is the paper code's summed ratio;
 ``"mean"`` divides by the strong model's response token count (reward_hub's default). Both are
@@ -133,13 +134,14 @@ def annotate_shard(
 ) -> list[Annotation]:
     texts = {i.instruction_id: i.text for i in instructions if i.text}
     prompt_info: dict[str, dict[str, Any]] = {}
+    renderer = strong if config.template == "strong" else weak
     provenance: dict[str, Any] = {
         "strong": strong.info.model_dump(),
         "weak": weak.info.model_dump(),
         "reward": config.reward,
         "prompting": config.prompting,
-        "prompt_template": "strong_chat_template",
-        "prompt_template_sha256": strong.info.chat_template_sha256,
+        "prompt_template": f"{config.template}_chat_template",
+        "prompt_template_sha256": renderer.info.chat_template_sha256,
         "version": VERSION,
     }
     ids = list(texts)
@@ -167,12 +169,12 @@ def annotate_shard(
                 "router_parsed": parsed,
                 "system_prompt_id": system_id,
                 "exemplar_id": exemplar_id,
-                "rendered": strong.render_chat(messages),
+                "rendered": renderer.render_chat(messages),
             }
     else:
         for iid in ids:
             messages = [Message(role="user", content=texts[iid] or "")]
-            prompt_info[iid] = {"rendered": strong.render_chat(messages)}
+            prompt_info[iid] = {"rendered": renderer.render_chat(messages)}
 
     scorable = [r for r in responses if r.text.strip() and r.instruction_id in prompt_info]
     requests = [

@@ -350,6 +350,9 @@ class CDRConfig(StrictModel):
     reward: Literal["sum", "mean"] = Field(
         "sum", description="sum over response tokens (paper code) or per-token mean (reward_hub)"
     )
+    template: Literal["strong", "weak"] = Field(
+        "strong", description="whose chat template renders T(x) for both models (paper: strong)"
+    )
     prompting: Literal["vanilla", "routed"] = "vanilla"
     router: EngineSpec = Field(default_factory=EngineSpec, description="routed: classifier model")
     router_sampling: SamplingParams = Field(

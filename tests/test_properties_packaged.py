@@ -1,0 +1,92 @@
+"""METHODS §3.6 and §4.5 properties on the packaged models (SmolLM2 and Gemma 3 270M, which
+have different tokenizers), not only on the tiny ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from annotators import cdr, flr
+from engines import get_engine
+from prefsynth.config import CDRConfig, EngineSpec, FLRConfig
+from prefsynth.records import (
+    GenerationProvenance,
+    Instruction,
+    ModelRef,
+    Response,
+    SamplingParams,
+)
+
+pytestmark = pytest.mark.slow
+
+PROV = GenerationProvenance(
+    model=ModelRef(model_id="m", backend="t", source="s", fingerprint="f"),
+    sampling=SamplingParams(),
+    seed=0,
+    code_version="v",
+)
+INS = [
+    Instruction(
+        instruction_id="i",
+        shard_key="s",
+        index=0,
+        method="t",
+        text="Give me two tips for a good night's sleep.",
+        status="ok",
+        provenance=PROV,
+    )
+]
+RSP = [
+    Response(
+        response_id=f"r{k}",
+        instruction_id="i",
+        index=k,
+        text=t,
+        finish_reason="stop",
+        n_tokens=1,
+        n_chars=len(t),
+        provenance=PROV,
+    )
+    for k, t in enumerate(
+        [
+            "Keep a regular bedtime, and avoid screens for an hour before bed.",
+            "Sleep is good. Banana.",
+        ]
+    )
+]
+
+
+def test_cdr_swap_and_identity_on_packaged_models() -> None:
+    smol, gemma = get_engine(EngineSpec()), get_engine(EngineSpec(model="gemma3-270m"))
+    assert len(smol.tokenizer) != len(gemma.tokenizer)  # type: ignore[attr-defined]
+    fwd = {a.response_id: a for a in cdr.annotate_shard(smol, gemma, CDRConfig(), INS, RSP, "k")}
+    # the same T(x) both ways: SmolLM2's template, named as "weak" once the roles are swapped
+    swapped_cfg = CDRConfig(template="weak")
+    rev = {a.response_id: a for a in cdr.annotate_shard(gemma, smol, swapped_cfg, INS, RSP, "k")}
+    same = cdr.annotate_shard(smol, smol, CDRConfig(), INS, RSP, "k")
+    for rid, ann in fwd.items():
+        assert ann.status == "ok"
+        assert rev[rid].score == pytest.approx(-ann.score, abs=1e-9)
+    assert all(a.score == 0.0 for a in same)
+
+
+def test_flr_properties_on_smollm2() -> None:
+    engine = get_engine(EngineSpec())
+    context = flr.followup_context(engine, INS[0].text or "", RSP[0].text)
+    follow = [
+        f for d in flr.load_followups(None).dimensions.values() for f in d.positive + d.negative
+    ]
+    reused = engine.logprobs_shared(context, follow, reuse_prefix=True)
+    plain = engine.logprobs_shared(context, follow, reuse_prefix=False)
+    for a, b in zip(reused, plain, strict=True):
+        assert a.n_tokens == b.n_tokens and a.logprob_sum == pytest.approx(b.logprob_sum, abs=1e-3)
+    anns = flr.annotate_shard(engine, FLRConfig(), INS, RSP, "k")
+    for ann in anns:
+        scores = ann.evidence["followup_scores"]
+        same = {
+            d: {"positive": s["positive"], "negative": s["positive"]} for d, s in scores.items()
+        }
+        assert flr.reward(same)[0] == 0.0
+        swapped = {
+            d: {"positive": s["negative"], "negative": s["positive"]} for d, s in scores.items()
+        }
+        assert flr.reward(swapped)[0] == pytest.approx(-ann.score)
