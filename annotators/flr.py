@@ -113,8 +113,12 @@ def annotate_shard(
 ) -> list[Annotation]:
     followups = load_followups(config.followups_file)
     dims = selected(followups, config)
-    flat = [(d, pol, f) for d, dim in dims.items() for pol in ("positive", "negative")
-            for f in getattr(dim, pol)]  # fmt: skip
+    flat = [
+        (d, pol, f)
+        for d, dim in dims.items()
+        for pol in ("positive", "negative")
+        for f in getattr(dim, pol)
+    ]
     texts = {i.instruction_id: i.text for i in instructions if i.text}
     provenance: dict[str, Any] = {
         "model": engine.info.model_dump(),

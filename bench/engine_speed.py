@@ -141,9 +141,22 @@ def start_server(python: str, folder: Path) -> tuple[subprocess.Popen[bytes], st
     import httpx
 
     port = _free_port()
-    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-           "--served-model-name", "bench", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--enforce-eager"]  # fmt: skip
+    cmd = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(folder),
+        "--served-model-name",
+        "bench",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+    ]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.DEVNULL,
@@ -189,10 +202,11 @@ def main() -> None:
             from engines.vllm_engine import sidecar_python
 
             folder = hf_folder(resolve_model(args.model))
-            proc, url = start_server(sidecar_python(EngineSpec(backend="vllm")), folder)
+            proc, url = start_server(sidecar_python(), folder)
             try:
-                spec = EngineSpec(backend="openai", model="bench", base_url=url,
-                                  tokenizer=args.model)  # fmt: skip
+                spec = EngineSpec(
+                    backend="openai", model="bench", base_url=url, tokenizer=args.model
+                )
                 engine = get_engine(spec)
                 rows.append(bench_engine(engine, "openai (vllm server)", args.repeats, None))
             finally:

@@ -25,6 +25,19 @@ CITATIONS = {
         "Wang et al. 2023, Self-Instruct: Aligning Language Models with Self-Generated "
         "Instructions. arXiv:2212.10560"
     ),
+    "flr": (
+        "Zhang et al. 2025, Aligning Language Models Using Follow-up Likelihood as Reward "
+        "Signal. arXiv:2409.13948"
+    ),
+    "judge": (
+        "Zheng et al. 2023, Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena "
+        "(arXiv:2306.05685); Lin et al. 2024, WildBench (arXiv:2406.04770)"
+    ),
+    "voting": (
+        "Wang et al. 2024, Secrets of RLHF in Large Language Models Part II: Reward Modeling "
+        "(arXiv:2401.06080); Coste et al. 2024, Reward Model Ensembles Help Mitigate "
+        "Overoptimization (arXiv:2310.02743)"
+    ),
     "cdr": (
         "Xu et al. 2024, CDR / Dr. SoW: Density Ratio of Strong-over-weak LLMs for Reducing "
         "the Cost of Human Annotation in Preference Tuning. arXiv:2411.02481"
@@ -52,7 +65,8 @@ def _fmt(v: Any) -> str:
 
 def render_card(run: dict[str, Any]) -> str:
     models: dict[str, dict[str, Any]] = run.get("models", {})
-    licence = derive_license(models, ["instructions", "responses"])
+    text_roles = [r for r in models if r == "instructions" or r.startswith("responses")]
+    licence = derive_license(models, text_roles)
     rows = run.get("rows", {})
     front = {
         "license": licence,
@@ -86,14 +100,24 @@ def render_card(run: dict[str, Any]) -> str:
     stage_rows = [
         [name, s.get("shards"), s.get("computed"), s.get("reused"), s.get("rows"), s.get("seconds")]
         for name, s in run.get("stages", {}).items()
+        if "shards" in s
     ]
     drop_rows = [[k, v] for k, v in sorted(rows.get("dropped_by_reason", {}).items())]
-    sampling = {
-        "instructions": cfg.get("instructions", {}).get("sampling"),
-        "responses": cfg.get("responses", {}).get("sampling"),
-    }
+    ins_cfg = cfg.get("instructions", {})
+    styles = (
+        list(ins_cfg.get("mix", {})) if ins_cfg.get("style") == "mix" else [ins_cfg.get("style")]
+    )
+    sampling = {f"instructions.{st}": ins_cfg.get(st, {}).get("sampling") for st in styles}
+    sampling["responses"] = cfg.get("responses", {}).get("sampling")
+    if cfg.get("responses", {}).get("mixture"):
+        sampling["responses.mixture"] = cfg["responses"]["mixture"]
     diversity = run.get("diversity", {})
-    used = set(diversity.get("by_method", {})) | {"cdr"}
+    voting = run.get("voting", {})
+    annotators_cfg = cfg.get("annotators", {})
+    used = set(diversity.get("by_method", {}))
+    used |= {n for n in ("cdr", "flr", "judge") if annotators_cfg.get(n, {}).get("enabled")}
+    if voting:
+        used.add("voting")
     methods = [m for m in CITATIONS if m in used]
     decontam = diversity.get("contaminated_by_benchmark", {})
     figures = {
@@ -109,7 +133,8 @@ def render_card(run: dict[str, Any]) -> str:
         "Synthetic preference pairs in TRL's conversational format (`prompt`, `chosen`, "
         "`rejected`), built by prefsynth "
         f"{run.get('prefsynth_version')}. Every row carries the ids of its instruction and "
-        "responses and the annotator scores; `margin` = score(chosen) - score(rejected).",
+        "responses; `margin` is the preference strength mu (mean of the annotators' "
+        "standardised margins), `sigma` its uncertainty, `margin_<annotator>` each voter's.",
         "",
         f"- kept pairs (train): **{rows.get('pairs_kept', 0)}**; dropped pairs: "
         f"{rows.get('pairs_dropped', 0)} (in `data/dropped_pairs.parquet`)",
@@ -149,6 +174,36 @@ def render_card(run: dict[str, Any]) -> str:
         ),
         "",
         _table(["figure", "value"], [[k, _fmt(v)] for k, v in figures.items()]) if figures else "",
+        "",
+        "## Preference strength and filtering",
+        "",
+        "Every annotator is a voter; margins are standardised per annotator "
+        f"({voting.get('standardisation', 'n/a')}), then mu = mean, sigma = population "
+        "standard deviation. `margin` in the data is mu; `margin_<annotator>` are the "
+        "standardised margins.",
+        "",
+        _table(
+            ["figure", "value"],
+            [
+                [k, _fmt(voting.get(k))]
+                for k in (
+                    "kept",
+                    "flipped",
+                    "dropped",
+                    "judged_pairs",
+                    "judge_abstained",
+                    "position_consistency",
+                    "a_pick_rate",
+                    "canary_pairs",
+                    "canary_null_preferred_rate",
+                )
+                if k in voting
+            ],
+        )
+        if voting
+        else "",
+        "",
+        "Filter thresholds: `" + json.dumps(voting.get("thresholds", {})) + "`",
         "",
         "## Dropped pairs by reason",
         "",

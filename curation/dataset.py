@@ -23,14 +23,17 @@ from prefsynth.records import Pair
 
 TRL_COLUMNS = ("prompt", "chosen", "rejected")
 ID_COLUMNS = ("pair_id", "instruction_id", "chosen_response_id", "rejected_response_id")
-SCORE_COLUMNS = ("score_chosen", "score_rejected", "margin")
+FLOAT_COLUMNS = ("margin", "mu", "sigma", "wco", "score_chosen", "score_rejected")
+INT_COLUMNS = ("n_voters", "n_agree", "len_chosen", "len_rejected")
 
 
 def _messages(role: str, text: str) -> list[dict[str, str]]:
     return [{"role": role, "content": text}]
 
 
-def trl_row(pair: Pair) -> dict[str, Any]:
+def trl_row(pair: Pair, voters: list[str]) -> dict[str, Any]:
+    """TRL's conversational preference columns, ids, the vote (``margin`` = mu, TRL's reward
+    margin column), and one standardised ``margin_<annotator>`` column per voter."""
     if pair.chosen is None or pair.rejected is None:
         raise ValueError(f"pair {pair.pair_id} has no chosen/rejected text")
     return {
@@ -38,12 +41,16 @@ def trl_row(pair: Pair) -> dict[str, Any]:
         "chosen": _messages("assistant", pair.chosen),
         "rejected": _messages("assistant", pair.rejected),
         **{c: getattr(pair, c) for c in ID_COLUMNS},
-        **{c: getattr(pair, c) for c in SCORE_COLUMNS},
+        **{c: getattr(pair, c) for c in FLOAT_COLUMNS},
+        **{c: getattr(pair, c) for c in INT_COLUMNS},
+        **{f"margin_{v}": pair.standardized_margins.get(v) for v in voters},
+        "judge_consistent": pair.judge_consistent,
+        "flipped": pair.flipped,
         "source_method": pair.source_method,
     }
 
 
-def features() -> Any:
+def features(voters: list[str]) -> Any:
     from datasets import Features, Value
 
     message = [{"role": Value("string"), "content": Value("string")}]
@@ -51,7 +58,11 @@ def features() -> Any:
         {
             **{c: message for c in TRL_COLUMNS},
             **{c: Value("string") for c in ID_COLUMNS},
-            **{c: Value("float64") for c in SCORE_COLUMNS},
+            **{c: Value("float64") for c in FLOAT_COLUMNS},
+            **{c: Value("int64") for c in INT_COLUMNS},
+            **{f"margin_{v}": Value("float64") for v in voters},
+            "judge_consistent": Value("bool"),
+            "flipped": Value("bool"),
             "source_method": Value("string"),
         }
     )
@@ -87,7 +98,7 @@ def _atomic_file(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_dataset(run_dir: Path, pairs: list[Pair]) -> dict[str, int]:
+def write_dataset(run_dir: Path, pairs: list[Pair], voters: list[str]) -> dict[str, int]:
     """Write the dataset of kept pairs and the dropped pairs file; returns row counts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -95,8 +106,8 @@ def write_dataset(run_dir: Path, pairs: list[Pair]) -> dict[str, int]:
 
     kept = [p for p in pairs if p.status == "kept"]
     dropped = [p for p in pairs if p.status != "kept"]
-    feats = features()
-    rows = [trl_row(p) for p in kept]
+    feats = features(voters)
+    rows = [trl_row(p, voters) for p in kept]
     train = (
         Dataset.from_list(rows, features=feats)
         if rows

@@ -1,26 +1,71 @@
-"""Pair construction: chosen = highest score, rejected = lowest score (METHODS §3.3, §2.5).
+"""Candidate pairs from each instruction's annotated responses.
+
+Responses are ranked by a consensus score: for every pointwise annotator (CDR, FLR, reward
+models) its scores are z-scored *within the instruction*, and the z-scores are averaged. This
+is scale-free, so annotators with different units count alike, and it needs no dataset-wide
+statistics (each shard decides alone). Strategies (METHODS §3.3, §7.3):
+
+* ``best_vs_worst`` — highest vs lowest consensus score (PiKa-DPO, the default);
+* ``best_vs_random`` — highest vs a seeded random other response (CDR's construction);
+* ``all_prescreened`` — UPO: every pair with the winner in the top half and the loser in the
+  bottom half of the ranking.
 
 Responses with equal text (after trimming whitespace) count once, so a pair never has
-chosen == rejected. When the best and worst scores differ by no more than ``min_margin`` the
-preference is a tie and the pair is recorded as dropped with reason ``tie``; with fewer than two
-distinct scored responses the reason is ``too_few_responses``. Dropped pairs are kept as rows so
-every drop can be audited. ``chosen`` is set whenever there is a best response (also for ties and
-single candidates): it is the SFT view's answer (PiKa's argmax selection, METHODS §2.1).
+chosen == rejected. A consensus gap at or below ``min_margin`` is a tie: dropped with reason
+``tie``; fewer than two distinct scored responses: ``too_few_responses``. Each candidate carries
+every pointwise annotator's raw margin (score(chosen) - score(rejected)) for the vote; ``chosen``
+is set whenever there is a best response, and is the SFT view's answer (PiKa's selection).
 """
 
 from __future__ import annotations
 
+import math
+import random
 from collections import defaultdict
 
 from prefsynth.config import PairsConfig
 from prefsynth.records import Annotation, Instruction, Pair, Response
 
-VERSION = "1"
+VERSION = "2"
 
 REASONS = {
-    "tie": "best and worst score differ by no more than pairs.min_margin",
+    "tie": "best and worst consensus scores differ by no more than pairs.min_margin",
     "too_few_responses": "fewer than two distinct responses with an 'ok' score",
 }
+
+
+def consensus_scores(
+    responses: list[Response], scores: dict[str, dict[str, float]]
+) -> dict[str, float]:
+    """response_id -> mean over annotators of the within-instruction z-score."""
+    by_annotator: dict[str, dict[str, float]] = defaultdict(dict)
+    for rid, per in scores.items():
+        for name, value in per.items():
+            by_annotator[name][rid] = value
+    totals: dict[str, list[float]] = defaultdict(list)
+    ids = {r.response_id for r in responses}
+    for values in by_annotator.values():
+        vals = {rid: v for rid, v in values.items() if rid in ids}
+        if not vals:
+            continue
+        mean = sum(vals.values()) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals.values()) / len(vals))
+        for rid, v in vals.items():
+            totals[rid].append((v - mean) / std if std > 0 else 0.0)
+    return {rid: sum(z) / len(z) for rid, z in totals.items()}
+
+
+def _pairs_for(
+    strategy: str, ranked: list[tuple[Response, float]], rng: random.Random
+) -> list[tuple[tuple[Response, float], tuple[Response, float]]]:
+    best = ranked[0]
+    if strategy == "best_vs_worst":
+        return [(best, ranked[-1])]
+    if strategy == "best_vs_random":
+        return [(best, rng.choice(ranked[1:]))]
+    half = len(ranked) // 2
+    top, bottom = ranked[: len(ranked) - half], ranked[len(ranked) - half :]
+    return [(w, loser) for w in top for loser in bottom if w is not loser]
 
 
 def build_pairs(
@@ -29,12 +74,13 @@ def build_pairs(
     responses: list[Response],
     annotations: list[Annotation],
     config_key: str,
+    rank_by: list[str],
 ) -> list[Pair]:
-    scores = {
-        a.response_id: a.score
-        for a in annotations
-        if a.annotator == config.annotator and a.status == "ok" and a.score is not None
-    }
+    """Candidate (or dropped) pairs for every kept instruction of a shard."""
+    scores: dict[str, dict[str, float]] = defaultdict(dict)
+    for a in annotations:
+        if a.annotator in rank_by and a.status == "ok" and a.score is not None:
+            scores[a.response_id][a.annotator] = a.score
     by_instruction: dict[str, list[Response]] = defaultdict(list)
     for r in sorted(responses, key=lambda r: (r.instruction_id, r.index)):
         by_instruction[r.instruction_id].append(r)
@@ -44,24 +90,29 @@ def build_pairs(
         if ins.status != "ok" or not ins.text:
             continue
         seen: set[str] = set()
-        candidates: list[tuple[Response, float]] = []
+        distinct: list[Response] = []
         for r in by_instruction.get(ins.instruction_id, []):
             key = r.text.strip()
             if r.response_id in scores and key not in seen:
                 seen.add(key)
-                candidates.append((r, scores[r.response_id]))
+                distinct.append(r)
+        consensus = consensus_scores(
+            distinct, {r.response_id: scores[r.response_id] for r in distinct}
+        )
+        # best first; equal scores keep response order (stable sort)
+        ranked = sorted(((r, consensus[r.response_id]) for r in distinct), key=lambda c: -c[1])
         base = {
-            "pair_id": Pair.make_id(ins.instruction_id, config_key),
             "instruction_id": ins.instruction_id,
             "prompt": ins.text,
             "source_method": ins.method,
-            "n_candidates": len(candidates),
+            "n_candidates": len(distinct),
         }
-        if len(candidates) < 2:
-            only = candidates[0] if candidates else None
+        if len(ranked) < 2:
+            only = ranked[0] if ranked else None
             pairs.append(
                 Pair(
                     **base,
+                    pair_id=Pair.make_id(ins.instruction_id, config_key),
                     chosen_response_id=only[0].response_id if only else None,
                     chosen=only[0].text if only else None,
                     score_chosen=only[1] if only else None,
@@ -70,22 +121,31 @@ def build_pairs(
                 )
             )
             continue
-        best = max(candidates, key=lambda c: c[1])  # first of equal maxima: lowest index
-        worst = min((c for c in candidates if c[0] is not best[0]), key=lambda c: c[1])
-        margin = best[1] - worst[1]
-        pairs.append(
-            Pair(
-                **base,
-                chosen_response_id=best[0].response_id,
-                rejected_response_id=worst[0].response_id,
-                chosen=best[0].text,
-                rejected=worst[0].text,
-                score_chosen=best[1],
-                score_rejected=worst[1],
-                margin=margin,
-                annotator_margins={config.annotator: margin},
-                status="kept" if margin > config.min_margin else "dropped",
-                reason=None if margin > config.min_margin else "tie",
+        rng = random.Random(f"{config_key}:{ins.instruction_id}")
+        for slot, (win, lose) in enumerate(_pairs_for(config.strategy, ranked, rng)):
+            gap = win[1] - lose[1]
+            tie = gap <= config.min_margin
+            margins = {
+                name: scores[win[0].response_id][name] - scores[lose[0].response_id][name]
+                for name in rank_by
+                if name in scores[win[0].response_id] and name in scores[lose[0].response_id]
+            }
+            pairs.append(
+                Pair(
+                    **base,
+                    pair_id=Pair.make_id(ins.instruction_id, config_key, slot),
+                    chosen_response_id=win[0].response_id,
+                    rejected_response_id=lose[0].response_id,
+                    chosen=win[0].text,
+                    rejected=lose[0].text,
+                    score_chosen=win[1],
+                    score_rejected=lose[1],
+                    margin=gap,
+                    annotator_margins=margins,
+                    len_chosen=len(win[0].text),
+                    len_rejected=len(lose[0].text),
+                    status="dropped" if tie else "candidate",
+                    reason="tie" if tie else None,
+                )
             )
-        )
     return pairs

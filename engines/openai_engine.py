@@ -126,6 +126,8 @@ class OpenAIEngine(Engine):
             body["stop"] = params.stop
         if params.top_k:
             body["top_k"] = params.top_k
+        if params.choices:  # vLLM-style structured output; other servers: use judge mode generate
+            body["structured_outputs"] = {"choice": params.choices}
         return body
 
     def _generate(

@@ -101,6 +101,8 @@ class TransformersEngine(Engine):
     ) -> list[list[Completion]]:
         import torch
 
+        if params.choices:
+            return [self._choose(r, params, n) for r in requests]
         prompts = [self.chat.encode_context(request) for request in requests]
         for p in prompts:
             self._check_length(len(p) + params.max_new_tokens, "prompt + max_new_tokens")
@@ -144,6 +146,28 @@ class TransformersEngine(Engine):
         return [
             [self._completion(new[j * n + k], params.stop) for k in range(n)]
             for j in range(len(prompts))
+        ]
+
+    def _choose(self, request: Chat | str, params: SamplingParams, n: int) -> list[Completion]:
+        """Constrained choice without a grammar engine: score every allowed string as the
+        continuation and take the most likely (temperature 0) or sample by likelihood."""
+        import math
+        import random
+
+        scores = self._logprobs_shared(request, list(params.choices), per_token=False)
+        totals = [s.logprob_sum for s in scores]
+        if params.temperature == 0:
+            picks = [max(range(len(totals)), key=totals.__getitem__)] * n
+        else:
+            top = max(totals)
+            weights = [math.exp((t - top) / params.temperature) for t in totals]
+            rng = random.Random(params.seed)
+            picks = rng.choices(range(len(totals)), weights=weights, k=n)
+        return [
+            Completion(
+                text=params.choices[k], n_tokens=max(1, scores[k].n_tokens), finish_reason="stop"
+            )
+            for k in picks
         ]
 
     def _completion(self, tokens: list[int], stop: list[str]) -> Completion:

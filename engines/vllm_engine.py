@@ -39,8 +39,8 @@ class VLLMUnavailableError(PrefsynthError):
     exit_code = 2
 
 
-def sidecar_python(spec: EngineSpec) -> str:
-    candidates = [spec.python, os.environ.get("PREFSYNTH_VLLM_PYTHON"), ".venv-vllm/bin/python"]
+def sidecar_python(python: str | None = None) -> str:
+    candidates = [python, os.environ.get("PREFSYNTH_VLLM_PYTHON"), ".venv-vllm/bin/python"]
     for c in candidates:
         if c and Path(c).exists():
             return str(Path(c).absolute())
@@ -51,28 +51,30 @@ def sidecar_python(spec: EngineSpec) -> str:
     )
 
 
-class VLLMEngine(Engine):
-    def __init__(self, spec: EngineSpec, model: ResolvedModel) -> None:
-        folder = hf_folder(model)
-        self.chat = ChatTokenizer(folder, spec.chat_template)
+class VLLMWorker:
+    """The sidecar process running :mod:`engines.vllm_worker`, and its request pipe."""
+
+    def __init__(
+        self,
+        folder: Path,
+        dtype: str,
+        kwargs: dict[str, Any],
+        python: str | None,
+        label: str,
+    ) -> None:
         self._ids = itertools.count()
         log_dir = cache_dir() / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"vllm-{os.getpid()}-{model.fingerprint[:8]}.log"
+        self.log_path = log_dir / f"vllm-{os.getpid()}-{label[:8]}.log"
         env = dict(os.environ)
         env.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
-        config = {
-            "model": str(folder),
-            "dtype": spec.dtype,
-            "seed": 0,
-            "kwargs": spec.vllm_kwargs,
-        }
+        config = {"model": str(folder), "dtype": dtype, "seed": 0, "kwargs": kwargs}
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sidecar_python(spec), str(WORKER), json.dumps(config)],
+            [sidecar_python(python), str(WORKER), json.dumps(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -82,43 +84,30 @@ class VLLMEngine(Engine):
             start_new_session=True,  # vLLM's engine-core children go down with the group
         )
         atexit.register(self.close)
-        hello = self._read(timeout_hint="start-up")
+        hello = self._read("start-up")
         if hello.get("event") != "ready":
             self.close()
             raise VLLMUnavailableError(
                 f"vLLM worker failed to start: {hello.get('error')} (log: {self.log_path})"
             )
         self.platform = hello.get("platform")
-        super().__init__(
-            ModelRef(
-                model_id=model.model_id,
-                backend="vllm",
-                source=str(model.path),
-                sha256=model.sha256,
-                fingerprint=model.fingerprint,
-                dtype=spec.dtype,
-                chat_template_sha256=self.chat.chat_template_sha256,
-                license=model.license,
-            )
-        )
 
-    # ------------------------------------------------------------------ pipe
-    def _read(self, timeout_hint: str) -> dict[str, Any]:
+    def _read(self, during: str) -> dict[str, Any]:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
             code = self.proc.poll()
             raise VLLMUnavailableError(
-                f"vLLM worker exited during {timeout_hint} (exit code {code}); see {self.log_path}"
+                f"vLLM worker exited during {during} (exit code {code}); see {self.log_path}"
             )
         return json.loads(line)
 
-    def _call(self, op: str, **payload: Any) -> Any:
+    def call(self, op: str, **payload: Any) -> Any:
         assert self.proc.stdin is not None
         rid = next(self._ids)
         self.proc.stdin.write(json.dumps({"id": rid, "op": op, **payload}) + "\n")
         self.proc.stdin.flush()
-        reply = self._read(timeout_hint=op)
+        reply = self._read(op)
         if reply.get("id") != rid:
             raise RuntimeError(f"vLLM worker answered request {reply.get('id')}, expected {rid}")
         if not reply.get("ok"):
@@ -143,6 +132,34 @@ class VLLMEngine(Engine):
                     continue
         self._log.close()
 
+
+class VLLMEngine(Engine):
+    def __init__(self, spec: EngineSpec, model: ResolvedModel) -> None:
+        folder = hf_folder(model)
+        self.chat = ChatTokenizer(folder, spec.chat_template)
+        self.worker = VLLMWorker(
+            folder, spec.dtype, spec.vllm_kwargs, spec.python, label=model.fingerprint
+        )
+        self.platform = self.worker.platform
+        super().__init__(
+            ModelRef(
+                model_id=model.model_id,
+                backend="vllm",
+                source=str(model.path),
+                sha256=model.sha256,
+                fingerprint=model.fingerprint,
+                dtype=spec.dtype,
+                chat_template_sha256=self.chat.chat_template_sha256,
+                license=model.license,
+            )
+        )
+
+    def _call(self, op: str, **payload: Any) -> Any:
+        return self.worker.call(op, **payload)
+
+    def close(self) -> None:
+        self.worker.close()
+
     # ------------------------------------------------------------------ engine API
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         return self.chat.render_chat(messages, add_generation_prompt)
@@ -158,6 +175,7 @@ class VLLMEngine(Engine):
             "max_tokens": params.max_new_tokens,
             "seed": params.seed,
             "stop": params.stop or None,
+            "choices": params.choices or None,
         }
         prompts = [self.chat.encode_context(r) for r in requests]
         result = self._call("generate", prompts=prompts, params=[kwargs] * len(prompts))

@@ -14,6 +14,8 @@ Protocol (one JSON object per line):
   shard in one ``LLM.generate`` call, one SamplingParams per prompt.
 * ``{"id", "op": "score", "pairs": [[context_ids, continuation_ids]], "per_token": bool}``
   -> ``{"result": [{"sum", "n", "tokens"}]}`` from ``prompt_logprobs=0``.
+* ``{"id", "op": "reward", "prompts": [[ids]]}`` -> ``{"result": [float]}``: a reward model's
+  raw output (``LLM.classify`` without activation; start the worker with runner="pooling").
 * a failed request answers ``{"id", "ok": false, "error"}`` and the worker keeps serving;
   end of stdin shuts the engine down.
 
@@ -78,7 +80,14 @@ def main() -> None:
         try:
             req = json.loads(line)
             if req["op"] == "generate":
-                params = [SamplingParams(**kw) for kw in req["params"]]
+                params = []
+                for kw in req["params"]:
+                    choices = kw.pop("choices", None)
+                    if choices:  # structured output: the completion is one of these strings
+                        from vllm.sampling_params import StructuredOutputsParams
+
+                        kw["structured_outputs"] = StructuredOutputsParams(choice=choices)
+                    params.append(SamplingParams(**kw))
                 outs = llm.generate(
                     [{"prompt_token_ids": ids} for ids in req["prompts"]], params, use_tqdm=False
                 )
@@ -110,6 +119,15 @@ def main() -> None:
                             "tokens": vals if req.get("per_token") else None,
                         }
                     )
+            elif req["op"] == "reward":  # sequence-classification model, runner="pooling"
+                from vllm import PoolingParams
+
+                outs = llm.classify(
+                    [{"prompt_token_ids": ids} for ids in req["prompts"]],
+                    pooling_params=PoolingParams(use_activation=False),  # raw logit = reward
+                    use_tqdm=False,
+                )
+                result = [float(o.outputs.probs[0]) for o in outs]
             else:
                 raise ValueError(f"unknown op {req.get('op')!r}")
             send({"id": req.get("id"), "ok": True, "result": result})

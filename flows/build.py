@@ -212,16 +212,20 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
                 curation_key = plan.stage("curation")[0].key
                 decisions = store.read("curation", curation_key, CurationDecision)
                 plan = plan_downstream(config, plan, decisions)
+            if not plan.stage(stage):  # e.g. no judge configured
+                continue
             t0 = time.perf_counter()
             results = _run_stage(stage, config, plan, store_root)
             run["stages"][stage] = _stage_summary(results, time.perf_counter() - t0)
             if stage == "curation":
                 run["diversity"] = results[0].figures
+            if stage == "vote":
+                run["voting"] = results[0].figures
             _write_json(run_json, run)
 
         t0 = time.perf_counter()
-        pairs = [p for spec in plan.stage("pairs") for p in store.read("pairs", spec.key, Pair)]
-        written = write_dataset(run_dir, pairs)
+        pairs = store.read("vote", plan.stage("vote")[0].key, Pair)
+        written = write_dataset(run_dir, pairs, config.annotators.enabled())
         run["rows"] = _rows(run["stages"], pairs)
         finish = run["stages"]["responses"]["counts"]
         sampled = finish.get("finish:length", 0) + finish.get("finish:stop", 0)
@@ -229,7 +233,7 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
         run["dataset"] = {"path": "dataset", "splits": {"train": written["kept"]}}
         run["stages"]["dataset"] = {"seconds": round(time.perf_counter() - t0, 2)}
         run["engine_usage"] = _merge_usage(
-            [run["stages"][s]["engine_usage"] for s in STAGES]
+            [run["stages"][s]["engine_usage"] for s in STAGES if s in run["stages"]]
             + [run.get("skills", {}).get("engine_usage", {})]
         )
         run["status"] = "completed"

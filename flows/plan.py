@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import annotators.cdr as cdr
 import annotators.flr as flr
+import annotators.judge as judge_mod
+import annotators.reward_models as rm_mod
+import curation.filtering as filtering
 import curation.pairs as pairs_mod
 import generators.pika as pika
 import generators.responses as responses_mod
@@ -26,12 +29,12 @@ from curation import instruction_curation
 from engines import describe_engine
 from generators.prompts import load_template
 from prefsynth import __version__
-from prefsynth.config import BuildConfig
+from prefsynth.config import BuildConfig, EngineSpec
 from prefsynth.hashing import content_key, file_sha256
 from prefsynth.records import CurationDecision, ModelRef
 
 CODE_VERSION = f"prefsynth-{__version__}"
-STAGES = ("instructions", "curation", "responses", "annotations", "pairs")
+STAGES = ("instructions", "curation", "responses", "annotations", "pairs", "judge", "vote")
 GENERATOR_VERSION = {
     "seed_self_instruct": seed_instructions.VERSION,
     "skillmix": skillmix.VERSION,
@@ -121,6 +124,12 @@ def make_plan(config: BuildConfig) -> BuildPlan:
     if ann.flr.enabled:
         models["flr"] = describe_engine(ann.flr.engine)
         flr.selected(flr.load_followups(ann.flr.followups_file), ann.flr)  # fails early if bad
+    if ann.judge.enabled:
+        models["judge"] = describe_engine(ann.judge.engine)
+    for rm in ann.reward_models:
+        models[f"rm.{rm.name}"] = describe_engine(
+            EngineSpec(model=rm.model, backend=rm.backend, dtype=rm.dtype)
+        )
     counts = ins.counts()
     skills_key = (
         skills_artifact_key(config, models["instructions"]) if "skillmix" in counts else None
@@ -209,7 +218,7 @@ def plan_downstream(
             ShardSpec("responses", i, rsp_key, shard_seed(config.seed, "responses", i), inputs)
         )
         ann_keys = {}
-        for name in config.annotators.enabled():
+        for name in config.annotators.pointwise():
             ann_keys[name] = content_key(
                 "annotations",
                 name,
@@ -240,6 +249,36 @@ def plan_downstream(
             **{f"annotations:{n}": k for n, k in ann_keys.items()},
         }
         plan.shards["pairs"].append(ShardSpec("pairs", i, pair_key, 0, pair_inputs))
+        if config.annotators.judge.enabled:
+            judge_key = content_key(
+                "judge",
+                pair_key,
+                config.annotators.judge.model_dump(mode="json"),
+                plan.models["judge"].fingerprint,
+                judge_mod.VERSION,
+                CODE_VERSION,
+            )
+            plan.shards["judge"].append(
+                ShardSpec(
+                    "judge",
+                    i,
+                    judge_key,
+                    shard_seed(config.seed, "judge", i),
+                    {**pair_inputs, "pairs": pair_key},
+                )
+            )
+    pair_keys = [s.key for s in plan.stage("pairs")]
+    judge_keys = [s.key for s in plan.stage("judge")]
+    vote_key = content_key(
+        "vote",
+        pair_keys,
+        judge_keys,
+        config.filter.model_dump(mode="json"),
+        filtering.VERSION,
+        CODE_VERSION,
+    )
+    vote_inputs = {"pairs": ",".join(pair_keys), "judge": ",".join(judge_keys)}
+    plan.shards["vote"].append(ShardSpec("vote", 0, vote_key, 0, vote_inputs))
     return plan
 
 
@@ -247,10 +286,20 @@ def _annotator_identity(config: BuildConfig, plan: BuildPlan, name: str) -> list
     """Everything an annotator's output depends on: its config, models and data versions."""
     if name == "cdr":
         cfg = config.annotators.cdr
-        fps = [plan.models[r].fingerprint for r in ("cdr.strong", "cdr.weak", "cdr.router")
-               if r in plan.models]  # fmt: skip
+        fps = [
+            plan.models[r].fingerprint
+            for r in ("cdr.strong", "cdr.weak", "cdr.router")
+            if r in plan.models
+        ]
         domains = cdr.load_domains(cfg.domains_file).sha256() if cfg.prompting == "routed" else None
         return [cfg.model_dump(mode="json"), fps, domains, cdr.VERSION]
+    if name.startswith("rm_"):
+        (rm,) = [r for r in config.annotators.reward_models if f"rm_{r.name}" == name]
+        return [
+            rm.model_dump(mode="json"),
+            plan.models[f"rm.{rm.name}"].fingerprint,
+            rm_mod.VERSION,
+        ]
     cfg_flr = config.annotators.flr
     followups = flr.load_followups(cfg_flr.followups_file).sha256()
     return [cfg_flr.model_dump(mode="json"), plan.models["flr"].fingerprint, followups, flr.VERSION]

@@ -18,6 +18,9 @@ from pydantic import BaseModel, Field
 
 import annotators.cdr as cdr
 import annotators.flr as flr
+import annotators.judge as judge_mod
+import annotators.reward_models as rm_mod
+import curation.filtering as filtering
 import curation.pairs as pairs_mod
 import generators.pika as pika
 import generators.responses as responses_mod
@@ -51,6 +54,8 @@ RECORD_OF_STAGE: dict[str, type[Record]] = {
     "responses": Response,
     "annotations": Annotation,
     "pairs": Pair,
+    "judge": Annotation,
+    "vote": Pair,
 }
 
 
@@ -63,7 +68,7 @@ def _tally(records: list[Any], stage: str) -> dict[str, int]:
             label = f"status:{r.status}" + (f":{r.kind}" if r.kind else "")
         else:
             label = f"status:{r.status}" + (f":{r.reason}" if r.reason else "")
-            if stage == "annotations":
+            if stage in ("annotations", "judge"):
                 label = f"{r.annotator}:{label}"
         counts[label] = counts.get(label, 0) + 1
     return counts
@@ -123,8 +128,12 @@ def skills_task(config: BuildConfig, key: str, store_root: str) -> dict[str, Any
     data = skill_set.model_dump()
     data["sha256"] = skill_set.sha256()
     artifacts.write("skills", key, data)
-    return {"key": key, "reused": False, "skills": len(skill_set.skills),
-            "engine_usage": usage.as_dict()}  # fmt: skip
+    return {
+        "key": key,
+        "reused": False,
+        "skills": len(skill_set.skills),
+        "engine_usage": usage.as_dict(),
+    }
 
 
 @task(name="instructions", task_run_name="instructions-{spec.index}", **TASK_OPTIONS)
@@ -145,9 +154,16 @@ def instructions_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> 
             data.pop("sha256", None)
             skill_set = skillmix.SkillSet.model_validate(data)
             return skillmix.generate_shard(
-                engine, ins.skillmix, skill_set, key, spec.key, indices, spec.total, spec.seed,
+                engine,
+                ins.skillmix,
+                skill_set,
+                key,
+                spec.key,
+                indices,
+                spec.total,
+                spec.seed,
                 CODE_VERSION,
-            )  # fmt: skip
+            )
         return pika.generate_shard(
             engine, ins.pika, spec.key, indices, spec.total, spec.seed, CODE_VERSION
         )
@@ -215,6 +231,10 @@ def annotations_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> S
             cfg_flr = config.annotators.flr
             engine = get_engine(cfg_flr.engine)
             return flr.annotate_shard(engine, cfg_flr, instructions, responses, spec.key)
+        for rm in config.annotators.reward_models:
+            if spec.annotator == f"rm_{rm.name}":
+                model = rm_mod.get_reward_model(rm)
+                return rm_mod.annotate_shard(model, instructions, responses, spec.key)
         raise ValueError(f"unknown annotator {spec.annotator!r}")
 
     return _run_shard(store_root, spec, compute)
@@ -235,9 +255,42 @@ def pairs_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardRe
             store.read("responses", spec.inputs["responses"], Response),
             annotations,
             spec.key,
+            rank_by=config.pairs.rank_by or config.annotators.pointwise(),
         )
 
     return _run_shard(store_root, spec, compute)
+
+
+@task(name="judge", task_run_name="judge-{spec.index}", **TASK_OPTIONS)
+def judge_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
+    def compute(store: ShardStore) -> list[Annotation]:
+        cfg = config.annotators.judge
+        pairs = store.read("pairs", spec.inputs["pairs"], Pair)
+        return judge_mod.annotate_shard(get_engine(cfg.engine), cfg, pairs, spec.key, spec.seed)
+
+    return _run_shard(store_root, spec, compute)
+
+
+@task(name="vote", **TASK_OPTIONS)
+def vote_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
+    """Standardise, vote and filter over every candidate pair of the build (one global task)."""
+    artifacts = ArtifactStore(store_root)
+
+    def keys(name: str) -> list[str]:
+        return [k for k in spec.inputs[name].split(",") if k]
+
+    def compute(store: ShardStore) -> list[Pair]:
+        pairs = [p for k in keys("pairs") for p in store.read("pairs", k, Pair)]
+        judged = [a for k in keys("judge") for a in store.read("judge", k, Annotation)]
+        final, figures = filtering.vote_and_filter(pairs, judged, config.filter)
+        figures.update(judge_mod.position_figures(judged))
+        figures.update(judge_mod.canary_figures(judged))
+        artifacts.write("vote", spec.key, figures)
+        return final
+
+    result = _run_shard(store_root, spec, compute)
+    result.figures = artifacts.read("vote", spec.key) or {}
+    return result
 
 
 STAGE_TASKS = {
@@ -246,4 +299,6 @@ STAGE_TASKS = {
     "responses": responses_task,
     "annotations": annotations_task,
     "pairs": pairs_task,
+    "judge": judge_task,
+    "vote": vote_task,
 }

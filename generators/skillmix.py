@@ -298,8 +298,10 @@ def generate_shard(
         chats = [[Message(role="user", content=plan[i]["prompt"])] for i in pending]
         first = _turn(engine, chats, ANSWER_PREFIX, params)
         finals, origs = first, [instruction_and_response(f) for f in first]
-        turns = [[*(m.model_dump() for m in c), {"role": "assistant", "content": f}]
-                 for c, f in zip(chats, first, strict=True)]  # fmt: skip
+        turns = [
+            [*(m.model_dump() for m in c), {"role": "assistant", "content": f}]
+            for c, f in zip(chats, first, strict=True)
+        ]
         if config.refine:
             chats = [
                 [
@@ -333,8 +335,13 @@ def generate_shard(
                 parsed, status = orig, "ok_first_turn"  # refine broke the format: keep turn 1
             else:
                 status = "ok" if parsed is not None else "no_instruction_or_response"
-            results[i] = {"parsed": parsed, "orig": orig, "turns": t, "status": status,
-                          "attempt": attempt}  # fmt: skip
+            results[i] = {
+                "parsed": parsed,
+                "orig": orig,
+                "turns": t,
+                "status": status,
+                "attempt": attempt,
+            }
             if parsed is None:
                 still.append(i)
         pending = still

@@ -51,6 +51,11 @@ class SamplingParams(StrictModel):
     stop: list[str] = Field(
         default_factory=list, description="strings that end a completion (not included in it)"
     )
+    choices: list[str] = Field(
+        default_factory=list,
+        description="constrain the completion to exactly one of these strings (structured "
+        "output; backends without it pick the most likely choice)",
+    )
     seed: int | None = None
 
 
@@ -210,7 +215,13 @@ class Annotation(Record):
     annotator: str
     instruction_id: str
     response_id: str
-    score: float | None = Field(None, description="None unless status == 'ok'")
+    other_response_id: str | None = Field(
+        None, description="pairwise annotators: the response compared with response_id"
+    )
+    pair_id: str | None = None
+    score: float | None = Field(
+        None, description="None unless status == 'ok'; pairwise: response_id over the other"
+    )
     status: Literal["ok", "abstain", "error"]
     reason: str | None = None
     evidence: dict[str, Any] = Field(
@@ -224,7 +235,13 @@ class Annotation(Record):
 
 
 class Pair(Record):
-    """A (chosen, rejected) candidate for one instruction, kept or dropped with a reason code."""
+    """A (chosen, rejected) pair for one instruction, from candidate to kept or dropped.
+
+    The pairs stage writes ``candidate`` pairs (or ``dropped`` ones when no pair can be formed)
+    with each pointwise annotator's raw margin; the vote adds the judge's margin, the
+    standardised margins, mean ``mu`` and spread ``sigma``, and the filter sets ``kept`` or
+    ``dropped`` with a reason code. ``margin`` is ``mu`` once voted.
+    """
 
     record_type: ClassVar[str] = "pair"
 
@@ -235,18 +252,31 @@ class Pair(Record):
     rejected_response_id: str | None = None
     chosen: str | None = None
     rejected: str | None = None
-    score_chosen: float | None = None
+    score_chosen: float | None = Field(None, description="ranking score of the chosen response")
     score_rejected: float | None = None
-    margin: float | None = Field(None, description="score_chosen - score_rejected")
-    annotator_margins: dict[str, float] = Field(default_factory=dict)
-    status: Literal["kept", "dropped"]
-    reason: str | None = Field(None, description="reason code when dropped")
+    margin: float | None = Field(None, description="preference strength (mu once voted)")
+    annotator_margins: dict[str, float] = Field(
+        default_factory=dict, description="raw margin per annotator, chosen over rejected"
+    )
+    standardized_margins: dict[str, float] = Field(default_factory=dict)
+    mu: float | None = None
+    sigma: float | None = None
+    wco: float | None = Field(None, description="worst case: the smallest standardised margin")
+    uwo: float | None = Field(None, description="mu - lambda * variance")
+    n_voters: int = 0
+    n_agree: int = Field(0, description="voters whose margin has the sign of mu")
+    judge_consistent: bool | None = None
+    flipped: bool = False
+    status: Literal["candidate", "kept", "dropped"]
+    reason: str | None = Field(None, description="reason code when dropped (or 'flipped')")
     source_method: str = ""
     n_candidates: int = Field(0, description="distinct scored responses the pair was chosen from")
+    len_chosen: int | None = None
+    len_rejected: int | None = None
 
     @staticmethod
-    def make_id(instruction_id: str, config_key: str) -> str:
-        return "pair-" + content_key(instruction_id, config_key, length=16)
+    def make_id(instruction_id: str, config_key: str, slot: int = 0) -> str:
+        return "pair-" + content_key(instruction_id, config_key, slot, length=16)
 
 
 RECORD_TYPES: dict[str, type[Record]] = {

@@ -100,6 +100,8 @@ def tiny_overrides(tiny: dict[str, Path], **extra: object) -> list[str]:
         f"responses.engine.model={tiny['a']}",
         f"annotators.cdr.strong.model={tiny['a']}",
         f"annotators.cdr.weak.model={tiny['b']}",
+        f"annotators.flr.engine.model={tiny['a']}",
+        f"annotators.judge.engine.model={tiny['a']}",
         "instructions.n=6",
         "shard_size=2",
         "responses.n=3",

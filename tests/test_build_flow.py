@@ -51,7 +51,20 @@ def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-unt
     assert pq.read_table(run_dir / "data" / "train.parquet").num_rows == train.num_rows
     on_disk = json.loads((run_dir / "run.json").read_text())
     assert on_disk["status"] == "completed"
-    assert set(on_disk["models"]) == {"instructions", "responses", "cdr.strong", "cdr.weak", "flr"}
+    assert set(on_disk["models"]) == {
+        "instructions",
+        "responses",
+        "cdr.strong",
+        "cdr.weak",
+        "flr",
+        "judge",
+    }
+    voting = on_disk["voting"]
+    assert voting["kept"] == train.num_rows and voting["judged_pairs"] >= train.num_rows
+    assert set(voting["scales"]) == {"cdr", "flr", "judge"}
+    assert 0 <= voting["a_pick_rate"] <= 1 and "canary_null_preferred_rate" in voting
+    assert row["mu"] == row["margin"] and row["n_voters"] == 3
+    assert {"margin_cdr", "margin_flr", "margin_judge", "sigma"} <= set(row)
     assert on_disk["stages"]["instructions"]["shards"] == 3
     assert on_disk["stages"]["annotations"]["shards"] == 6  # 3 shards x (cdr, flr)
     diversity = on_disk["diversity"]
@@ -91,13 +104,15 @@ def test_every_row_traces_to_its_instruction_and_responses(first_run) -> None:  
         assert chosen.instruction_id == rejected.instruction_id == ins.instruction_id
         assert chosen.text == row["chosen"][0]["content"]
         assert rejected.text == row["rejected"][0]["content"]
-        assert row["score_chosen"] - row["score_rejected"] == pytest.approx(row["margin"])
+        assert row["margin"] == row["mu"] > 0
+        if not row["flipped"]:  # the consensus ranking put chosen above rejected
+            assert row["score_chosen"] > row["score_rejected"]
 
 
 def test_rerun_reuses_every_shard_and_calls_no_engine(first_run) -> None:  # type: ignore[no-untyped-def]
     cfg, run = first_run
     again = build(cfg)
-    for stage in ("instructions", "responses", "annotations", "pairs"):
+    for stage in ("instructions", "curation", "responses", "annotations", "pairs", "judge", "vote"):
         assert again["stages"][stage]["computed"] == 0
         assert again["stages"][stage]["reused"] == run["stages"][stage]["shards"]
     assert again["engine_usage"]["calls"] == {}
@@ -119,6 +134,14 @@ def test_changed_setting_recomputes_only_what_it_touches(
     assert run["stages"]["responses"]["computed"] == 0
     assert run["stages"]["annotations"]["computed"] == 3  # FLR's shards only, CDR's reused
     assert run["stages"]["annotations"]["reused"] == 3
+    judge_only = _config(tiny_models, tmp_path, store, "annotators.judge.length_k=100")
+    run = build(judge_only)
+    assert [run["stages"][s]["computed"] for s in ("annotations", "pairs", "judge", "vote")] == [
+        0,
+        0,
+        3,
+        1,
+    ]
     pairs_only = _config(tiny_models, tmp_path, store, "pairs.min_margin=0.5")
     run = build(pairs_only)
     assert [run["stages"][s]["computed"] for s in ("instructions", "responses", "annotations")] == [

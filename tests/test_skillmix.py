@@ -126,9 +126,11 @@ def test_extraction_with_a_model_records_every_output(
 def test_generate_shard_provenance(tiny_models: dict[str, Path], refine: bool) -> None:
     engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
     skill_set = skillmix.SkillSet(
-        variant="file", skills=SKILLS, query_types=skillmix.packaged_query_types(),
+        variant="file",
+        skills=SKILLS,
+        query_types=skillmix.packaged_query_types(),
         query_types_source="packaged",
-    )  # fmt: skip
+    )
     cfg = SkillMixConfig(refine=refine, max_attempts=2)
     cfg.sampling.max_new_tokens = 12
     records = skillmix.generate_shard(engine, cfg, skill_set, "sk", "key", range(3, 6), 8, 9, "v")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from engines.vllm_engine import VLLMUnavailableError, sidecar_python
-from prefsynth.config import EngineSpec
 
 
 def require_sidecar() -> str:
     try:
-        return sidecar_python(EngineSpec(backend="vllm"))
+        return sidecar_python()
     except VLLMUnavailableError as e:
         pytest.skip(f"vLLM sidecar not installed: {e}")
         raise

@@ -1,0 +1,62 @@
+"""Voting: every annotator that labelled a pair is a voter (Secrets of RLHF II; WCO/UWO).
+
+Annotators speak in different units (nats for CDR, per-token nats for FLR, -2..2 for the judge,
+arbitrary for reward models), so each annotator's margins are standardised over the dataset:
+divided by their root mean square. RMS is a scale that ignores sign, so swapping a pair's chosen
+and rejected negates every standardised margin and mu, and leaves sigma unchanged (METHODS
+§6.3). Then, over the voters of a pair:
+
+* mu = mean (preference strength), sigma = population standard deviation (uncertainty, /M);
+* wco = min (worst-case optimisation), uwo = mu - lambda * variance (uncertainty-weighted);
+* n_agree = voters whose margin has the sign of mu.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+STANDARDISATION = "divide by the annotator's root-mean-square margin over the dataset"
+
+
+@dataclass(frozen=True)
+class Vote:
+    standardized: dict[str, float]
+    mu: float
+    sigma: float
+    wco: float
+    uwo: float
+    n_voters: int
+    n_agree: int
+
+
+def rms_scales(margins: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Per annotator, the root mean square of its margins over all pairs (1.0 if all zero)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for m in margins:
+        for name, value in m.items():
+            sums[name] = sums.get(name, 0.0) + value * value
+            counts[name] = counts.get(name, 0) + 1
+    return {n: (math.sqrt(sums[n] / counts[n]) or 1.0) for n in sums}
+
+
+def vote(margins: Mapping[str, float], scales: Mapping[str, float], lam: float) -> Vote | None:
+    """Combine one pair's raw margins; None when no annotator voted."""
+    if not margins:
+        return None
+    z = {n: v / scales.get(n, 1.0) for n, v in margins.items()}
+    values = list(z.values())
+    mu = sum(values) / len(values)
+    var = sum((v - mu) ** 2 for v in values) / len(values)  # population variance (/M)
+    sign = (mu > 0) - (mu < 0)
+    return Vote(
+        standardized=z,
+        mu=mu,
+        sigma=math.sqrt(var),
+        wco=min(values),
+        uwo=mu - lam * var,
+        n_voters=len(values),
+        n_agree=sum(1 for v in values if sign != 0 and (v > 0) - (v < 0) == sign),
+    )

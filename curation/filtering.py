@@ -1,0 +1,141 @@
+"""The vote and the filter: from candidate pairs to kept and dropped pairs with reason codes.
+
+The judge's graded margin joins each candidate's pointwise margins; every annotator is
+standardised over the dataset and the pair gets mu, sigma, wco, uwo and the number of agreeing
+voters (:mod:`annotators.voting`). Rules then run in a fixed order and the first that fires
+decides (METHODS §7.6):
+
+1. ``negative_mu`` — mu < 0: dropped, or (``negative: flip``, mu <= ``flip_below``) flipped:
+   chosen and rejected swap, margins negate, and the pair goes on through the other rules;
+2. ``judge_inconsistent`` / ``judge_abstained`` — with ``require_judge_consistency``;
+3. ``annotators_disagree`` — fewer than ``min_agreeing`` voters share mu's sign;
+4. ``uncertain`` — sigma above ``max_sigma``;
+5. ``weak_preference`` — |mu| below ``min_abs_mu``, or mu == 0.
+
+Filtering only sets ``status`` and ``reason``: every pair, kept or dropped, is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from annotators.voting import STANDARDISATION, rms_scales, vote
+from prefsynth.config import FilterConfig
+from prefsynth.records import Annotation, Pair
+
+VERSION = "1"
+
+REASONS = {
+    "tie": "the candidate's ranking gap was a tie (pairs stage)",
+    "too_few_responses": "fewer than two distinct scored responses (pairs stage)",
+    "negative_mu": "the voters prefer the rejected response (mu < 0)",
+    "judge_inconsistent": "the judge's verdict changed when the order was swapped",
+    "judge_abstained": "the judge's reply could not be parsed in one or both orders",
+    "annotators_disagree": "fewer than filter.min_agreeing voters agree with mu's sign",
+    "uncertain": "sigma above filter.max_sigma",
+    "weak_preference": "|mu| below filter.min_abs_mu (or mu == 0)",
+    "flipped": "kept with chosen and rejected swapped (filter.negative: flip)",
+}
+
+
+def _flip(pair: Pair) -> Pair:
+    return pair.model_copy(
+        update={
+            "chosen_response_id": pair.rejected_response_id,
+            "rejected_response_id": pair.chosen_response_id,
+            "chosen": pair.rejected,
+            "rejected": pair.chosen,
+            "score_chosen": pair.score_rejected,
+            "score_rejected": pair.score_chosen,
+            "len_chosen": pair.len_rejected,
+            "len_rejected": pair.len_chosen,
+            "annotator_margins": {k: -v for k, v in pair.annotator_margins.items()},
+            "standardized_margins": {k: -v for k, v in pair.standardized_margins.items()},
+            "mu": -(pair.mu or 0.0),
+            "uwo": None,
+            "wco": min((-v for v in pair.standardized_margins.values()), default=None),
+            "margin": -(pair.mu or 0.0),
+            "flipped": True,
+        }
+    )
+
+
+def _decide(pair: Pair, config: FilterConfig) -> Pair:
+    mu = pair.mu or 0.0
+    if mu < 0:
+        if config.negative == "flip" and mu <= config.flip_below:
+            pair = _flip(pair)
+            mu = pair.mu or 0.0
+        else:
+            return pair.model_copy(update={"status": "dropped", "reason": "negative_mu"})
+    reason = None
+    if config.require_judge_consistency and pair.judge_consistent is None:
+        reason = "judge_abstained"
+    elif config.require_judge_consistency and not pair.judge_consistent:
+        reason = "judge_inconsistent"
+    elif config.min_agreeing is not None and pair.n_agree < config.min_agreeing:
+        reason = "annotators_disagree"
+    elif config.max_sigma is not None and (pair.sigma or 0.0) > config.max_sigma:
+        reason = "uncertain"
+    elif mu == 0 or abs(mu) < config.min_abs_mu:
+        reason = "weak_preference"
+    if reason:
+        return pair.model_copy(update={"status": "dropped", "reason": reason})
+    return pair.model_copy(update={"status": "kept", "reason": "flipped" if pair.flipped else None})
+
+
+def vote_and_filter(
+    pairs: list[Pair], judge: list[Annotation], config: FilterConfig
+) -> tuple[list[Pair], dict[str, Any]]:
+    """Final pairs (all of them, kept or dropped) and the figures for run.json."""
+    verdicts = {a.pair_id: a for a in judge if a.annotator == "judge"}
+    candidates = []
+    for p in pairs:
+        if p.status != "candidate":
+            continue
+        margins = dict(p.annotator_margins)
+        consistent = None
+        a = verdicts.get(p.pair_id)
+        if a is not None and a.status == "ok" and a.score is not None:
+            margins["judge"] = a.score
+            consistent = bool(a.evidence.get("consistent"))
+        candidates.append(
+            p.model_copy(update={"annotator_margins": margins, "judge_consistent": consistent})
+        )
+    scales = rms_scales(p.annotator_margins for p in candidates)
+    by_id: dict[str, Pair] = {}
+    for p in candidates:
+        v = vote(p.annotator_margins, scales, config.uwo_lambda)
+        if v is None:
+            by_id[p.pair_id] = p.model_copy(
+                update={"status": "dropped", "reason": "weak_preference", "n_voters": 0}
+            )
+            continue
+        voted = p.model_copy(
+            update={
+                "standardized_margins": v.standardized,
+                "mu": v.mu,
+                "sigma": v.sigma,
+                "wco": v.wco,
+                "uwo": v.uwo,
+                "n_voters": v.n_voters,
+                "n_agree": v.n_agree,
+                "margin": v.mu,
+            }
+        )
+        by_id[p.pair_id] = _decide(voted, config)
+    final = [by_id.get(p.pair_id, p) for p in pairs]
+    dropped: dict[str, int] = {}
+    for p in final:
+        if p.status == "dropped":
+            dropped[p.reason or "unknown"] = dropped.get(p.reason or "unknown", 0) + 1
+    figures = {
+        "standardisation": STANDARDISATION,
+        "scales": scales,
+        "thresholds": config.model_dump(),
+        "kept": sum(p.status == "kept" for p in final),
+        "flipped": sum(p.flipped and p.status == "kept" for p in final),
+        "dropped": sum(p.status == "dropped" for p in final),
+        "dropped_by_reason": dict(sorted(dropped.items())),
+    }
+    return final, figures

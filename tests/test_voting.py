@@ -1,0 +1,123 @@
+"""Voting (METHODS §6.3, §7.1) and the filter's reason codes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from annotators.voting import rms_scales, vote
+from curation.filtering import vote_and_filter
+from prefsynth.config import FilterConfig
+from prefsynth.records import Annotation, Pair
+
+SCALES = {"cdr": 2.0, "flr": 0.5, "judge": 1.0}
+
+
+def test_mu_sigma_population_form() -> None:
+    v = vote({"cdr": 4.0, "flr": 0.5, "judge": -1.0}, SCALES, lam=0.5)
+    assert v is not None
+    z = [2.0, 1.0, -1.0]
+    mu = sum(z) / 3
+    assert v.mu == pytest.approx(mu)
+    assert v.sigma == pytest.approx(math.sqrt(sum((x - mu) ** 2 for x in z) / 3))  # /M
+    assert v.wco == -1.0 and v.wco <= v.mu
+    assert v.uwo == pytest.approx(mu - 0.5 * v.sigma**2) and v.uwo <= v.mu
+    assert v.n_voters == 3 and v.n_agree == 2
+
+
+def test_antisymmetry_and_sigma_unchanged_by_swapping() -> None:
+    margins = {"cdr": 3.0, "flr": -0.2, "judge": 1.5}
+    a = vote(margins, SCALES, 0.5)
+    b = vote({k: -x for k, x in margins.items()}, SCALES, 0.5)
+    assert a is not None and b is not None
+    assert b.mu == pytest.approx(-a.mu) and b.sigma == pytest.approx(a.sigma)
+    assert all(b.standardized[k] == pytest.approx(-a.standardized[k]) for k in margins)
+
+
+def test_one_voter_has_zero_sigma_and_identical_members_collapse() -> None:
+    single = vote({"cdr": 2.0}, SCALES, 0.5)
+    assert single is not None and single.sigma == 0.0
+    same = vote({"a": 1.0, "b": 1.0, "c": 1.0}, {}, 0.5)
+    assert same is not None and same.mu == same.wco == same.uwo == 1.0
+    assert vote({}, SCALES, 0.5) is None
+
+
+def test_rms_scales_ignore_sign_and_shift_of_rewards() -> None:
+    rows = [{"cdr": 3.0, "flr": 1.0}, {"cdr": -4.0}, {"cdr": 0.0, "flr": -1.0}]
+    scales = rms_scales(rows)
+    assert scales["cdr"] == pytest.approx(math.sqrt(25 / 3)) and scales["flr"] == 1.0
+    flipped = rms_scales([{k: -v for k, v in r.items()} for r in rows])
+    assert flipped == scales
+    assert rms_scales([{"x": 0.0}]) == {"x": 1.0}
+    # margins are differences: adding a constant to all of an RM's rewards changes nothing
+    rewards = {"c": 5.0, "r": 2.0}
+    assert (rewards["c"] + 7) - (rewards["r"] + 7) == rewards["c"] - rewards["r"]
+
+
+def _candidate(k: int, margins: dict[str, float]) -> Pair:
+    return Pair(
+        pair_id=f"p{k}",
+        instruction_id=f"i{k}",
+        prompt="q",
+        chosen_response_id=f"c{k}",
+        rejected_response_id=f"r{k}",
+        chosen=f"chosen {k}",
+        rejected=f"rejected {k}",
+        score_chosen=1.0,
+        score_rejected=0.0,
+        annotator_margins=margins,
+        status="candidate",
+    )
+
+
+def _judge(k: int, score: float | None, consistent: bool | None) -> Annotation:
+    return Annotation(
+        annotation_id=f"a{k}",
+        annotator="judge",
+        instruction_id=f"i{k}",
+        response_id=f"c{k}",
+        other_response_id=f"r{k}",
+        pair_id=f"p{k}",
+        score=score,
+        status="ok" if score is not None else "abstain",
+        evidence={"consistent": consistent},
+    )
+
+
+def test_filter_reason_codes_and_actions() -> None:
+    pairs = [
+        _candidate(0, {"cdr": 4.0, "flr": 1.0}),  # strong, agreeing
+        _candidate(1, {"cdr": -4.0, "flr": -1.0}),  # strongly negative
+        _candidate(2, {"cdr": 4.0, "flr": -1.0}),  # disagree
+        _candidate(3, {"cdr": 0.1, "flr": 0.02}),  # weak
+        _candidate(4, {"cdr": 3.0, "flr": 1.0}),  # judge inconsistent
+        Pair(pair_id="p5", instruction_id="i5", prompt="q", status="dropped", reason="tie"),
+    ]
+    judged = [_judge(0, 1.5, True), _judge(4, 0.0, False), _judge(2, None, None)]
+    cfg = FilterConfig(
+        negative="flip", flip_below=-0.5, min_abs_mu=0.2, require_judge_consistency=True
+    )
+    final, figures = vote_and_filter(pairs, judged, cfg)
+    by_id = {p.pair_id: p for p in final}
+    assert by_id["p0"].status == "kept" and by_id["p0"].margin == by_id["p0"].mu > 0
+    assert by_id["p0"].annotator_margins["judge"] == 1.5 and by_id["p0"].n_voters == 3
+    assert by_id["p1"].flipped and by_id["p1"].chosen == "rejected 1"
+    assert by_id["p1"].reason == "judge_abstained"  # flipped, then no judge verdict
+    assert by_id["p2"].reason == "judge_abstained"
+    assert by_id["p3"].reason == "judge_abstained"
+    assert by_id["p4"].reason == "judge_inconsistent"
+    assert by_id["p5"].reason == "tie"  # earlier drops are kept as they are
+    assert len(final) == len(pairs)
+    assert figures["dropped_by_reason"]["judge_inconsistent"] == 1
+
+    lenient = FilterConfig(negative="drop", min_abs_mu=0.2, min_agreeing=2)
+    final, _ = vote_and_filter(pairs, [], lenient)
+    by_id = {p.pair_id: p for p in final}
+    assert by_id["p0"].status == "kept" and by_id["p0"].reason is None
+    assert by_id["p1"].reason == "negative_mu" and not by_id["p1"].flipped
+    assert by_id["p2"].reason == "annotators_disagree"
+    assert by_id["p3"].reason == "weak_preference"
+    uncertain, _ = vote_and_filter(pairs, [], FilterConfig(max_sigma=0.1))
+    assert {p.pair_id: p for p in uncertain}["p2"].reason == "uncertain"
+    assert all(p.status in ("kept", "dropped") for p in uncertain)
