@@ -10,8 +10,9 @@
   offline engines'); without one, the prompt is sent as text and the continuation starts at the
   first token whose ``text_offset`` is at or after the end of the context.
 
-Requests run concurrently (``max_concurrency``) and are retried with exponential backoff on
-connection errors, timeouts, 429 and 5xx, honouring ``Retry-After``. The API key is read from the
+Requests run concurrently (``max_concurrency``), paced by ``requests_per_second``, and are
+retried with exponential backoff on connection errors, timeouts, 429 and 5xx, honouring
+``Retry-After``. The API key is read from the
 environment variable named by ``api_key_env`` and never logged or stored.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +40,27 @@ class APIError(PrefsynthError):
     pass
 
 
+class RateLimiter:
+    """At most ``rate`` requests per second from this process, spread evenly (a minimum gap
+    between request starts, shared by all threads). For a cap across machines, put the server
+    behind a Prefect global concurrency limit as well."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.gap = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.gap:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.gap
+        if start > now:
+            time.sleep(start - now)
+
+
 class OpenAIEngine(Engine):
     def __init__(self, spec: EngineSpec) -> None:
         import httpx
@@ -53,6 +76,7 @@ class OpenAIEngine(Engine):
             timeout=spec.timeout_s,
             limits=httpx.Limits(max_connections=spec.max_concurrency),
         )
+        self.limiter = RateLimiter(spec.requests_per_second)
         self.chat: ChatTokenizer | None = None
         if spec.tokenizer:
             from engines.registry import hf_folder, resolve_model
@@ -79,6 +103,7 @@ class OpenAIEngine(Engine):
         delay = 1.0
         for attempt in range(self.spec.max_retries + 1):
             try:
+                self.limiter.wait()
                 resp = self.client.post(path, json=body)
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 error: str = f"{type(e).__name__}: {e}"

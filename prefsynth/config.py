@@ -60,6 +60,9 @@ class EngineSpec(StrictModel):
     timeout_s: float = Field(300.0, gt=0)
     max_retries: int = Field(4, ge=0)
     max_concurrency: int = Field(8, ge=1, description="openai backend: requests in flight")
+    requests_per_second: float | None = Field(
+        None, gt=0, description="openai backend: rate limit across this engine's requests"
+    )
     extra_body: dict[str, Any] = Field(
         default_factory=dict,
         description="openai backend: extra JSON fields for every request (server-specific)",
@@ -73,7 +76,9 @@ class EngineSpec(StrictModel):
 
     def key(self) -> str:
         """Identity for the per-process engine cache (batching knobs excluded)."""
-        return content_key(self.model_dump(exclude={"batch_size", "max_concurrency"}))
+        return content_key(
+            self.model_dump(exclude={"batch_size", "max_concurrency", "requests_per_second"})
+        )
 
 
 class DedupConfig(StrictModel):
@@ -414,9 +419,6 @@ class JudgeConfig(StrictModel):
         0.25, ge=0, le=1, description="share of instructions that get a null-response canary"
     )
     canary_text: str = Field(NULL_RESPONSE, description="the constant, irrelevant answer")
-    requests_per_second: float | None = Field(
-        None, gt=0, description="openai backend: rate limit for judge calls"
-    )
 
 
 class RewardModelSpec(StrictModel):

@@ -88,5 +88,15 @@ def print_summary(run: dict[str, Any], run_dir: Path) -> None:
         f"{rows.get('pairs_dropped', 0)}{f' ({reasons})' if reasons else ''}  "
         f"instructions failed: {rows.get('instructions_failed', 0)}"
     )
+    voting = run.get("voting", {})
+    if voting.get("judged_pairs"):
+        rate = voting.get("canary_null_preferred_rate")
+        console.print(
+            f"judge: position consistency {voting.get('position_consistency', 0):.0%}, "
+            f"picks A {voting.get('a_pick_rate') or 0:.0%}, abstained "
+            f"{voting.get('judge_abstained', 0)}; null-response canary preferred in "
+            + (f"{rate:.0%}" if rate is not None else "n/a")
+            + f" of {2 * voting.get('canary_pairs', 0)} orders"
+        )
     console.print(f"dataset: {run_dir / 'dataset'}  (card: {run_dir / 'README.md'})")
     console.print(f"total: {run.get('seconds', 0)} s")

@@ -126,3 +126,14 @@ def test_client_errors_are_not_retried_and_dead_servers_fail_clearly(server: str
     dead = OpenAIEngine(_spec(f"http://127.0.0.1:{_free_port()}/v1", timeout_s=2))
     with pytest.raises(APIError, match="after 2 attempts"):
         dead.generate(CHATS[:1], SamplingParams(max_new_tokens=2))
+
+
+def test_structured_choice_and_rate_limit(server: str) -> None:
+    labels = [" yes", " no", " maybe"]
+    engine = OpenAIEngine(_spec(server, tokenizer="smollm2-135m-instruct", requests_per_second=4))
+    prompt = engine.render_chat(CHATS[0]) + "Is Paris the capital of France? Answer:"
+    params = SamplingParams(temperature=0.0, max_new_tokens=4, choices=labels)
+    t0 = time.monotonic()
+    out = engine.generate([prompt] * 4, params, n=1)
+    assert all(o[0].text in {"yes", "no", "maybe"} for o in out)
+    assert time.monotonic() - t0 >= 0.7  # 4 requests at 4/s: starts span at least 0.75 s

@@ -33,13 +33,13 @@ def tiny_rm(tmp_path_factory: pytest.TempPathFactory, smollm2_folder: Path) -> P
     folder = tmp_path_factory.mktemp("tiny-rm")
     tok = AutoTokenizer.from_pretrained(smollm2_folder)
     torch.manual_seed(7)
-    config = LlamaConfig(
+    config = LlamaConfig(  # head_dim 64: vLLM's CPU attention kernels need a common size
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=128,
+        intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
         num_labels=1,
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False,

@@ -77,3 +77,11 @@ def test_stop_strings_and_rendered_prompts(vllm_engine: VLLMEngine) -> None:
     (out,) = vllm_engine.generate([prompt], params, n=2)
     assert out[0] == out[1]
     assert "." not in out[0].text
+
+
+def test_structured_choice(vllm_engine: VLLMEngine) -> None:
+    labels = [" A++", " A+", " A=B", " B+", " B++"]
+    prompt = vllm_engine.render_chat(CHATS[0]) + "Verdict:"
+    params = SamplingParams(temperature=0.0, max_new_tokens=8, choices=labels)
+    for out in vllm_engine.generate([prompt, prompt], params, n=1):
+        assert out[0].text in {label.strip() for label in labels}
