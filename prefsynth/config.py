@@ -502,10 +502,31 @@ class FilterConfig(StrictModel):
 
 
 class TaskRunnerConfig(StrictModel):
-    """How Prefect runs the shard tasks."""
+    """How Prefect runs the shard tasks: threads in this process, or a Dask or Ray cluster
+    (a local one it starts, or an existing one at ``address``). Engines load once per worker
+    process; stages that run models ask the runner for ``gpus_per_task`` GPUs."""
 
-    kind: Literal["thread"] = "thread"
-    max_workers: int = Field(1, ge=1, description="shards in flight at once")
+    kind: Literal["thread", "dask", "ray"] = "thread"
+    max_workers: int = Field(1, ge=1, description="thread: shards in flight at once")
+    address: str | None = Field(
+        None, description="dask: tcp://host:8786; ray: host:port or ray://...; unset: local"
+    )
+    n_workers: int = Field(2, ge=1, description="local dask/ray cluster: worker processes")
+    gpus_per_task: float = Field(0.0, ge=0, description="GPUs requested by model stages")
+
+
+class PublishConfig(StrictModel):
+    """Where a build is published on the Hugging Face Hub (nothing is pushed without repo)."""
+
+    repo: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="ORG/NAME on the Hub"
+    )
+    private: bool = True
+    revision: str | None = Field(None, description="branch to push to (default: main)")
+    test_size: float = Field(0.1, ge=0, lt=1, description="share of kept pairs in the test split")
+    split_seed: int = 0
+    license: str | None = Field(None, description="override the licence derived from the models")
+    max_retries: int = Field(5, ge=0)
 
 
 class BuildConfig(StrictModel):
@@ -532,6 +553,7 @@ class BuildConfig(StrictModel):
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     task_runner: TaskRunnerConfig = Field(default_factory=TaskRunnerConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
 
     @model_validator(mode="after")
     def _rankers_enabled(self) -> BuildConfig:
