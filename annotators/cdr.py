@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from annotators.base import score_isolating_errors
+from annotators.base import Item, Verdict, items_from, score_isolating_errors, to_annotations
 from engines import Engine, ScoreRequest
 from prefsynth.config import CDRConfig
 from prefsynth.errors import InputDataError
@@ -108,34 +108,31 @@ def route(router: Engine, queries: list[str], config: CDRConfig) -> list[tuple[s
 
 
 def prompt_messages(
-    query: str, domain: str, domains: DomainSet, plain_chat: bool, pick: random.Random
+    context: list[Message], domain: str, domains: DomainSet, plain_chat: bool, pick: random.Random
 ) -> tuple[list[Message], str | None, str | None]:
-    """T(x) as messages, with the system prompt id and exemplar id used (None when plain)."""
+    """T(x) as messages, with the system prompt id and exemplar id used (None when plain).
+
+    The domain's criteria become the system turn and the last user turn becomes
+    ``<exemplar block>\n<query>\nGood Assistant:``; earlier turns are kept as they are."""
     if domain == "CHAT" and plain_chat:
-        return [Message(role="user", content=query)], None, None
+        return list(context), None, None
     spec = domains.domains[domain]
     exemplar = pick.choice(spec.exemplars)
-    user = f"{exemplar.block()}\n{query}\nGood Assistant:"
+    *earlier, last = [m for m in context if m.role != "system"]
+    user = f"{exemplar.block()}\n{last.content}\nGood Assistant:"
     messages = [
         Message(role="system", content=spec.system_prompt),
+        *earlier,
         Message(role="user", content=user),
     ]
     return messages, domain, exemplar.id
 
 
-def annotate_shard(
-    strong: Engine,
-    weak: Engine,
-    config: CDRConfig,
-    instructions: list[Instruction],
-    responses: list[Response],
-    config_key: str,
-    router: Engine | None = None,
-) -> list[Annotation]:
-    texts = {i.instruction_id: i.text for i in instructions if i.text}
-    prompt_info: dict[str, dict[str, Any]] = {}
+def provenance(
+    strong: Engine, weak: Engine, config: CDRConfig, router: Engine | None
+) -> dict[str, Any]:
     renderer = strong if config.template == "strong" else weak
-    provenance: dict[str, Any] = {
+    prov: dict[str, Any] = {
         "strong": strong.info.model_dump(),
         "weak": weak.info.model_dump(),
         "reward": config.reward,
@@ -144,12 +141,9 @@ def annotate_shard(
         "prompt_template_sha256": renderer.info.chat_template_sha256,
         "version": VERSION,
     }
-    ids = list(texts)
-    if config.prompting == "routed":
-        if router is None:
-            raise ValueError("prompting 'routed' needs a router engine")
+    if config.prompting == "routed" and router is not None:
         domains = load_domains(config.domains_file)
-        provenance.update(
+        prov.update(
             router=router.info.model_dump(),
             router_sampling=config.router_sampling.model_dump(),
             router_template_sha256=read_template(ROUTER_TEMPLATE).sha256,
@@ -157,13 +151,33 @@ def annotate_shard(
             domains_sha256=domains.sha256(),
             plain_chat=config.plain_chat,
         )
-        for iid, (label, raw, parsed) in zip(
-            ids, route(router, [texts[i] or "" for i in ids], config), strict=True
-        ):
+    return prov
+
+
+def score_items(
+    strong: Engine,
+    weak: Engine,
+    config: CDRConfig,
+    items: list[Item],
+    router: Engine | None = None,
+) -> dict[str, Verdict]:
+    """CDR verdict per item key; T(x) is rendered once per context group."""
+    renderer = strong if config.template == "strong" else weak
+    contexts = {it.group: it.context for it in items}
+    prompt_info: dict[str, dict[str, Any]] = {}
+    groups = list(contexts)
+    if config.prompting == "routed":
+        if router is None:
+            raise ValueError("prompting 'routed' needs a router engine")
+        domains = load_domains(config.domains_file)
+        last_user = [
+            next(m.content for m in reversed(contexts[g]) if m.role == "user") for g in groups
+        ]
+        for g, (label, raw, parsed) in zip(groups, route(router, last_user, config), strict=True):
             messages, system_id, exemplar_id = prompt_messages(
-                texts[iid] or "", label, domains, config.plain_chat, random.Random(iid)
+                contexts[g], label, domains, config.plain_chat, random.Random(g)
             )
-            prompt_info[iid] = {
+            prompt_info[g] = {
                 "domain": label,
                 "router_output": raw,
                 "router_parsed": parsed,
@@ -172,45 +186,34 @@ def annotate_shard(
                 "rendered": renderer.render_chat(messages),
             }
     else:
-        for iid in ids:
-            messages = [Message(role="user", content=texts[iid] or "")]
-            prompt_info[iid] = {"rendered": renderer.render_chat(messages)}
+        for g in groups:
+            prompt_info[g] = {"rendered": renderer.render_chat(contexts[g])}
 
-    scorable = [r for r in responses if r.text.strip() and r.instruction_id in prompt_info]
+    scorable = [it for it in items if it.response.strip()]
     requests = [
-        ScoreRequest(context=prompt_info[r.instruction_id]["rendered"], continuation=r.text)
-        for r in scorable
+        ScoreRequest(context=prompt_info[it.group]["rendered"], continuation=it.response)
+        for it in scorable
     ]
     per_token = config.keep_token_logprobs
-    keys = [r.response_id for r in scorable]
+    keys = [it.key for it in scorable]
     strong_scores = dict(
         zip(keys, score_isolating_errors(strong, requests, per_token), strict=True)
     )
     weak_scores = dict(zip(keys, score_isolating_errors(weak, requests, per_token), strict=True))
 
-    out = []
-    for r in responses:
-        common = {
-            "annotation_id": Annotation.make_id(NAME, r.response_id, config_key),
-            "annotator": NAME,
-            "instruction_id": r.instruction_id,
-            "response_id": r.response_id,
-            "provenance": provenance,
-        }
-        if r.instruction_id not in prompt_info:
-            out.append(Annotation(**common, status="error", reason="instruction_not_found"))
+    verdicts: dict[str, Verdict] = {}
+    for it in items:
+        if not it.response.strip():
+            verdicts[it.key] = Verdict("abstain", reason="empty_response")
             continue
-        if not r.text.strip():
-            out.append(Annotation(**common, status="abstain", reason="empty_response"))
-            continue
-        s, w = strong_scores[r.response_id], weak_scores[r.response_id]
+        s, w = strong_scores[it.key], weak_scores[it.key]
         if isinstance(s, str) or isinstance(w, str):
             reason = "; ".join(
                 f"{who}: {x}" for who, x in (("strong", s), ("weak", w)) if isinstance(x, str)
             )
-            out.append(Annotation(**common, status="error", reason=reason))
+            verdicts[it.key] = Verdict("error", reason=reason)
             continue
-        info = prompt_info[r.instruction_id]
+        info = prompt_info[it.group]
         reward_sum = s.logprob_sum - w.logprob_sum
         reward_mean = reward_sum / s.n_tokens if s.n_tokens else 0.0
         evidence: dict[str, Any] = {
@@ -226,12 +229,22 @@ def annotate_shard(
         if per_token:
             evidence["strong_token_logprobs"] = s.token_logprobs
             evidence["weak_token_logprobs"] = w.token_logprobs
-        out.append(
-            Annotation(
-                **common,
-                score=reward_sum if config.reward == "sum" else reward_mean,
-                status="ok",
-                evidence=evidence,
-            )
-        )
-    return out
+        score = reward_sum if config.reward == "sum" else reward_mean
+        verdicts[it.key] = Verdict("ok", score=score, evidence=evidence)
+    return verdicts
+
+
+def annotate_shard(
+    strong: Engine,
+    weak: Engine,
+    config: CDRConfig,
+    instructions: list[Instruction],
+    responses: list[Response],
+    config_key: str,
+    router: Engine | None = None,
+) -> list[Annotation]:
+    if config.prompting == "routed" and router is None:
+        raise ValueError("prompting 'routed' needs a router engine")
+    verdicts = score_items(strong, weak, config, items_from(instructions, responses), router)
+    prov = provenance(strong, weak, config, router)
+    return to_annotations(NAME, responses, verdicts, prov, config_key)

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from annotators.base import Item, Verdict, items_from, to_annotations
 from engines import Engine
 from prefsynth.config import FLRConfig
 from prefsynth.errors import InputDataError
@@ -82,10 +83,14 @@ def selected(followups: FollowUps, config: FLRConfig) -> dict[str, Dimension]:
     }
 
 
-def followup_context(engine: Engine, instruction: str, response: str) -> str:
-    """The rendered conversation up to where the follow-up's text starts in the next user turn."""
+def followup_context(engine: Engine, context: list[Message] | str, response: str) -> str:
+    """The rendered conversation up to where the follow-up's text starts in the next user turn.
+
+    ``context`` is the conversation the response answers (a string is one user turn)."""
+    if isinstance(context, str):
+        context = [Message(role="user", content=context)]
     messages = [
-        Message(role="user", content=instruction),
+        *context,
         Message(role="assistant", content=response),
         Message(role="user", content=_SENTINEL),
     ]
@@ -104,56 +109,42 @@ def reward(scores: dict[str, dict[str, list[float]]]) -> tuple[float, dict[str, 
     return sum(per_dim.values()) / len(per_dim), per_dim
 
 
-def annotate_shard(
-    engine: Engine,
-    config: FLRConfig,
-    instructions: list[Instruction],
-    responses: list[Response],
-    config_key: str,
-) -> list[Annotation]:
+def provenance(engine: Engine, config: FLRConfig) -> dict[str, Any]:
     followups = load_followups(config.followups_file)
-    dims = selected(followups, config)
-    flat = [
-        (d, pol, f)
-        for d, dim in dims.items()
-        for pol in ("positive", "negative")
-        for f in getattr(dim, pol)
-    ]
-    texts = {i.instruction_id: i.text for i in instructions if i.text}
-    provenance: dict[str, Any] = {
+    return {
         "model": engine.info.model_dump(),
         "mode": "base",
         "scorer": SCORER,
         "rule": RULE,
         "followups_version": followups.version,
         "followups_sha256": followups.sha256(),
-        "dimensions": list(dims),
+        "dimensions": list(selected(followups, config)),
         "max_per_polarity": config.max_per_polarity,
         "prefix_reuse": config.reuse_prefix,
         "version": VERSION,
     }
-    out = []
-    for r in responses:
-        common = {
-            "annotation_id": Annotation.make_id(NAME, r.response_id, config_key),
-            "annotator": NAME,
-            "instruction_id": r.instruction_id,
-            "response_id": r.response_id,
-            "provenance": provenance,
-        }
-        if r.instruction_id not in texts:
-            out.append(Annotation(**common, status="error", reason="instruction_not_found"))
-            continue
-        if not r.text.strip():
-            out.append(Annotation(**common, status="abstain", reason="empty_response"))
+
+
+def score_items(engine: Engine, config: FLRConfig, items: list[Item]) -> dict[str, Verdict]:
+    dims = selected(load_followups(config.followups_file), config)
+    flat = [
+        (d, pol, f)
+        for d, dim in dims.items()
+        for pol in ("positive", "negative")
+        for f in getattr(dim, pol)
+    ]
+    verdicts: dict[str, Verdict] = {}
+    for it in items:
+        if not it.response.strip():
+            verdicts[it.key] = Verdict("abstain", reason="empty_response")
             continue
         try:
-            context = followup_context(engine, texts[r.instruction_id] or "", r.text)
+            context = followup_context(engine, it.context, it.response)
             results = engine.logprobs_shared(
                 context, [f for _, _, f in flat], reuse_prefix=config.reuse_prefix
             )
         except Exception as e:  # one bad row (e.g. too long) must not fail the shard
-            out.append(Annotation(**common, status="error", reason=f"{type(e).__name__}: {e}"))
+            verdicts[it.key] = Verdict("error", reason=f"{type(e).__name__}: {e}")
             continue
         scores: dict[str, dict[str, list[float]]] = {
             d: {"positive": [], "negative": []} for d in dims
@@ -161,16 +152,21 @@ def annotate_shard(
         for (d, pol, _), res in zip(flat, results, strict=True):
             scores[d][pol].append(res.logprob_sum / res.n_tokens if res.n_tokens else 0.0)
         total, per_dim = reward(scores)
-        out.append(
-            Annotation(
-                **common,
-                score=total,
-                status="ok",
-                evidence={
-                    "followup_scores": scores,
-                    "dimension_rewards": per_dim,
-                    "context_sha256": sha256_text(context),
-                },
-            )
-        )
-    return out
+        evidence = {
+            "followup_scores": scores,
+            "dimension_rewards": per_dim,
+            "context_sha256": sha256_text(context),
+        }
+        verdicts[it.key] = Verdict("ok", score=total, evidence=evidence)
+    return verdicts
+
+
+def annotate_shard(
+    engine: Engine,
+    config: FLRConfig,
+    instructions: list[Instruction],
+    responses: list[Response],
+    config_key: str,
+) -> list[Annotation]:
+    verdicts = score_items(engine, config, items_from(instructions, responses))
+    return to_annotations(NAME, responses, verdicts, provenance(engine, config), config_key)

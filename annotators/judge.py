@@ -99,7 +99,8 @@ def judge_pairs(
     engine: Engine, config: JudgeConfig, items: list[tuple[str, str, str]]
 ) -> list[dict[str, Any]]:
     """Judge (query, y1, y2) items in both orders, in one engine call. Per item: raw texts,
-    raw and length-ruled strengths, and the combination."""
+    raw and length-ruled strengths, and the combination. A multi-turn conversation is passed
+    as its transcript (:func:`annotators.base.transcript`)."""
     prompts = []
     for query, y1, y2 in items:
         prompts += [_prompt(engine, config, query, y1, y2), _prompt(engine, config, query, y2, y1)]

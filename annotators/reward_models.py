@@ -16,10 +16,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from annotators.base import Item, Verdict, items_from, to_annotations
 from engines.base import length_sorted_batches
 from engines.tokenizer import FALLBACK_CHAT_TEMPLATE
 from prefsynth.config import RewardModelSpec
-from prefsynth.records import Annotation, Instruction, Response
+from prefsynth.records import Annotation, Instruction, Message, Response
 
 VERSION = "1"
 _MODELS: dict[str, Any] = {}
@@ -71,8 +72,11 @@ class TransformersRewardModel:
         }
         self._lock = threading.Lock()
 
-    def text(self, prompt: str, response: str) -> str:
-        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    def text(self, context: list[Message] | str, response: str) -> str:
+        """The RM's input: its chat template over the conversation and the response."""
+        if isinstance(context, str):
+            context = [Message(role="user", content=context)]
+        messages = [m.model_dump() for m in context] + [{"role": "assistant", "content": response}]
         template = self.tokenizer.chat_template or FALLBACK_CHAT_TEMPLATE
         return self.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
 
@@ -157,39 +161,37 @@ def get_reward_model(spec: RewardModelSpec) -> Any:
     return model
 
 
+def provenance(model: Any) -> dict[str, Any]:
+    return {**model.info, "max_length": model.spec.max_length, "version": VERSION}
+
+
+def score_items(model: Any, items: list[Item]) -> dict[str, Verdict]:
+    scorable = [it for it in items if it.response.strip()]
+    try:
+        values: list[float | str] = list(
+            model.score([model.text(it.context, it.response) for it in scorable])
+        )
+    except Exception as e:  # every row is kept; the error is on each of them
+        values = [f"{type(e).__name__}: {e}"] * len(scorable)
+    by_key = dict(zip((it.key for it in scorable), values, strict=True))
+    verdicts: dict[str, Verdict] = {}
+    for it in items:
+        value = by_key.get(it.key)
+        if not it.response.strip():
+            verdicts[it.key] = Verdict("abstain", reason="empty_response")
+        elif isinstance(value, str) or value is None:
+            verdicts[it.key] = Verdict("error", reason=str(value))
+        else:
+            verdicts[it.key] = Verdict("ok", score=value, evidence={"reward": value})
+    return verdicts
+
+
 def annotate_shard(
     model: Any,
     instructions: list[Instruction],
     responses: list[Response],
     config_key: str,
 ) -> list[Annotation]:
+    verdicts = score_items(model, items_from(instructions, responses))
     name = f"rm_{model.spec.name}"
-    texts = {i.instruction_id: i.text for i in instructions if i.text}
-    scorable = [r for r in responses if r.instruction_id in texts and r.text.strip()]
-    try:
-        values: list[float | str] = list(
-            model.score([model.text(texts[r.instruction_id], r.text) for r in scorable])
-        )
-    except Exception as e:  # the shard keeps every row; the error is on each of them
-        values = [f"{type(e).__name__}: {e}"] * len(scorable)
-    by_id = dict(zip((r.response_id for r in scorable), values, strict=True))
-    provenance = {**model.info, "max_length": model.spec.max_length, "version": VERSION}
-    out = []
-    for r in responses:
-        common = {
-            "annotation_id": Annotation.make_id(name, r.response_id, config_key),
-            "annotator": name,
-            "instruction_id": r.instruction_id,
-            "response_id": r.response_id,
-            "provenance": provenance,
-        }
-        value = by_id.get(r.response_id)
-        if r.instruction_id not in texts:
-            out.append(Annotation(**common, status="error", reason="instruction_not_found"))
-        elif not r.text.strip():
-            out.append(Annotation(**common, status="abstain", reason="empty_response"))
-        elif isinstance(value, str) or value is None:
-            out.append(Annotation(**common, status="error", reason=str(value)))
-        else:
-            out.append(Annotation(**common, score=value, status="ok", evidence={"reward": value}))
-    return out
+    return to_annotations(name, responses, verdicts, provenance(model), config_key)

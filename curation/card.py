@@ -1,13 +1,26 @@
 """Dataset card (README.md) generated from the run record (run.json).
 
 Everything in the card comes from the run: models with file hashes and licences, sampling
-parameters, template hashes, seeds, row counts per stage and per drop reason. The licence is
-derived from the licences of the models that wrote the text, not hard-coded.
+parameters, template hashes, seeds, row counts per stage and per drop reason, decontamination
+hits, diversity and (when the build was audited) annotator agreement. The licence is derived
+from the licences of the models that wrote the text, not hard-coded, because the terms of a
+generator's outputs (e.g. the Gemma Terms of Use) follow the text into the dataset.
+
+The same run renders two layouts: the build's run folder (``data/train.parquet``, ...,
+``dataset/``) and a Hub release (``data/<config>/<split>.parquet``, see
+:mod:`curation.publish`), passed as ``release``. The front matter's ``configs:`` always names
+the files of the layout it is written for, so the Hub viewer and ``load_dataset`` find them.
+
+A card may compare the run with the previous release (``previous`` = that release's run.json
+plus ``"pair_ids"``, its train pair ids). This run's train pair ids are not in run.json, so the
+caller passes them as ``pair_ids`` (read from ``data/train.parquet``); without them the rows
+added/removed are reported as not computed rather than guessed.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -45,6 +58,41 @@ CITATIONS = {
 }
 
 
+#: Model licences that are not SPDX ids: the Hub wants ``license: other`` plus a name and link.
+CUSTOM_LICENCES = {"gemma": "https://ai.google.dev/gemma/terms"}
+
+#: Where the build's run folder keeps each config's files (``curation.dataset.write_dataset``).
+RUN_DATA_FILES: dict[str, dict[str, str]] = {
+    "default": {"train": "data/train.parquet"},
+    "sft": {"train": "data/sft.parquet"},
+    "dropped_pairs": {"train": "data/dropped_pairs.parquet"},
+}
+
+ROW_FIGURES = ("pairs_kept", "pairs_dropped", "instructions_kept")
+
+
+@dataclass(frozen=True)
+class ReleaseLayout:
+    """What a Hub release holds, so its card names the right files and split sizes.
+
+    ``data_files``: config -> split -> path relative to the release folder; ``rows``: config ->
+    split -> row count.
+    """
+
+    data_files: dict[str, dict[str, str]]
+    rows: dict[str, dict[str, int]]
+    test_size: float
+    split_seed: int
+
+
+# --------------------------------------------------------------------------- licence
+
+
+def text_roles(models: dict[str, Any]) -> list[str]:
+    """Roles whose model wrote text that ends up in the data (scorers only produce numbers)."""
+    return [r for r in models if r == "instructions" or r.startswith("responses")]
+
+
 def derive_license(models: dict[str, dict[str, Any]], text_roles: list[str]) -> str:
     """Licence of the text: the licence shared by every model that wrote text, else 'other'."""
     licences = {(models.get(role) or {}).get("license") for role in text_roles}
@@ -53,81 +101,454 @@ def derive_license(models: dict[str, dict[str, Any]], text_roles: list[str]) -> 
     return "other"
 
 
+def _custom(name: str) -> dict[str, str]:
+    return {"license": "other", "license_name": name, "license_link": CUSTOM_LICENCES[name]}
+
+
+def _describe(models: dict[str, dict[str, Any]], roles: list[str]) -> str:
+    return ", ".join(
+        f"{role} `{models[role].get('model_id')}` ({models[role].get('license') or 'unknown'})"
+        for role in roles
+    )
+
+
+def license_front_matter(
+    models: dict[str, dict[str, Any]], override: str | None = None
+) -> tuple[dict[str, str], str]:
+    """Front-matter licence fields and a sentence explaining them.
+
+    An override (``publish.license``) wins. Otherwise: any Gemma-written text puts the data
+    under the Gemma Terms of Use; one shared licence among the text models is the licence;
+    mixed or unknown licences give ``other`` and the sentence lists each model's.
+    """
+    roles = text_roles(models)
+    scorers = [r for r in models if r not in roles]
+    text = _describe(models, roles) or "none recorded"
+    scorer_text = (
+        f" Scorer licences (they produce numbers, not text, so do not constrain it): "
+        f"{_describe(models, scorers)}."
+        if scorers
+        else ""
+    )
+    licences = [(models[r].get("license") or None) for r in roles]
+    if override:
+        fields = _custom(override) if override in CUSTOM_LICENCES else {"license": override}
+        return fields, f"Licence `{override}` set by the publisher. Text models: {text}." + (
+            scorer_text
+        )
+    if "gemma" in licences:
+        return _custom("gemma"), (
+            "Text written by Gemma models is subject to the Gemma Terms of Use "
+            f"({CUSTOM_LICENCES['gemma']}). Text models: {text}.{scorer_text}"
+        )
+    shared = derive_license(models, roles)
+    if shared != "other":
+        fields = _custom(shared) if shared in CUSTOM_LICENCES else {"license": shared}
+        return fields, f"All text was written by `{shared}` models: {text}.{scorer_text}"
+    return {"license": "other"}, (
+        f"The text models have different or unknown licences; each applies to its text: "
+        f"{text}.{scorer_text}"
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def render_card(run: dict[str, Any]) -> str:
-    models: dict[str, dict[str, Any]] = run.get("models", {})
-    text_roles = [r for r in models if r == "instructions" or r.startswith("responses")]
-    licence = derive_license(models, text_roles)
-    rows = run.get("rows", {})
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _change(before: Any, now: Any) -> str:
+    if not (_is_number(before) and _is_number(now)):
+        return "n/a"
+    delta = now - before
+    return f"{delta:+d}" if isinstance(delta, int) else f"{delta:+.4g}"
+
+
+def _size_category(n: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < limit:
+            return label
+    return "100K<n<1M" if n < 1_000_000 else "n>1M"
+
+
+def configs_front_matter(data_files: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """The Hub's ``configs:`` list (datasets-manual-configuration) for config -> split -> path."""
+    return [
+        {
+            "config_name": name,
+            "data_files": [{"split": split, "path": path} for split, path in splits.items()],
+        }
+        for name, splits in data_files.items()
+    ]
+
+
+def _front_matter(run: dict[str, Any], layout: ReleaseLayout | None) -> tuple[dict[str, Any], str]:
+    models = run.get("models", {})
+    override = (run.get("config", {}).get("publish") or {}).get("license")
+    licence, licence_note = license_front_matter(models, override)
+    data_files = layout.data_files if layout else RUN_DATA_FILES
     front = {
-        "license": licence,
+        **licence,
         "language": ["en"],
         "tags": ["synthetic", "preference", "dpo", "prefsynth"],
         "task_categories": ["text-generation"],
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": "train", "path": "data/train.parquet"}],
-            },
-            {"config_name": "sft", "data_files": [{"split": "train", "path": "data/sft.parquet"}]},
-            {
-                "config_name": "dropped_pairs",
-                "data_files": [{"split": "train", "path": "data/dropped_pairs.parquet"}],
-            },
-        ],
+        "size_categories": [_size_category(int(run.get("rows", {}).get("pairs_kept", 0)))],
+        "pretty_name": f"prefsynth {run.get('run_id')}",
+        "configs": configs_front_matter(data_files),
     }
-    cfg = run.get("config", {})
-    model_rows = [
+    return front, licence_note
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _sampling(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Every sampling block of the parts of the config the build used (path -> params)."""
+    ins = cfg.get("instructions", {})
+    styles = list(ins.get("mix", {})) if ins.get("style") == "mix" else [ins.get("style")]
+    found: dict[str, Any] = {}
+    for style in styles:
+        _collect_sampling(ins.get(style, {}), f"instructions.{style}", found)
+    _collect_sampling(cfg.get("responses", {}), "responses", found)
+    for name, ann in (cfg.get("annotators") or {}).items():
+        if isinstance(ann, dict) and ann.get("enabled"):
+            _collect_sampling(ann, f"annotators.{name}", found)
+    return found
+
+
+def _collect_sampling(node: Any, path: str, found: dict[str, Any]) -> None:
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            _collect_sampling(item, f"{path}[{i}]", found)
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if (key == "sampling" or key.endswith("_sampling")) and isinstance(value, dict):
+            found[f"{path}.{key}"] = value
+        else:
+            _collect_sampling(value, f"{path}.{key}", found)
+
+
+def _sampling_table(blocks: dict[str, dict[str, Any]]) -> str:
+    """One row per sampling block, one column per parameter (lists as JSON)."""
+    if not blocks:
+        return "No sampling parameters recorded."
+    columns: list[str] = []
+    for params in blocks.values():
+        columns += [k for k in params if k not in columns]
+    rows = [
+        [
+            path,
+            *(
+                json.dumps(params.get(c))
+                if isinstance(params.get(c), list)
+                else _fmt(params.get(c))
+                for c in columns
+            ),
+        ]
+        for path, params in blocks.items()
+    ]
+    return _table(["sampling", *columns], rows)
+
+
+def _models_section(run: dict[str, Any], licence_note: str) -> list[str]:
+    rows = [
         [
             role,
             m.get("model_id"),
             m.get("backend"),
             m.get("dtype"),
             m.get("license") or "unknown",
-            (m.get("sha256") or m.get("fingerprint") or "")[:16],
+            m.get("sha256") or m.get("fingerprint") or "",
         ]
-        for role, m in models.items()
+        for role, m in run.get("models", {}).items()
     ]
+    header = ["role", "model", "backend", "dtype", "licence", "sha256 / fingerprint"]
+    return ["## Models", "", _table(header, rows), "", licence_note, ""]
+
+
+def _sampling_section(run: dict[str, Any], layout: ReleaseLayout | None) -> list[str]:
+    cfg = run.get("config", {})
+    seeds: dict[str, Any] = {"build seed": cfg.get("seed")}
+    if layout is not None:
+        seeds["split seed"] = layout.split_seed
+    templates = run.get("templates", {})
+    return [
+        "## Sampling, seeds and prompt templates",
+        "",
+        "Seeds: "
+        + ", ".join(f"{k} `{v}`" for k, v in seeds.items())
+        + ". A sampling `seed` shown as n/a is derived from the build seed and the shard "
+        "index, so every shard is reproducible on its own.",
+        "",
+        _sampling_table(_sampling(cfg)),
+        "",
+        _table(["template", "sha256"], [[k, v] for k, v in templates.items()])
+        if templates
+        else "No prompt templates recorded.",
+        "",
+    ]
+
+
+def _rows_section(run: dict[str, Any]) -> list[str]:
+    rows = run.get("rows", {})
+    scalar = [[k, v] for k, v in rows.items() if _is_number(v)]
+    scalar += [[f"annotations_ok.{k}", v] for k, v in (rows.get("annotations_ok") or {}).items()]
     stage_rows = [
-        [name, s.get("shards"), s.get("computed"), s.get("reused"), s.get("rows"), s.get("seconds")]
+        [
+            name,
+            s.get("shards"),
+            s.get("computed"),
+            s.get("reused"),
+            s.get("rows"),
+            s.get("seconds"),
+            ", ".join(f"{k}: {v}" for k, v in (s.get("counts") or {}).items()),
+        ]
         for name, s in run.get("stages", {}).items()
         if "shards" in s
     ]
-    drop_rows = [[k, v] for k, v in sorted(rows.get("dropped_by_reason", {}).items())]
-    ins_cfg = cfg.get("instructions", {})
-    styles = (
-        list(ins_cfg.get("mix", {})) if ins_cfg.get("style") == "mix" else [ins_cfg.get("style")]
-    )
-    sampling = {f"instructions.{st}": ins_cfg.get(st, {}).get("sampling") for st in styles}
-    sampling["responses"] = cfg.get("responses", {}).get("sampling")
-    if cfg.get("responses", {}).get("mixture"):
-        sampling["responses.mixture"] = cfg["responses"]["mixture"]
-    diversity = run.get("diversity", {})
-    voting = run.get("voting", {})
-    annotators_cfg = cfg.get("annotators", {})
-    used = set(diversity.get("by_method", {}))
-    used |= {n for n in ("cdr", "flr", "judge") if annotators_cfg.get(n, {}).get("enabled")}
-    if voting:
-        used.add("voting")
-    methods = [m for m in CITATIONS if m in used]
-    decontam = diversity.get("contaminated_by_benchmark", {})
-    figures = {
-        k: v for k, v in diversity.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    parts = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False).strip(),
-        "---",
+    header = ["stage", "shards", "computed", "reused", "rows", "seconds", "counts"]
+    return [
+        "## Rows",
         "",
+        _table(["rows", "count"], scalar) if scalar else "No row counts recorded.",
+        "",
+        "### Per stage",
+        "",
+        _table(header, stage_rows) if stage_rows else "No stages recorded.",
+        "",
+    ]
+
+
+def _release_section(layout: ReleaseLayout | None) -> list[str]:
+    if layout is None:
+        return []
+    rows = [
+        [config, split, layout.rows.get(config, {}).get(split, 0), path]
+        for config, splits in layout.data_files.items()
+        for split, path in splits.items()
+    ]
+    return [
+        "## Configs and splits",
+        "",
+        "`default` holds the kept pairs, `sft` the best response per instruction, "
+        "`dropped_pairs` every dropped pair with its reason. Train and test are split by "
+        f"instruction (test share {layout.test_size:g}, seed {layout.split_seed}): all pairs "
+        "of an instruction land in the same split, and SFT rows of test instructions are in "
+        "the `sft` test split, so no test prompt is seen in training.",
+        "",
+        _table(["config", "split", "rows", "file"], rows),
+        "",
+    ]
+
+
+def _diversity_section(run: dict[str, Any]) -> list[str]:
+    diversity = run.get("diversity", {})
+    decontam = diversity.get("contaminated_by_benchmark") or {}
+    figures = [[k, _fmt(v)] for k, v in diversity.items() if _is_number(v)]
+    by_method = diversity.get("by_method") or {}
+    return [
+        "## Instructions: curation and diversity",
+        "",
+        f"Kept {diversity.get('kept', '?')} of {diversity.get('instructions', '?')} instructions: "
+        f"{diversity.get('failed', 0)} failed generation, {diversity.get('duplicates', 0)} "
+        f"duplicates, {diversity.get('contaminated', 0)} close to an evaluation prompt.",
+        "",
+        _table(["benchmark", "contaminated instructions"], [[b, n] for b, n in decontam.items()])
+        if decontam
+        else "Decontamination hits by benchmark: none.",
+        "",
+        _table(["figure", "value"], figures) if figures else "",
+        "",
+        _table(["method", "instructions kept"], [[m, n] for m, n in by_method.items()])
+        if by_method
+        else "",
+        "",
+    ]
+
+
+VOTING_FIGURES = (
+    "kept",
+    "flipped",
+    "dropped",
+    "judged_pairs",
+    "judge_abstained",
+    "position_consistency",
+    "a_pick_rate",
+    "canary_pairs",
+    "canary_null_preferred_rate",
+)
+
+
+def _voting_section(run: dict[str, Any]) -> list[str]:
+    voting = run.get("voting", {})
+    rows = run.get("rows", {})
+    drop_rows = [[k, v] for k, v in sorted(rows.get("dropped_by_reason", {}).items())]
+    figures = [[k, _fmt(voting.get(k))] for k in VOTING_FIGURES if k in voting]
+    return [
+        "## Preference strength and filtering",
+        "",
+        "Every annotator is a voter; margins are standardised per annotator "
+        f"({voting.get('standardisation', 'n/a')}), then mu = mean, sigma = population "
+        "standard deviation. `margin` in the data is mu; `margin_<annotator>` are the "
+        "standardised margins.",
+        "",
+        _table(["figure", "value"], figures) if figures else "",
+        "",
+        "Filter thresholds: `" + json.dumps(voting.get("thresholds", {})) + "`",
+        "",
+        "## Dropped pairs by reason",
+        "",
+        _table(["reason", "pairs"], drop_rows) if drop_rows else "None.",
+        "",
+    ]
+
+
+def _audit_section(run: dict[str, Any], layout: ReleaseLayout | None) -> list[str]:
+    audit = run.get("audit") or {}
+    headline = audit.get("headline")
+    if not headline:
+        return []
+    lines = [
+        "## Annotator agreement",
+        "",
+        _table(["figure", "value"], [[k, _fmt(v)] for k, v in headline.items()]),
+        "",
+    ]
+    report = audit.get("report")
+    if report:
+        where = (
+            f"`{report}` in the build's run folder `{run.get('run_id')}`"
+            if layout is not None  # the release uploads only the card and data/
+            else f"[{report}]({report})"
+        )
+        lines += [f"Full audit report: {where}.", ""]
+    return lines
+
+
+def _headline(run: dict[str, Any]) -> dict[str, Any]:
+    """The figures a comparison between releases shows, flattened to name -> value."""
+    rows = run.get("rows", {})
+    figures: dict[str, Any] = {k: rows.get(k) for k in ROW_FIGURES}
+    headline = (run.get("audit") or {}).get("headline") or {}
+    figures |= {f"audit.{k}": v for k, v in headline.items()}
+    diversity = run.get("diversity", {})
+    figures |= {f"diversity.{k}": v for k, v in diversity.items() if _is_number(v)}
+    return figures
+
+
+def _comparison_section(
+    run: dict[str, Any], previous: dict[str, Any] | None, pair_ids: list[str] | None
+) -> list[str]:
+    if previous is None:
+        return []
+    before, now = _headline(previous), _headline(run)
+    names = list(before) + [k for k in now if k not in before]
+    table = [
+        [k, _fmt(before.get(k)), _fmt(now.get(k)), _change(before.get(k), now.get(k))]
+        for k in names
+    ]
+    prev_ids = previous.get("pair_ids")
+    if pair_ids is None or prev_ids is None:
+        diff = "Rows added/removed: not computed (pair ids not given)."
+    else:
+        old, new = set(prev_ids), set(pair_ids)
+        diff = (
+            f"Kept pairs, by `pair_id`: **{len(new - old)} added**, **{len(old - new)} "
+            f"removed**, {len(new & old)} unchanged."
+        )
+    return [
+        "## Changes since the previous release",
+        "",
+        f"Previous release: `{previous.get('run_id')}` (finished {previous.get('finished_at')}).",
+        "",
+        diff,
+        "",
+        _table(["figure", "previous", "now", "change"], table),
+        "",
+    ]
+
+
+def _usage_section(
+    run: dict[str, Any], repo: str | None, layout: ReleaseLayout | None
+) -> list[str]:
+    has_test = layout is not None and "test" in layout.data_files.get("default", {})
+    revision = (run.get("config", {}).get("publish") or {}).get("revision")
+    if repo:
+        rev = f', revision="{revision}"' if revision else ""
+        loader, load = "load_dataset", f'ds = load_dataset("{repo}", "default"{rev})'
+    elif layout is not None:
+        files = ", ".join(f'"{s}": "{p}"' for s, p in layout.data_files["default"].items())
+        loader, load = "load_dataset", f'ds = load_dataset("parquet", data_files={{{files}}})'
+    else:
+        loader, load = "load_from_disk", f'ds = load_from_disk("{run.get("run_id")}/dataset")'
+    eval_arg = ', eval_dataset=ds["test"]' if has_test else ""
+    return [
+        "## Use with TRL",
+        "",
+        "```python",
+        f"from datasets import {loader}",
+        "from trl import DPOConfig, DPOTrainer",
+        "",
+        load,
+        'trainer = DPOTrainer(model=model, args=DPOConfig(output_dir="dpo"), '
+        f'train_dataset=ds["train"]{eval_arg}, processing_class=tokenizer)',
+        "```",
+        "",
+    ]
+
+
+def _methods_section(run: dict[str, Any]) -> list[str]:
+    diversity = run.get("diversity", {})
+    annotators = run.get("config", {}).get("annotators", {})
+    used = set(diversity.get("by_method", {}))
+    used |= {n for n in ("cdr", "flr", "judge") if (annotators.get(n) or {}).get("enabled")}
+    if run.get("voting"):
+        used.add("voting")
+    return [
+        "## Methods",
+        "",
+        *[f"- {CITATIONS[m]}" for m in CITATIONS if m in used],
+        "",
+        "The full build config, package versions and timings are in `run.json`.",
+        "",
+    ]
+
+
+# --------------------------------------------------------------------------- card
+
+
+def render_card(
+    run: dict[str, Any],
+    previous: dict[str, Any] | None = None,
+    repo: str | None = None,
+    *,
+    pair_ids: list[str] | None = None,
+    release: ReleaseLayout | None = None,
+) -> str:
+    """The dataset card for a run.
+
+    ``previous``: the previous release's run.json plus ``"pair_ids"`` (its train pair ids) for
+    the comparison section; ``pair_ids``: this run's train pair ids (not in run.json; read them
+    from ``data/train.parquet``); ``repo``: the Hub repo, for the usage snippet; ``release``:
+    render for a release folder instead of the build's run folder.
+    """
+    rows = run.get("rows", {})
+    front, licence_note = _front_matter(run, release)
+    intro = [
         f"# prefsynth preference dataset `{run.get('run_id')}`",
         "",
         "Synthetic preference pairs in TRL's conversational format (`prompt`, `chosen`, "
@@ -136,95 +557,31 @@ def render_card(run: dict[str, Any]) -> str:
         "responses; `margin` is the preference strength mu (mean of the annotators' "
         "standardised margins), `sigma` its uncertainty, `margin_<annotator>` each voter's.",
         "",
-        f"- kept pairs (train): **{rows.get('pairs_kept', 0)}**; dropped pairs: "
-        f"{rows.get('pairs_dropped', 0)} (in `data/dropped_pairs.parquet`)",
+        f"- kept pairs: **{rows.get('pairs_kept', 0)}**; dropped pairs: "
+        f"{rows.get('pairs_dropped', 0)} (config `dropped_pairs`)",
         f"- instructions: {rows.get('instructions', 0)} written, {rows.get('instructions_ok', 0)} "
         f"usable; responses: {rows.get('responses', 0)} "
         f"({run.get('responses_cut_by_length', 0):.1%} cut by the length limit)",
-        f"- licence: `{licence}` (from the models that wrote the text; scorer licences below)",
+        f"- licence: `{front['license']}`"
+        + (f" ({front['license_name']})" if "license_name" in front else "")
+        + " (from the models that wrote the text; see Models)",
         "",
-        "## Models",
+    ]
+    parts = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
         "",
-        _table(
-            ["role", "model", "backend", "dtype", "licence", "sha256 / fingerprint"], model_rows
-        ),
-        "",
-        "## Sampling and seeds",
-        "",
-        "```json",
-        json.dumps({"seed": cfg.get("seed"), **sampling}, indent=2),
-        "```",
-        "",
-        "Prompt templates (sha256): "
-        + ", ".join(f"`{k}` {v[:16]}" for k, v in run.get("templates", {}).items()),
-        "",
-        "## Stages",
-        "",
-        _table(["stage", "shards", "computed", "reused", "rows", "seconds"], stage_rows),
-        "",
-        "## Instructions: curation and diversity",
-        "",
-        f"Kept {diversity.get('kept', '?')} of {diversity.get('instructions', '?')} instructions: "
-        f"{diversity.get('failed', 0)} failed generation, {diversity.get('duplicates', 0)} "
-        f"duplicates, {diversity.get('contaminated', 0)} close to an evaluation prompt "
-        + (
-            "(" + ", ".join(f"{b}: {n}" for b, n in decontam.items()) + ")."
-            if decontam
-            else "(none)."
-        ),
-        "",
-        _table(["figure", "value"], [[k, _fmt(v)] for k, v in figures.items()]) if figures else "",
-        "",
-        "## Preference strength and filtering",
-        "",
-        "Every annotator is a voter; margins are standardised per annotator "
-        f"({voting.get('standardisation', 'n/a')}), then mu = mean, sigma = population "
-        "standard deviation. `margin` in the data is mu; `margin_<annotator>` are the "
-        "standardised margins.",
-        "",
-        _table(
-            ["figure", "value"],
-            [
-                [k, _fmt(voting.get(k))]
-                for k in (
-                    "kept",
-                    "flipped",
-                    "dropped",
-                    "judged_pairs",
-                    "judge_abstained",
-                    "position_consistency",
-                    "a_pick_rate",
-                    "canary_pairs",
-                    "canary_null_preferred_rate",
-                )
-                if k in voting
-            ],
-        )
-        if voting
-        else "",
-        "",
-        "Filter thresholds: `" + json.dumps(voting.get("thresholds", {})) + "`",
-        "",
-        "## Dropped pairs by reason",
-        "",
-        _table(["reason", "pairs"], drop_rows) if drop_rows else "None.",
-        "",
-        "## Use with TRL",
-        "",
-        "```python",
-        "from datasets import load_from_disk",
-        "from trl import DPOConfig, DPOTrainer",
-        "",
-        f'train = load_from_disk("{run.get("run_id")}/dataset")["train"]',
-        'trainer = DPOTrainer(model=model, args=DPOConfig(output_dir="dpo"), '
-        "train_dataset=train, processing_class=tokenizer)",
-        "```",
-        "",
-        "## Methods",
-        "",
-        *[f"- {CITATIONS[m]}" for m in methods],
-        "",
-        "The full build config, package versions and timings are in `run.json`.",
-        "",
+        *intro,
+        *_release_section(release),
+        *_comparison_section(run, previous, pair_ids),
+        *_models_section(run, licence_note),
+        *_sampling_section(run, release),
+        *_rows_section(run),
+        *_diversity_section(run),
+        *_voting_section(run),
+        *_audit_section(run, release),
+        *_usage_section(run, repo, release),
+        *_methods_section(run),
     ]
     return "\n".join(parts)

@@ -50,15 +50,17 @@ class RateLimiter:
         self._next = 0.0
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def wait(self) -> float:
+        """Block until this caller's slot; return the slot (a ``time.monotonic()`` value)."""
+        now = time.monotonic()
         if not self.gap:
-            return
+            return now
         with self._lock:
-            now = time.monotonic()
             start = max(now, self._next)
             self._next = start + self.gap
-        if start > now:
-            time.sleep(start - now)
+        while (left := start - time.monotonic()) > 0:
+            time.sleep(left)
+        return start
 
 
 class OpenAIEngine(Engine):

@@ -27,12 +27,12 @@ from typing import Any, Protocol
 
 from prefect import flow
 from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from curation.card import render_card
 from curation.dataset import write_dataset
 from engines import close_engines
 from flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan, plan_downstream
+from flows.runners import make_task_runner, stage_resources
 from flows.stages import STAGE_TASKS, ShardResult, skills_task
 from prefsynth import __version__
 from prefsynth.config import BuildConfig
@@ -130,6 +130,7 @@ def _stage_summary(results: list[ShardResult], seconds: float) -> dict[str, Any]
         "seconds": round(seconds, 2),
         "counts": dict(sorted(counts.items())),
         "engine_usage": _merge_usage([r.engine_usage for r in results]),
+        "keys": [r.key for r in results],  # shard keys in the store, for the audit
     }
 
 
@@ -167,7 +168,8 @@ def _run_stage(
     specs = plan.stage(stage)
     task = STAGE_TASKS[stage]
     _reporter.stage_started(stage, len(specs))
-    futures = [task.submit(config, spec, store_root) for spec in specs]
+    with stage_resources(config.task_runner, stage):
+        futures = [task.submit(config, spec, store_root) for spec in specs]
     results = []
     for future in as_completed(futures):
         result = future.result()  # re-raises the task's error after its retries
@@ -271,7 +273,7 @@ def build(config: BuildConfig) -> dict[str, Any]:
             f"another build is running in {run_dir} (lock {run_dir / '.build.lock'})"
         ) from None
     try:
-        runner = ThreadPoolTaskRunner(max_workers=config.task_runner.max_workers)
+        runner = make_task_runner(config.task_runner)
         return build_flow.with_options(task_runner=runner)(config)
     finally:
         lock.release()

@@ -16,16 +16,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-import annotators.cdr as cdr
-import annotators.flr as flr
 import annotators.judge as judge_mod
-import annotators.reward_models as rm_mod
 import curation.filtering as filtering
 import curation.pairs as pairs_mod
 import generators.pika as pika
 import generators.responses as responses_mod
 import generators.seed_instructions as seed_instructions
 import generators.skillmix as skillmix
+from annotators import pointwise
+from annotators.base import items_from, to_annotations
 from curation import instruction_curation
 from engines import get_engine, track_usage
 from flows.plan import CODE_VERSION, ShardSpec, shard_seed
@@ -218,24 +217,10 @@ def responses_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> Sha
 @task(name="annotations", task_run_name="annotations-{spec.annotator}-{spec.index}", **TASK_OPTIONS)
 def annotations_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
     def compute(store: ShardStore) -> list[Annotation]:
-        instructions = _kept(store, spec)
         responses = store.read("responses", spec.inputs["responses"], Response)
-        if spec.annotator == "cdr":
-            cfg = config.annotators.cdr
-            router = get_engine(cfg.router) if cfg.prompting == "routed" else None
-            strong, weak = get_engine(cfg.strong), get_engine(cfg.weak)
-            return cdr.annotate_shard(
-                strong, weak, cfg, instructions, responses, spec.key, router=router
-            )
-        if spec.annotator == "flr":
-            cfg_flr = config.annotators.flr
-            engine = get_engine(cfg_flr.engine)
-            return flr.annotate_shard(engine, cfg_flr, instructions, responses, spec.key)
-        for rm in config.annotators.reward_models:
-            if spec.annotator == f"rm_{rm.name}":
-                model = rm_mod.get_reward_model(rm)
-                return rm_mod.annotate_shard(model, instructions, responses, spec.key)
-        raise ValueError(f"unknown annotator {spec.annotator!r}")
+        items = items_from(_kept(store, spec), responses)
+        verdicts, provenance = pointwise.score_items(spec.annotator, config.annotators, items)
+        return to_annotations(spec.annotator, responses, verdicts, provenance, spec.key)
 
     return _run_shard(store_root, spec, compute)
 

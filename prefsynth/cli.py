@@ -57,15 +57,18 @@ def _load(config: Path | None, overrides: list[str] | None, **direct: Any) -> An
     return load_config(config, sets)
 
 
-def _quiet_env(verbose: bool) -> None:
-    """Quiet, offline-friendly defaults for Prefect and Hugging Face; explicit settings win."""
+def _quiet_env(verbose: bool, offline: bool = True) -> None:
+    """Quiet, offline-friendly defaults for Prefect and Hugging Face; explicit settings win.
+    Models always load from local files; ``offline=False`` leaves the Hub reachable for
+    commands that push to it."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     if not verbose:  # our progress bars replace the libraries' own
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -113,6 +116,173 @@ def build(
         )
         raise typer.Exit(1) from None
     print_summary(run, cfg.run_dir())
+
+
+@app.command()
+def deploy(
+    cron: Annotated[str, typer.Option(help='Cron schedule, e.g. "0 3 * * 1" (Mondays 03:00).')],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "scheduled",
+    timezone: Annotated[str, typer.Option(help="Time zone of the cron schedule.")] = "UTC",
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="Deploy to this work pool (run `prefect worker start --pool NAME`) "
+            "instead of serving from this process."
+        ),
+    ] = None,
+    publish: Annotated[bool, typer.Option(help="Publish each release (publish.repo).")] = True,
+    vary_seed: Annotated[
+        bool, typer.Option(help="New seed per release (else every rebuild repeats the last).")
+    ] = True,
+) -> None:
+    """Register a scheduled rebuild (and publish) with a Prefect server.
+
+    Needs a running server: `prefect server start`, then PREFECT_API_URL=http://127.0.0.1:4200/api.
+    Without --pool this process serves the deployment and runs the rebuilds; stop it with Ctrl-C.
+    """
+    with _user_errors():
+        _load(config, set_)  # validate now, not at 03:00
+    _quiet_env(verbose=True, offline=not publish)
+    if not os.environ.get("PREFECT_API_URL"):
+        _err(
+            "scheduling needs a Prefect server: run `prefect server start` and set "
+            "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
+        )
+        raise typer.Exit(2)
+    from prefect.schedules import Cron
+
+    from flows.schedule import FLOW_NAME, rebuild_flow
+
+    parameters = {
+        "config_path": str(config.resolve()) if config else None,
+        "overrides": list(set_ or []),
+        "vary_seed": vary_seed,
+        "publish": publish,
+    }
+    schedule = Cron(cron, timezone=timezone)
+    if pool:
+        source = Path(__file__).resolve().parents[1]
+        deployment = rebuild_flow.from_source(
+            source=str(source), entrypoint="flows/schedule.py:rebuild_flow"
+        )
+        deployment.deploy(
+            name=name,
+            work_pool_name=pool,
+            schedules=[schedule],
+            parameters=parameters,
+            print_next_steps=False,
+        )
+        typer.echo(
+            f"deployed '{FLOW_NAME}/{name}' to work pool {pool!r} ({cron}, {timezone}); "
+            f"start a worker with: prefect worker start --pool {pool}"
+        )
+        return
+    typer.echo(f"serving '{FLOW_NAME}/{name}' ({cron}, {timezone}); Ctrl-C stops it")
+    rebuild_flow.serve(name=name, schedules=[schedule], parameters=parameters)
+
+
+@app.command()
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="A finished build's run folder.")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
+) -> None:
+    """Audit a finished build: agreement between annotators (Cohen's, weighted and Fleiss'
+    kappa, Krippendorff's alpha), judge position-swap consistency, length bias, strength
+    histograms, kept/dropped by reason. Writes RUN_DIR/audit/report.md, report.html, PNG plots
+    and figures.json."""
+    _quiet_env(verbose)
+    from curation.audit import audit_run
+    from curation.report import write_report
+
+    with _user_errors():
+        figures = audit_run(run_dir)
+    paths = write_report(run_dir / "audit", figures, f"Annotation audit: {run_dir.name}")
+    _print_headline(figures)
+    typer.echo(f"report: {paths['report.md']}")
+
+
+@app.command("eval-annotators")
+def eval_annotators(
+    pairs: Annotated[
+        str,
+        typer.Option(
+            "--pairs",
+            help="hh-rlhf-helpful, hh-rlhf-harmless, pandalm, or a JSONL file with "
+            "prompt/chosen/rejected.",
+        ),
+    ],
+    n: Annotated[
+        int | None, typer.Option("--n", min=1, help="Sample size (default: every pair).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Sampling and order seed.")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Report folder (default OUTPUT/eval/SET-nN-seedS)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
+) -> None:
+    """Measure the configured annotators and their vote against human preference labels.
+
+    Reports accuracy with a 95% interval per annotator and for the vote, agreement between
+    annotators, accuracy by strength decile, and the accuracy of the pairs the filter keeps
+    against all pairs. Finished work is cached in OUT/scores/: re-running resumes.
+    """
+    with _user_errors():
+        cfg = _load(config, set_)
+    _quiet_env(verbose)
+    from flows.evaluate import default_out_dir, eval_flow
+
+    target = out or default_out_dir(cfg, pairs, n, seed)
+    with _user_errors():
+        figures = eval_flow(cfg, pairs, n, seed, target)
+    _print_headline(figures)
+    typer.echo(f"report: {target / 'report.md'}")
+
+
+def _print_headline(figures: dict[str, Any]) -> None:
+    for key, value in figures.get("headline", {}).items():
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        typer.echo(f"{key:>32}  {shown}")
+
+
+@app.command()
+def publish(
+    run_dir: Annotated[Path, typer.Argument(help="A finished build's run folder.")],
+    repo: Annotated[
+        str | None, typer.Option(help="Hub dataset repo ORG/NAME (default: publish.repo).")
+    ] = None,
+    private: Annotated[
+        bool | None, typer.Option("--private/--public", help="Repo visibility (default: private).")
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Branch to push to (default: main).")] = None,
+    test_size: Annotated[
+        float | None, typer.Option(min=0.0, max=0.99, help="Share of instructions in test.")
+    ] = None,
+    split_seed: Annotated[int | None, typer.Option(help="Seed of the train/test split.")] = None,
+) -> None:
+    """Publish a finished build to the Hugging Face Hub: configs default (train/test split by
+    instruction), sft and dropped_pairs, and the card, in one commit. Needs a token
+    (`huggingface-cli login` or HF_TOKEN). The release is built in RUN_DIR/release and kept
+    there if the push fails. Options default to the run config's publish block."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    from curation.publish import publish_run
+
+    with _user_errors():
+        record = publish_run(
+            run_dir,
+            repo=repo,
+            private=private,
+            revision=revision,
+            test_size=test_size,
+            split_seed=split_seed,
+        )
+    visibility = "private" if record["private"] else "public"
+    typer.echo(f"pushed {record['run_id']} to {record['repo']}@{record['revision']} ({visibility})")
+    typer.echo(f"commit: {record['commit_url']}")
 
 
 @app.command("config")

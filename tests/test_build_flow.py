@@ -129,7 +129,7 @@ def test_changed_setting_recomputes_only_what_it_touches(
     assert run["stages"]["instructions"]["computed"] == 0
     assert run["stages"]["responses"]["computed"] == 3
     assert run["stages"]["annotations"]["computed"] == 6
-    flr_only = _config(tiny_models, tmp_path, store, "annotators.flr.max_per_polarity=2")
+    flr_only = _config(tiny_models, tmp_path, store, "annotators.flr.max_per_polarity=1")
     run = build(flr_only)
     assert run["stages"]["responses"]["computed"] == 0
     assert run["stages"]["annotations"]["computed"] == 3  # FLR's shards only, CDR's reused

@@ -141,15 +141,25 @@ def test_prompt_messages_per_domain() -> None:
     import random
 
     domains = cdr.load_domains(None)
-    plain, sys_id, ex_id = cdr.prompt_messages("Hi", "CHAT", domains, True, random.Random(0))
+    hi = [Message(role="user", content="Hi")]
+    plain, sys_id, ex_id = cdr.prompt_messages(hi, "CHAT", domains, True, random.Random(0))
     assert [m.role for m in plain] == ["user"] and plain[0].content == "Hi"
     assert sys_id is None and ex_id is None
-    msgs, sys_id, ex_id = cdr.prompt_messages("Q?", "SAFETY", domains, True, random.Random(0))
+    q = [Message(role="user", content="Q?")]
+    msgs, sys_id, ex_id = cdr.prompt_messages(q, "SAFETY", domains, True, random.Random(0))
     assert [m.role for m in msgs] == ["system", "user"]
     assert msgs[0].content == domains.domains["SAFETY"].system_prompt
     assert msgs[1].content.endswith("\nQ?\nGood Assistant:")
     assert ex_id in {e.id for e in domains.domains["SAFETY"].exemplars}
-    chat_ex = cdr.prompt_messages("Q?", "CHAT", domains, False, random.Random(0))
+    chat_ex = cdr.prompt_messages(q, "CHAT", domains, False, random.Random(0))
+    dialogue = [
+        Message(role="user", content="Hello"),
+        Message(role="assistant", content="Hi!"),
+        Message(role="user", content="Q2?"),
+    ]
+    multi, _, _ = cdr.prompt_messages(dialogue, "REASONING", domains, True, random.Random(0))
+    assert [m.role for m in multi] == ["system", "user", "assistant", "user"]
+    assert multi[1].content == "Hello" and multi[3].content.endswith("\nQ2?\nGood Assistant:")
     assert chat_ex[1] == "CHAT" and chat_ex[2] is not None
 
 

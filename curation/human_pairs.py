@@ -1,0 +1,226 @@
+"""Human-labelled preference pairs: the yardstick for ``prefsynth eval-annotators``.
+
+Built-in sets ship inside the package (``curation/data/human/``, licences and origin in its
+SOURCE.md): ``hh-rlhf-helpful`` and ``hh-rlhf-harmless`` (Anthropic HH-RLHF test splits: the
+final Assistant turn is scored given the dialogue before it) and ``pandalm`` (three human
+labels per pair, ties allowed). Any JSONL file with ``prompt``/``chosen``/``rejected`` works
+too (strings, or TRL conversational lists of messages).
+
+Pairs are loaded in a fixed order, a seeded sample is drawn, and each pair's two responses are
+put in a seeded random order, so "the first response wins" is never the right answer by
+construction (that would flatter a judge with a position bias).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from prefsynth.errors import PrefsynthError
+from prefsynth.hashing import content_key
+from prefsynth.records import Message
+
+BUILTIN: dict[str, str] = {
+    "hh-rlhf-helpful": "hh_rlhf_helpful_base_test.jsonl.gz",
+    "hh-rlhf-harmless": "hh_rlhf_harmless_base_test.jsonl.gz",
+    "pandalm": "pandalm_testset_v1.json",
+}
+HUMAN_DIR = Path(__file__).resolve().parent / "data" / "human"
+_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+@dataclass(frozen=True)
+class HumanPair:
+    """Two responses to one conversation and the people's verdict on them."""
+
+    pair_id: str
+    context: list[Message]
+    first: str
+    second: str
+    human: Literal[-1, 0, 1]  # +1: people preferred ``first``; 0: a tie
+    human_labels: tuple[int, ...] = ()  # per human annotator, same coding (PandaLM)
+    source: str = ""
+
+
+@dataclass
+class HumanSet:
+    name: str
+    path: str
+    pairs: list[HumanPair]
+    total: int  # usable pairs in the file, before sampling
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> pairs not usable
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "total_usable": self.total,
+            "sampled": len(self.pairs),
+            "skipped": dict(sorted(self.skipped.items())),
+            "human_ties": sum(p.human == 0 for p in self.pairs),
+        }
+
+
+def builtin_path(name: str) -> Path:
+    return HUMAN_DIR / BUILTIN[name]
+
+
+def hh_dialogue(text: str) -> list[Message]:
+    """``\\n\\nHuman: … \\n\\nAssistant: …`` as messages (an HH-RLHF dialogue)."""
+    parts = _TURN.split(text)
+    if parts[0].strip():
+        raise ValueError("dialogue does not start with a Human turn")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [
+        Message(role=roles[parts[i]], content=parts[i + 1].strip())  # type: ignore[arg-type]
+        for i in range(1, len(parts) - 1, 2)
+    ]
+
+
+def _hh_pair(row: dict[str, Any], source: str) -> HumanPair | str:
+    """The pair, or the reason it cannot be scored as a last-turn comparison."""
+    chosen, rejected = hh_dialogue(row["chosen"]), hh_dialogue(row["rejected"])
+    if (
+        not chosen
+        or chosen[-1].role != "assistant"
+        or not rejected
+        or rejected[-1].role != "assistant"
+    ):
+        return "no_final_assistant_turn"
+    if chosen[:-1] != rejected[:-1]:
+        return "dialogues_differ_before_last_turn"
+    if chosen[-1].content == rejected[-1].content:
+        return "identical_responses"
+    return HumanPair(
+        pair_id="",
+        context=chosen[:-1],
+        first=chosen[-1].content,
+        second=rejected[-1].content,
+        human=1,
+        source=source,
+    )
+
+
+def _pandalm_pair(row: dict[str, Any], source: str) -> HumanPair:
+    prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+    code = {0: 0, 1: 1, 2: -1}
+    labels = tuple(code[int(row[f"annotator{i}"])] for i in (1, 2, 3))
+    (label, votes), *_ = Counter(labels).most_common(1)
+    return HumanPair(
+        pair_id="",
+        context=[Message(role="user", content=prompt)],
+        first=row["response1"],
+        second=row["response2"],
+        human=label if votes >= 2 else 0,  # type: ignore[arg-type]
+        human_labels=labels,
+        source=source,
+    )
+
+
+def _last_assistant(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        return str(value[-1]["content"])
+    raise ValueError("must be a string or a list of messages")
+
+
+def _jsonl_pair(row: dict[str, Any], source: str) -> HumanPair:
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        context = [Message(role="user", content=prompt)]
+    else:
+        context = [Message.model_validate(m) for m in prompt]
+    return HumanPair(
+        pair_id="",
+        context=context,
+        first=_last_assistant(row["chosen"]),
+        second=_last_assistant(row["rejected"]),
+        human=1,
+        source=source,
+    )
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+            if path.name.endswith(".json"):
+                return list(json.load(f))
+            rows = []
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise PrefsynthError(f"{path}:{n}: not JSON ({e.msg})") from None
+            return rows
+    except OSError as e:
+        raise PrefsynthError(f"cannot read pairs file {path}: {e.strerror or e}") from None
+
+
+def load_pairs(name_or_path: str) -> HumanSet:
+    """Every usable pair of a built-in set or a JSONL file, in file order."""
+    if name_or_path in BUILTIN:
+        path, name = builtin_path(name_or_path), name_or_path
+    else:
+        path, name = Path(name_or_path), Path(name_or_path).stem
+        if not path.exists():
+            raise PrefsynthError(
+                f"--pairs {name_or_path!r}: not a built-in set ({', '.join(BUILTIN)}) "
+                "and no such file"
+            )
+    rows = _read_rows(path)
+    pairs: list[HumanPair] = []
+    skipped: Counter[str] = Counter()
+    for n, row in enumerate(rows, 1):
+        where = f"{path.name}:{n}"
+        try:
+            if name.startswith("hh-rlhf"):
+                got: HumanPair | str = _hh_pair(row, where)
+            elif name == "pandalm":
+                got = _pandalm_pair(row, where)
+            else:
+                got = _jsonl_pair(row, where)
+        except KeyError as e:
+            raise PrefsynthError(f"{path}, record {n}: missing field {e.args[0]!r}") from None
+        except (ValueError, TypeError) as e:
+            raise PrefsynthError(f"{path}, record {n}: {e}") from None
+        if isinstance(got, str):
+            skipped[got] += 1
+            continue
+        pid = "human-" + content_key(name, n, got.first, got.second, length=12)
+        pairs.append(
+            HumanPair(
+                pid, got.context, got.first, got.second, got.human, got.human_labels, got.source
+            )
+        )
+    if not pairs:
+        raise PrefsynthError(f"{path}: no usable pairs")
+    return HumanSet(name, str(path), pairs, len(pairs), dict(skipped))
+
+
+def sample_pairs(human: HumanSet, n: int | None, seed: int) -> HumanSet:
+    """A seeded sample of n pairs (all when n is None), each in a seeded random order."""
+    rng = random.Random(seed)
+    chosen = human.pairs if n is None or n >= len(human.pairs) else rng.sample(human.pairs, n)
+    out = []
+    for p in chosen:
+        if rng.random() < 0.5:  # swap: the human verdict and per-annotator labels flip with it
+            p = HumanPair(
+                p.pair_id,
+                p.context,
+                p.second,
+                p.first,
+                -p.human,  # type: ignore[arg-type]
+                tuple(-x for x in p.human_labels),
+                p.source,
+            )
+        out.append(p)
+    return HumanSet(human.name, human.path, out, human.total, human.skipped)

@@ -1,0 +1,562 @@
+"""Audit report: figures.json, PNG plots, report.md and a self-contained report.html.
+
+The report is built once as a list of blocks (headings, tables, images) and rendered twice, so
+the Markdown and the HTML always say the same thing; text from the data (annotator names,
+reasons, the title) is escaped for each format rather than trusted. Every file is written to a
+temporary name in the output folder and renamed into place, and the pages are written last, so
+a crash leaves complete files only and never a page pointing at a half-written plot.
+
+Plots use matplotlib's Agg canvas on a bare ``Figure`` (no pyplot), so reports can be written
+from worker threads without touching global backend state.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PLOTS = ("agreement.png", "strength.png", "length_bias.png", "accuracy_by_decile.png")
+MISSING = "n/a"
+
+
+# --------------------------------------------------------------------------- values
+
+
+def json_safe(value: Any) -> Any:
+    """A copy with NaN/inf as None, tuples as lists, numpy scalars and paths as plain values,
+    so ``json.dumps(..., allow_nan=False)`` never fails and readers never meet NaN."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy scalar
+        return json_safe(value.item())
+    return str(value)
+
+
+def fmt(value: Any) -> str:
+    """A table cell: 3 decimals for floats, "lo – hi" for intervals, n/a for missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{fmt(value[0])} – {fmt(value[1])}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Block:
+    """One piece of the report; exactly one of the payload fields is set."""
+
+    heading: str | None = None
+    text: str | None = None
+    table: Table | None = None
+    image: str | None = None
+    alt: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _kv_table(pairs: list[tuple[str, Any]]) -> Table:
+    return Table(["figure", "value"], [[k, fmt(v)] for k, v in pairs])
+
+
+HEADLINE_LABELS = {
+    "kept_share": "share of pairs kept",
+    "mean_pairwise_kappa": "mean pairwise Cohen's κ (signs)",
+    "fleiss_kappa": "Fleiss' κ (signs)",
+    "alpha_nominal": "Krippendorff's α, nominal (signs)",
+    "alpha_interval": "Krippendorff's α, interval (standardised margins)",
+    "judge_position_consistency": "judge position-swap consistency",
+    "judge_a_pick_rate": "judge A-pick rate",
+    "length_spearman": "Spearman ρ, preference vs length difference",
+    "share_chosen_longer": "share of kept pairs whose chosen is longer",
+}
+
+
+def _headline_blocks(figures: dict[str, Any]) -> list[Block]:
+    headline = figures.get("headline") or {}
+    if not headline:
+        return []
+    rows = [(HEADLINE_LABELS.get(k, k), v) for k, v in headline.items()]
+    return [Block(heading="Headline"), Block(table=_kv_table(rows))]
+
+
+def _agreement_blocks(figures: dict[str, Any], images: set[str]) -> list[Block]:
+    agree = figures.get("agreement") or {}
+    if not agree:
+        return []
+    rows = [
+        [
+            r["a"],
+            r["b"],
+            fmt(r.get("n")),
+            fmt(r.get("n_ties_a")),
+            fmt(r.get("n_ties_b")),
+            fmt(r.get("raw_agreement")),
+            fmt(r.get("cohen_kappa")),
+            fmt(r.get("weighted_kappa")),
+            fmt(r.get("n_kappa")),
+        ]
+        for r in agree.get("pairwise", [])
+    ]
+    header = ["A", "B", "n", "ties A", "ties B", "raw agreement", "Cohen κ", "weighted κ", "n κw"]
+    overall = _kv_table(
+        [
+            ("annotators", ", ".join(agree.get("annotators", []))),
+            ("items", agree.get("n_items")),
+            ("Fleiss κ (signs)", agree.get("fleiss_kappa")),
+            ("items labelled by all", agree.get("fleiss_n")),
+            ("Krippendorff α nominal (signs)", agree.get("alpha_nominal")),
+            ("Krippendorff α interval (RMS-standardised margins)", agree.get("alpha_interval")),
+        ]
+    )
+    blocks = [
+        Block(heading="Agreement between annotators"),
+        Block(
+            text="Raw agreement is over items both annotators decided (ties reported "
+            "separately); Cohen's κ is nominal on signs (-1/0/+1); weighted κ is quadratic on "
+            "graded strengths."
+        ),
+        Block(table=Table(header, rows)) if rows else Block(text="Fewer than two annotators."),
+        Block(table=overall),
+    ]
+    if "agreement.png" in images:
+        blocks.append(Block(image="agreement.png", alt="pairwise Cohen's kappa heatmap"))
+    return blocks
+
+
+def _judge_blocks(figures: dict[str, Any]) -> list[Block]:
+    judge = figures.get("judge")
+    if not judge:
+        return []
+    return [Block(heading="Judge"), Block(table=_kv_table(list(judge.items())))]
+
+
+def _length_blocks(figures: dict[str, Any], images: set[str]) -> list[Block]:
+    length = figures.get("length")
+    if not length:
+        return []
+    items = [(k, v) for k, v in length.items() if k != "points"]
+    blocks = [Block(heading="Length bias"), Block(table=_kv_table(items))]
+    if "length_bias.png" in images:
+        blocks.append(Block(image="length_bias.png", alt="length difference vs preference"))
+    return blocks
+
+
+def _strength_blocks(images: set[str]) -> list[Block]:
+    if "strength.png" not in images:
+        return []
+    return [
+        Block(heading="Preference strength"),
+        Block(image="strength.png", alt="histograms of mu and sigma"),
+    ]
+
+
+def _filter_blocks(figures: dict[str, Any]) -> list[Block]:
+    filt = figures.get("filter")
+    if not filt:
+        return []
+    counts = [(k, v) for k, v in filt.items() if k != "dropped_by_reason"]
+    reasons = filt.get("dropped_by_reason") or {}
+    blocks = [Block(heading="Filter"), Block(table=_kv_table(counts))]
+    if reasons:
+        rows = [[reason, fmt(n)] for reason, n in reasons.items()]
+        blocks.append(Block(table=Table(["drop reason", "pairs"], rows)))
+    return blocks
+
+
+ACCURACY_HEADER = [
+    "n",
+    "accuracy",
+    "95% CI",
+    "accuracy (decided)",
+    "decided",
+    "ties",
+    "abstained",
+    "human ties",
+    "tie agreement",
+]
+
+
+def _accuracy_row(acc: dict[str, Any]) -> list[str]:
+    keys = ["n", "accuracy", "ci95", "accuracy_decided", "n_decided", "ties", "abstained"]
+    return [fmt(acc.get(k)) for k in [*keys, "human_ties", "tie_agreement"]]
+
+
+def _accuracy_blocks(figures: dict[str, Any], images: set[str]) -> list[Block]:
+    blocks: list[Block] = []
+    acc = figures.get("accuracy") or {}
+    if acc:
+        rows = [[name, *_accuracy_row(a)] for name, a in acc.items()]
+        blocks += [
+            Block(heading="Accuracy against reference labels"),
+            Block(text="Ties and abstentions count 0.5 (RewardBench); the interval is Wilson's."),
+            Block(table=Table(["annotator", *ACCURACY_HEADER], rows)),
+        ]
+    kept_vs_all = figures.get("kept_vs_all") or {}
+    if kept_vs_all:
+        rows = [[name, *_accuracy_row(a)] for name, a in kept_vs_all.items()]
+        blocks += [
+            Block(heading="Kept pairs vs all pairs"),
+            Block(table=Table(["subset", *ACCURACY_HEADER], rows)),
+        ]
+    if "accuracy_by_decile.png" in images:
+        blocks += [
+            Block(heading="Accuracy by strength decile"),
+            Block(image="accuracy_by_decile.png", alt="accuracy by strength decile"),
+        ]
+    return blocks
+
+
+def report_blocks(figures: dict[str, Any], title: str, images: set[str]) -> list[Block]:
+    """The report's content in order; ``images`` are the plot files that were written."""
+    blocks = [Block(heading=title, extra={"level": 1})]
+    if figures.get("run_id"):
+        blocks.append(Block(text=f"Run {figures['run_id']}."))
+    blocks += _headline_blocks(figures)
+    blocks += _accuracy_blocks(figures, images)
+    blocks += _agreement_blocks(figures, images)
+    blocks += _judge_blocks(figures)
+    blocks += _length_blocks(figures, images)
+    blocks += _strength_blocks(images)
+    blocks += _filter_blocks(figures)
+    return blocks
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
+
+
+def _md(text: str) -> str:
+    """Escape characters that Markdown would read as markup or raw HTML."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text).replace("\n", " "))
+
+
+def to_markdown(blocks: list[Block], with_images: bool = True) -> str:
+    """Markdown rendering; images as relative links to the PNGs beside the page."""
+    out: list[str] = []
+    for b in blocks:
+        if b.heading is not None:
+            out.append("#" * b.extra.get("level", 2) + " " + _md(b.heading))
+        elif b.text is not None:
+            out.append(_md(b.text))
+        elif b.table is not None:
+            lines = ["| " + " | ".join(_md(h) for h in b.table.header) + " |"]
+            lines.append("|" + "---|" * len(b.table.header))
+            lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in b.table.rows]
+            out.append("\n".join(lines))
+        elif b.image is not None and with_images:
+            out.append(f"![{_md(b.alt)}]({b.image})")
+    return "\n\n".join(out) + "\n"
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1100px; padding: 0 1rem; color: #222; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .3rem; }
+h2 { margin-top: 2rem; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
+th, td { border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }
+th { background: #f0f0f0; }
+tr:nth-child(even) td { background: #fafafa; }
+figure { margin: 1rem 0; }
+img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: .85rem; color: #555; }
+"""
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    """A self-contained page (inline CSS, no scripts); images as relative <img> links."""
+    e = html.escape
+    body: list[str] = []
+    for b in blocks:
+        if b.heading is not None:
+            level = b.extra.get("level", 2)
+            body.append(f"<h{level}>{e(b.heading)}</h{level}>")
+        elif b.text is not None:
+            body.append(f"<p>{e(b.text)}</p>")
+        elif b.table is not None:
+            head = "".join(f"<th>{e(h)}</th>" for h in b.table.header)
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in b.table.rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif b.image is not None:
+            src = e(b.image, quote=True)
+            body.append(
+                f'<figure><img src="{src}" alt="{e(b.alt, quote=True)}">'
+                f"<figcaption>{e(b.alt)} ({src})</figcaption></figure>"
+            )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(title)}</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _new_figure(width: float, height: float) -> Any:
+    """A pyplot-free figure on an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def plot_agreement(figures: dict[str, Any]) -> bytes | None:
+    """Heatmap of pairwise Cohen's kappa, each cell annotated with kappa and n."""
+    import matplotlib
+    import numpy as np
+
+    agree = figures.get("agreement") or {}
+    names = list(agree.get("annotators") or [])
+    pairwise = agree.get("pairwise") or []
+    if len(names) < 2 or not pairwise:
+        return None
+    index = {n: i for i, n in enumerate(names)}
+    k = np.full((len(names), len(names)), np.nan)
+    counts = np.zeros((len(names), len(names)), dtype=int)
+    np.fill_diagonal(k, 1.0)
+    for r in pairwise:
+        i, j = index[r["a"]], index[r["b"]]
+        value = r.get("cohen_kappa")
+        k[i, j] = k[j, i] = np.nan if value is None else value
+        counts[i, j] = counts[j, i] = r.get("n") or 0
+    size = 2.2 + 0.9 * len(names)
+    fig = _new_figure(size + 1.2, size)
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(k), cmap=cmap, vmin=-1, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            label = "—" if i == j else ("n/a" if np.isnan(k[i, j]) else f"{k[i, j]:.2f}")
+            if i != j:
+                label += f"\nn={counts[i, j]}"
+            ax.text(j, i, label, ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_title("Pairwise Cohen's κ (signs)")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _png(fig)
+
+
+def plot_strength(figures: dict[str, Any]) -> bytes | None:
+    """Histograms of mu (preference strength) and sigma (disagreement) side by side."""
+    from matplotlib.ticker import MaxNLocator
+
+    strength = figures.get("strength") or {}
+    hists = [(name, strength.get(name) or {}) for name in ("mu", "sigma")]
+    hists = [(name, h) for name, h in hists if h.get("counts")]
+    if not hists:
+        return None
+    fig = _new_figure(5 * len(hists), 3.6)
+    axes = fig.subplots(1, len(hists), squeeze=False)[0]
+    for ax, (name, h) in zip(axes, hists, strict=True):
+        ax.stairs(h["counts"], h["edges"], fill=True, alpha=0.75, color="#4477aa")
+        ax.set_title(f"{name} (n={h.get('n', sum(h['counts']))})")
+        ax.set_xlabel(name)
+        ax.set_ylabel("pairs")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return _png(fig)
+
+
+def plot_length(figures: dict[str, Any]) -> bytes | None:
+    """Scatter of length difference (first - second, chars) against the signed preference."""
+    points = (figures.get("length") or {}).get("points") or []
+    points = [p for p in points if p[0] is not None and p[1] is not None]
+    if not points:
+        return None
+    fig = _new_figure(6, 4.2)
+    ax = fig.add_subplot()
+    ax.scatter([p[0] for p in points], [p[1] for p in points], s=14, alpha=0.6, color="#aa3377")
+    ax.axhline(0, color="#888", lw=0.8)
+    ax.axvline(0, color="#888", lw=0.8)
+    rho = (figures.get("length") or {}).get("spearman")
+    ax.set_title(f"Length bias (Spearman ρ = {fmt(rho)})")
+    ax.set_xlabel("len(chosen) - len(rejected), chars")
+    ax.set_ylabel("preference for chosen (mu)")
+    return _png(fig)
+
+
+def plot_deciles(figures: dict[str, Any]) -> bytes | None:
+    """Accuracy per strength decile, one line per annotator, with the 0.5 chance line."""
+    curves = {k: v for k, v in (figures.get("accuracy_by_decile") or {}).items() if v}
+    if not curves:
+        return None
+    fig = _new_figure(6.5, 4.2)
+    ax = fig.add_subplot()
+    for name, bins in curves.items():
+        ax.plot([b["bin"] + 1 for b in bins], [b["accuracy"] for b in bins], marker="o", label=name)
+    ax.axhline(0.5, color="#888", ls="--", lw=1, label="chance")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("strength decile (|margin|, low → high)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy by preference strength")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+PLOTTERS: dict[str, Callable[[dict[str, Any]], bytes | None]] = {
+    "agreement.png": plot_agreement,
+    "strength.png": plot_strength,
+    "length_bias.png": plot_length,
+    "accuracy_by_decile.png": plot_deciles,
+}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _atomic_write(path: Path, data: bytes) -> Path:
+    """Write beside the target under a temporary name, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_report(out_dir: Path, figures: dict[str, Any], title: str) -> dict[str, Path]:
+    """Write figures.json, the plots whose data is present, report.md and report.html.
+
+    Returns the written paths by name ("figures", "report_md", "report_html", and each plot
+    file name without ".png"). Plots left over from an earlier report whose data is now
+    absent are removed, so the folder always matches its pages.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean = json_safe(figures)
+    # Render everything in memory first: a failing plot then leaves the folder untouched.
+    text = json.dumps(clean, indent=1, ensure_ascii=False, allow_nan=False)
+    pngs = {name: plot(clean) for name, plot in PLOTTERS.items()}
+    images = {name for name, data in pngs.items() if data is not None}
+    blocks = report_blocks(clean, title, images)
+    pages = {
+        "report.md": to_markdown(blocks).encode("utf-8"),
+        "report.html": to_html(blocks, title).encode("utf-8"),
+    }
+    written = {"figures": _atomic_write(out_dir / "figures.json", text.encode("utf-8"))}
+    for name, data in pngs.items():
+        if data is not None:
+            written[name.removesuffix(".png")] = _atomic_write(out_dir / name, data)
+    for name, data in pages.items():  # pages last: they only ever point at complete plots
+        written[name.replace(".", "_")] = _atomic_write(out_dir / name, data)
+    for name in PLOTS:
+        if name not in images and (out_dir / name).exists():
+            (out_dir / name).unlink()
+    return written
+
+
+# --------------------------------------------------------------------------- prefect
+
+
+def artifact_key(title: str, suffix: str) -> str:
+    """A Prefect artifact key: lowercase letters, digits and dashes only."""
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60].strip("-") or "audit"
+    return f"{slug}-{re.sub(r'[^a-z0-9]+', '-', suffix.lower()).strip('-')}"
+
+
+def _in_prefect_run() -> bool:
+    """True inside a Prefect flow or task run (the context getter raises outside one)."""
+    from prefect.context import get_run_context
+
+    try:
+        return get_run_context() is not None
+    except Exception:  # MissingContextError outside a run
+        return False
+
+
+def _agreement_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = ["a", "b", "n", "raw_agreement", "cohen_kappa", "weighted_kappa", "n_kappa"]
+    pairwise = (figures.get("agreement") or {}).get("pairwise") or []
+    return [{k: r.get(k) for k in keys} for r in pairwise]
+
+
+def _accuracy_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, acc in (figures.get("accuracy") or {}).items():
+        ci = acc.get("ci95") or [None, None]
+        rows.append(
+            {
+                "annotator": name,
+                "n": acc.get("n"),
+                "accuracy": acc.get("accuracy"),
+                "ci95_lo": ci[0],
+                "ci95_hi": ci[1],
+                "accuracy_decided": acc.get("accuracy_decided"),
+            }
+        )
+    return rows
+
+
+def publish_artifacts(figures: dict[str, Any], title: str) -> bool:
+    """Markdown summary and agreement/accuracy tables as Prefect artifacts, when inside a
+    flow or task run; returns whether anything was published (False outside a run)."""
+    if not _in_prefect_run():
+        return False
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    clean = json_safe(figures)
+    summary = to_markdown(report_blocks(clean, title, set()), with_images=False)
+    create_markdown_artifact(markdown=summary, key=artifact_key(title, "report"), description=title)
+    agreement = _agreement_rows(clean)
+    if agreement:
+        create_table_artifact(
+            table=agreement, key=artifact_key(title, "agreement"), description="pairwise agreement"
+        )
+    accuracy = _accuracy_rows(clean)
+    if accuracy:
+        create_table_artifact(
+            table=accuracy, key=artifact_key(title, "accuracy"), description="accuracy, 95% CI"
+        )
+    return True

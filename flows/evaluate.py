@@ -1,0 +1,391 @@
+"""``prefsynth eval-annotators``: the configured annotators and the vote against human labels.
+
+The same code that annotates a build runs here (:mod:`annotators.pointwise` for CDR, FLR and
+reward models, :func:`annotators.judge.judge_pairs` for the judge, and
+:func:`curation.filtering.vote_and_filter` for the vote and the filter), on pairs that people
+labelled (:mod:`curation.human_pairs`). For each annotator and for the vote it reports accuracy
+against the human label with a 95% Wilson interval (annotator ties and abstentions count half,
+as RewardBench scores ties), agreement between annotators, accuracy by strength decile (the
+Secrets-of-RLHF-II curve: it should rise with |margin|), and the accuracy of the pairs the
+filter would keep against all pairs.
+
+How the filter is applied: a build's pairs stage orients every candidate so that chosen is the
+response the annotators rank higher, then votes and filters. Here the vote first gives each pair
+a direction (mu's sign; that is the vote's prediction), the pair is oriented that way, and then
+the configured ``filter`` decides kept or dropped exactly as in a build. Because the default
+filter keeps every pair with mu > 0, two stricter reference filters are reported beside it:
+unanimous voters, and the upper half of |mu|.
+
+Work is cached per annotator and chunk of pairs under ``OUT/scores/`` (content-keyed JSON), so
+an interrupted evaluation resumes where it stopped and a second annotator config reuses the
+first's finished annotators.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from annotators.base import Item, transcript
+from curation.human_pairs import HumanPair, HumanSet, load_pairs, sample_pairs
+from flows.plan import CODE_VERSION
+from prefsynth.config import AnnotatorsConfig, BuildConfig, FilterConfig
+from prefsynth.hashing import content_key
+from prefsynth.records import Annotation, Pair
+from prefsynth.store import ArtifactStore
+
+VERSION = "1"
+CHUNK_PAIRS = 25  # pairs per cached unit of work: an interruption loses at most this many
+
+
+def annotator_names(config: AnnotatorsConfig) -> list[str]:
+    """Enabled annotators, the judge last (it is pairwise)."""
+    return [*config.pointwise(), *(["judge"] if config.judge.enabled else [])]
+
+
+def _annotator_config(config: AnnotatorsConfig, name: str) -> dict[str, Any]:
+    if name == "judge":
+        return config.judge.model_dump(mode="json")
+    if name in ("cdr", "flr"):
+        return getattr(config, name).model_dump(mode="json")
+    return next(s.model_dump(mode="json") for s in config.reward_models if f"rm_{s.name}" == name)
+
+
+def _score_judge(config: AnnotatorsConfig, pairs: Sequence[HumanPair]) -> dict[str, Any]:
+    from annotators.judge import judge_pairs
+    from engines import get_engine
+
+    engine = get_engine(config.judge.engine)
+    results = judge_pairs(
+        engine, config.judge, [(transcript(p.context), p.first, p.second) for p in pairs]
+    )
+    return {
+        p.pair_id: {
+            "margin": res["score"],
+            "status": "ok" if res["score"] is not None else "abstain",
+            "reason": None if res["score"] is not None else "unparsable_verdict",
+            "evidence": res,
+        }
+        for p, res in zip(pairs, results, strict=True)
+    }
+
+
+def _score_pointwise(
+    config: AnnotatorsConfig, name: str, pairs: Sequence[HumanPair]
+) -> dict[str, Any]:
+    from annotators.pointwise import score_items
+
+    items = []
+    for p in pairs:
+        items += [
+            Item(f"{p.pair_id}:1", p.pair_id, p.context, p.first),
+            Item(f"{p.pair_id}:2", p.pair_id, p.context, p.second),
+        ]
+    verdicts, _ = score_items(name, config, items)
+    out = {}
+    for p in pairs:
+        v1, v2 = verdicts[f"{p.pair_id}:1"], verdicts[f"{p.pair_id}:2"]
+        ok = v1.status == "ok" and v2.status == "ok"
+        bad = v1 if v1.status != "ok" else v2
+        out[p.pair_id] = {
+            "margin": (v1.score or 0.0) - (v2.score or 0.0) if ok else None,
+            "status": "ok" if ok else bad.status,
+            "reason": None if ok else bad.reason,
+            "evidence": {"score_first": v1.score, "score_second": v2.score},
+        }
+    return out
+
+
+@task(name="eval-score-chunk", cache_policy=NO_CACHE)
+def score_chunk(
+    config: AnnotatorsConfig, name: str, pairs: list[HumanPair], store_root: str
+) -> dict[str, Any]:
+    """One annotator on one chunk of pairs: per pair the margin for the first response over
+    the second (None when it abstained), cached under a content key."""
+    store = ArtifactStore(store_root)
+    key = content_key(
+        name,
+        _annotator_config(config, name),
+        [(p.pair_id, p.first) for p in pairs],  # the order of the two responses matters
+        CODE_VERSION,
+        VERSION,
+    )
+    cached = store.read(f"eval-{name}", key)
+    if cached is not None:
+        return {**cached, "reused": True}
+    t0 = time.perf_counter()
+    rows = _score_judge(config, pairs) if name == "judge" else _score_pointwise(config, name, pairs)
+    result = {"annotator": name, "seconds": round(time.perf_counter() - t0, 2), "rows": rows}
+    store.write(f"eval-{name}", key, result)
+    return {**result, "reused": False}
+
+
+def _vote(
+    human: HumanSet,
+    margins: dict[str, list[float | None]],
+    judge_rows: dict[str, Any] | None,
+    filter_config: FilterConfig,
+) -> tuple[list[float | None], list[Pair]]:
+    """The vote's signed mu per pair (for the first response) and the filtered, oriented
+    pairs, via the build's own vote_and_filter."""
+    from curation.filtering import vote_and_filter
+
+    pointwise = [n for n in margins if n != "judge"]
+
+    def pairs_and_judge(sign: list[int]) -> tuple[list[Pair], list[Annotation]]:
+        pairs, judge = [], []
+        for i, p in enumerate(human.pairs):
+            s = sign[i]
+            first, second = (p.first, p.second) if s > 0 else (p.second, p.first)
+            pairs.append(
+                Pair(
+                    pair_id=p.pair_id,
+                    instruction_id=p.pair_id,
+                    prompt=transcript(p.context),
+                    chosen_response_id=f"{p.pair_id}:{1 if s > 0 else 2}",
+                    rejected_response_id=f"{p.pair_id}:{2 if s > 0 else 1}",
+                    chosen=first,
+                    rejected=second,
+                    annotator_margins={
+                        n: s * m for n in pointwise if (m := margins[n][i]) is not None
+                    },
+                    status="candidate",
+                    len_chosen=len(first),
+                    len_rejected=len(second),
+                )
+            )
+            row = (judge_rows or {}).get(p.pair_id)
+            if row is not None:
+                judge.append(
+                    Annotation(
+                        annotation_id=f"judge-{p.pair_id}",
+                        annotator="judge",
+                        instruction_id=p.pair_id,
+                        response_id=pairs[-1].chosen_response_id or "",
+                        other_response_id=pairs[-1].rejected_response_id,
+                        pair_id=p.pair_id,
+                        score=None if row["margin"] is None else s * row["margin"],
+                        status=row["status"],
+                        reason=row["reason"],
+                        evidence=row["evidence"],
+                    )
+                )
+        return pairs, judge
+
+    n = len(human.pairs)
+    as_given, judge = pairs_and_judge([1] * n)
+    first_pass, _ = vote_and_filter(as_given, judge, FilterConfig())
+    mu: list[float | None] = [p.mu if p.n_voters else None for p in first_pass]
+    oriented, judge = pairs_and_judge([-1 if (m or 0.0) < 0 else 1 for m in mu])
+    final, _ = vote_and_filter(oriented, judge, filter_config)
+    return mu, final
+
+
+def _correct(margin: float | None, human: int) -> float:
+    if margin is None or margin == 0:
+        return 0.5
+    return 1.0 if (margin > 0) == (human > 0) else 0.0
+
+
+def figures_for(
+    human: HumanSet,
+    margins: dict[str, list[float | None]],
+    judge_annotations: list[Annotation],
+    mu: list[float | None],
+    final: list[Pair],
+    sigma: list[float | None],
+) -> dict[str, Any]:
+    """Every figure of the evaluation (JSON-able); the report renders them."""
+    from curation import audit
+
+    labels = [p.human for p in human.pairs]
+    predictions = {**margins, "vote": mu}
+    accuracy = {n: audit.accuracy(m, labels) for n, m in predictions.items()}
+    by_decile = {}
+    for n, m in predictions.items():
+        decided = [(mi, h) for mi, h in zip(m, labels, strict=True) if h != 0]
+        by_decile[n] = audit.accuracy_by_decile(
+            [mi for mi, _ in decided], [_correct(mi, h) for mi, h in decided]
+        )
+    kept = [p.status == "kept" for p in final]
+    abs_mu = sorted(abs(m) for m in mu if m is not None)
+    median = abs_mu[len(abs_mu) // 2] if abs_mu else 0.0
+    voters = len(margins)
+    variants = {
+        "configured_filter": kept,
+        f"unanimous_{voters}_voters": [p.n_voters == voters and p.n_agree == voters for p in final],
+        "upper_half_abs_mu": [m is not None and abs(m) >= median for m in mu],
+    }
+    kept_vs_all: dict[str, Any] = {"all": accuracy["vote"]}
+    for name, mask in variants.items():
+        sub = [(m, h) for m, h, k in zip(mu, labels, mask, strict=True) if k]
+        kept_vs_all[name] = {
+            **audit.accuracy([m for m, _ in sub], [h for _, h in sub]),
+            "share_kept": round(len(sub) / max(1, len(mu)), 4),
+        }
+    kept_vs_all["kept"] = kept_vs_all["configured_filter"]
+    dropped: dict[str, int] = {}
+    for p in final:
+        if p.status == "dropped":
+            dropped[p.reason or "unknown"] = dropped.get(p.reason or "unknown", 0) + 1
+    first_len = [len(p.first) for p in human.pairs]
+    second_len = [len(p.second) for p in human.pairs]
+    figures: dict[str, Any] = {
+        "kind": "eval",
+        "pairs": human.summary(),
+        "n_pairs": len(human.pairs),
+        "annotators": list(margins),
+        "accuracy": accuracy,
+        "accuracy_by_decile": by_decile,
+        "kept_vs_all": kept_vs_all,
+        "agreement": audit.agreement(margins),
+        "judge": audit.judge_figures(judge_annotations) if judge_annotations else None,
+        "length": audit.length_bias(mu, first_len, second_len),
+        "human_length": audit.length_bias([float(h) for h in labels], first_len, second_len),
+        "strength": {"mu": audit.histogram(mu), "sigma": audit.histogram(sigma)},
+        "filter": {
+            "kept": sum(kept),
+            "dropped": len(kept) - sum(kept),
+            "dropped_by_reason": dict(sorted(dropped.items())),
+        },
+    }
+    if any(p.human_labels for p in human.pairs):
+        people = {
+            f"human_{k + 1}": [float(p.human_labels[k]) for p in human.pairs]
+            for k in range(len(human.pairs[0].human_labels))
+        }
+        figures["human_agreement"] = audit.agreement(people)
+    figures["headline"] = {
+        **{f"accuracy_{n}": a["accuracy"] for n, a in accuracy.items()},
+        "accuracy_kept": kept_vs_all["kept"]["accuracy"],
+        "share_kept": kept_vs_all["kept"]["share_kept"],
+        "fleiss_kappa": figures["agreement"].get("fleiss_kappa"),
+        "alpha_interval": figures["agreement"].get("alpha_interval"),
+    }
+    return figures
+
+
+def write_pair_rows(
+    path: Path,
+    human: HumanSet,
+    margins: dict[str, list[float | None]],
+    mu: list[float | None],
+    final: list[Pair],
+) -> None:
+    """One JSON line per pair: the human label, each annotator's margin for the first response,
+    the vote, and the filter's decision (texts left out: HH-RLHF is offensive by design)."""
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        for i, (p, decided) in enumerate(zip(human.pairs, final, strict=True)):
+            row = {
+                "pair_id": p.pair_id,
+                "source": p.source,
+                "human": p.human,
+                "human_labels": list(p.human_labels),
+                "margins": {name: m[i] for name, m in margins.items()},
+                "mu": mu[i],
+                "sigma": decided.sigma,
+                "n_voters": decided.n_voters,
+                "status": decided.status,
+                "reason": decided.reason,
+                "len_first": len(p.first),
+                "len_second": len(p.second),
+            }
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+
+
+def default_out_dir(config: BuildConfig, pairs: str, n: int | None, seed: int) -> Path:
+    name = Path(pairs).stem if pairs.endswith((".jsonl", ".gz", ".json")) else pairs
+    return config.output_dir / "eval" / f"{name}-n{n or 'all'}-seed{seed}"
+
+
+@flow(name="prefsynth-eval-annotators", log_prints=True, validate_parameters=False)
+def eval_flow(
+    config: BuildConfig,
+    pairs: str,
+    n: int | None,
+    seed: int,
+    out_dir: Path,
+    chunk_pairs: int = CHUNK_PAIRS,
+) -> dict[str, Any]:
+    """Score a sample of human-labelled pairs with every configured annotator, vote, filter,
+    and write the report; returns the figures (also in OUT/figures.json)."""
+    from curation.report import publish_artifacts, write_report
+
+    logger = get_run_logger()
+    human = sample_pairs(load_pairs(pairs), n, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store_root = str(out_dir / "scores")
+    names = annotator_names(config.annotators)
+    if not names:
+        from prefsynth.errors import PrefsynthError
+
+        raise PrefsynthError("no annotator is enabled (annotators.*.enabled)")
+    chunks = [human.pairs[i : i + chunk_pairs] for i in range(0, len(human.pairs), chunk_pairs)]
+    work = {"scored": 0, "reused": 0}
+    rows: dict[str, dict[str, Any]] = {name: {} for name in names}
+    seconds: dict[str, float] = {name: 0.0 for name in names}
+    for name in names:
+        for k, chunk in enumerate(chunks, 1):
+            result = score_chunk(config.annotators, name, chunk, store_root)
+            rows[name].update(result["rows"])
+            seconds[name] += result["seconds"]
+            work["reused" if result["reused"] else "scored"] += 1
+            logger.info(
+                "%s: chunk %d/%d %s (%.1f s)",
+                name,
+                k,
+                len(chunks),
+                "reused" if result["reused"] else "scored",
+                result["seconds"],
+            )
+    margins = {name: [rows[name][p.pair_id]["margin"] for p in human.pairs] for name in names}
+    judge_rows = rows.get("judge")
+    mu, final = _vote(human, margins, judge_rows, config.filter)
+    judge_annotations = (
+        [
+            Annotation(
+                annotation_id=f"judge-{p.pair_id}",
+                annotator="judge",
+                instruction_id=p.pair_id,
+                response_id=f"{p.pair_id}:1",
+                other_response_id=f"{p.pair_id}:2",
+                pair_id=p.pair_id,
+                score=judge_rows[p.pair_id]["margin"],
+                status=judge_rows[p.pair_id]["status"],
+                reason=judge_rows[p.pair_id]["reason"],
+                evidence=judge_rows[p.pair_id]["evidence"],
+            )
+            for p in human.pairs
+        ]
+        if judge_rows
+        else []
+    )
+    sigma = [p.sigma for p in final]
+    figures = figures_for(human, margins, judge_annotations, mu, final, sigma)
+    figures.update(
+        {
+            "seed": seed,
+            "annotator_config": {n: _annotator_config(config.annotators, n) for n in names},
+            "filter_config": config.filter.model_dump(mode="json"),
+            "compute_seconds_by_annotator": {k: round(v, 1) for k, v in seconds.items()},
+            "chunks": work,
+            "abstained": {
+                n: sum(rows[n][p.pair_id]["margin"] is None for p in human.pairs) for n in names
+            },
+        }
+    )
+    write_pair_rows(out_dir / "pairs.jsonl", human, margins, mu, final)
+    title = f"Annotators against human labels: {human.name} (n={len(human.pairs)}, seed={seed})"
+    write_report(out_dir, figures, title)
+    publish_artifacts(figures, title)
+    return figures

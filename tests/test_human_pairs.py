@@ -1,0 +1,85 @@
+"""Human-labelled pair sets: parsing, skip reasons, majority labels, seeded sampling and order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from curation.human_pairs import hh_dialogue, load_pairs, sample_pairs
+from prefsynth.errors import PrefsynthError
+
+
+def test_hh_dialogue_splits_turns_and_keeps_inner_text() -> None:
+    text = "\n\nHuman: hi there\n\nAssistant: hello\nsecond line\n\nHuman: and?\n\nAssistant: done"
+    msgs = hh_dialogue(text)
+    assert [m.role for m in msgs] == ["user", "assistant", "user", "assistant"]
+    assert msgs[1].content == "hello\nsecond line"
+    assert msgs[-1].content == "done"
+
+
+def test_hh_helpful_counts_match_the_source_notes() -> None:
+    # SOURCE.md of the shared data: 2,354 pairs, 9 differ before the last turn, 2 identical.
+    hs = load_pairs("hh-rlhf-helpful")
+    assert hs.skipped == {"dialogues_differ_before_last_turn": 9, "identical_responses": 2}
+    assert hs.total == 2354 - 11
+    p = hs.pairs[0]
+    assert p.human == 1 and p.context[-1].role == "user" and p.first != p.second
+    assert len({p.pair_id for p in hs.pairs}) == hs.total
+
+
+def test_pandalm_majority_and_ties() -> None:
+    hs = load_pairs("pandalm")
+    assert hs.total == 999
+    # SOURCE.md: majority 1 -> 422, 2 -> 472, tie 0 -> 105 (a three-way split is a tie here)
+    counts = {h: sum(p.human == h for p in hs.pairs) for h in (1, -1, 0)}
+    assert counts[1] == 422 and counts[-1] == 472 and counts[0] == 105
+    assert all(len(p.human_labels) == 3 for p in hs.pairs)
+
+
+def test_sample_is_seeded_and_swaps_keep_labels_consistent() -> None:
+    hs = load_pairs("pandalm")
+    a, b, c = sample_pairs(hs, 50, 1), sample_pairs(hs, 50, 1), sample_pairs(hs, 50, 2)
+    assert [p.pair_id for p in a.pairs] == [p.pair_id for p in b.pairs]
+    assert [p.pair_id for p in a.pairs] != [p.pair_id for p in c.pairs]
+    original = {p.pair_id: p for p in hs.pairs}
+    swapped = 0
+    for p in a.pairs:
+        o = original[p.pair_id]
+        if p.first == o.first:
+            assert p.human == o.human and p.human_labels == o.human_labels
+        else:
+            swapped += 1
+            assert (p.first, p.second) == (o.second, o.first)
+            assert p.human == -o.human
+            assert p.human_labels == tuple(-x for x in o.human_labels)
+    assert 10 < swapped < 40  # a fair coin over 50 pairs
+
+
+def test_jsonl_with_messages_and_clear_errors(tmp_path: Path) -> None:
+    good = tmp_path / "mine.jsonl"
+    rows = [
+        {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"},
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "chosen": [{"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "assistant", "content": "go away"}],
+        },
+    ]
+    good.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    hs = load_pairs(str(good))
+    assert [(p.first, p.second, p.human) for p in hs.pairs] == [
+        ("4", "5", 1),
+        ("hello", "go away", 1),
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
+    with pytest.raises(PrefsynthError, match=r"bad.jsonl, record 1: missing field 'rejected'"):
+        load_pairs(str(bad))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "x", \n')
+    with pytest.raises(PrefsynthError, match=r"broken.jsonl:1: not JSON"):
+        load_pairs(str(broken))
+    with pytest.raises(PrefsynthError, match="not a built-in set"):
+        load_pairs("no-such-set")
