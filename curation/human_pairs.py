@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from prefsynth.errors import PrefsynthError
+from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key
 from prefsynth.records import Message
 
@@ -159,10 +159,10 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
-                        raise PrefsynthError(f"{path}:{n}: not JSON ({e.msg})") from None
+                        raise InputDataError(f"{path}:{n}: not JSON ({e.msg})") from None
             return rows
     except OSError as e:
-        raise PrefsynthError(f"cannot read pairs file {path}: {e.strerror or e}") from None
+        raise InputDataError(f"cannot read pairs file {path}: {e.strerror or e}") from None
 
 
 def load_pairs(name_or_path: str) -> HumanSet:
@@ -172,7 +172,7 @@ def load_pairs(name_or_path: str) -> HumanSet:
     else:
         path, name = Path(name_or_path), Path(name_or_path).stem
         if not path.exists():
-            raise PrefsynthError(
+            raise InputDataError(
                 f"--pairs {name_or_path!r}: not a built-in set ({', '.join(BUILTIN)}) "
                 "and no such file"
             )
@@ -189,9 +189,9 @@ def load_pairs(name_or_path: str) -> HumanSet:
             else:
                 got = _jsonl_pair(row, where)
         except KeyError as e:
-            raise PrefsynthError(f"{path}, record {n}: missing field {e.args[0]!r}") from None
+            raise InputDataError(f"{path}, record {n}: missing field {e.args[0]!r}") from None
         except (ValueError, TypeError) as e:
-            raise PrefsynthError(f"{path}, record {n}: {e}") from None
+            raise InputDataError(f"{path}, record {n}: {e}") from None
         if isinstance(got, str):
             skipped[got] += 1
             continue
@@ -202,17 +202,24 @@ def load_pairs(name_or_path: str) -> HumanSet:
             )
         )
     if not pairs:
-        raise PrefsynthError(f"{path}: no usable pairs")
+        raise InputDataError(f"{path}: no usable pairs")
     return HumanSet(name, str(path), pairs, len(pairs), dict(skipped))
 
 
 def sample_pairs(human: HumanSet, n: int | None, seed: int) -> HumanSet:
-    """A seeded sample of n pairs (all when n is None), each in a seeded random order."""
-    rng = random.Random(seed)
-    chosen = human.pairs if n is None or n >= len(human.pairs) else rng.sample(human.pairs, n)
+    """A seeded sample of n pairs (all when n is None), each in a seeded random order.
+
+    The sample is a prefix of one seeded shuffle and each pair's order depends only on the
+    seed and the pair, so the sample of n pairs is the first n of any larger sample with the
+    same seed: a bigger evaluation reuses every pair a smaller one scored.
+    """
+    shuffled = list(human.pairs)
+    random.Random(seed).shuffle(shuffled)
+    chosen = shuffled if n is None else shuffled[:n]
     out = []
     for p in chosen:
-        if rng.random() < 0.5:  # swap: the human verdict and per-annotator labels flip with it
+        coin = int(content_key("order", seed, p.pair_id, length=8), 16) % 2
+        if coin:  # swap: the human verdict and per-annotator labels flip with it
             p = HumanPair(
                 p.pair_id,
                 p.context,

@@ -1,13 +1,14 @@
 """The build flow: [skills] -> instructions -> curation -> responses -> annotations -> pairs
--> dataset.
+-> judge -> vote -> dataset -> audit.
 
 Each stage maps its task over the stage's shards (one Prefect task per shard, never per row)
 and the flow waits for the stage before starting the next, so a GPU holds one stage's model at a
 time and a progress bar per stage means what it says. Two steps are global: Instruct-SkillMix's
 skill extraction (an artifact every SkillMix shard shares) and curation (dedup and
 decontamination see every instruction). Annotation shards are one per (shard, annotator). The
-dataset step reads every pair shard and writes ``dataset/``, the Parquet files, the card and
-``run.json``.
+dataset step reads the voted pairs and writes ``dataset/`` and the Parquet files; the audit
+(agreement between annotators, judge position bias, length bias) writes ``audit/`` and its
+headline goes into the card (``README.md``) and ``run.json``.
 
 ``run.json`` is written when the build starts (status ``running``), after every stage, and at
 the end (``completed`` or ``failed`` with the error), so a crashed run still says how far it got.
@@ -37,7 +38,7 @@ from flows.stages import STAGE_TASKS, ShardResult, skills_task
 from prefsynth import __version__
 from prefsynth.config import BuildConfig
 from prefsynth.errors import PrefsynthError
-from prefsynth.records import CurationDecision, Pair
+from prefsynth.records import Annotation, CurationDecision, Pair
 from prefsynth.store import ShardStore
 
 PACKAGES = (
@@ -179,6 +180,22 @@ def _run_stage(
     return sorted(results, key=lambda r: r.index)
 
 
+def audit_build(
+    run_dir: Path, run_id: str, pairs: list[Pair], store: ShardStore, plan: BuildPlan
+) -> dict[str, Any]:
+    """The agreement audit of the finished pairs (``prefsynth audit`` computes the same from
+    the run folder): report in RUN_DIR/audit/, Prefect artifacts, headline for the card."""
+    from curation.audit import audit_pairs
+    from curation.report import publish_artifacts, write_report
+
+    judge = [a for spec in plan.stage("judge") for a in store.read("judge", spec.key, Annotation)]
+    figures = {**audit_pairs(pairs, judge), "run_id": run_id}
+    title = f"Annotation audit: {run_id}"
+    write_report(run_dir / "audit", figures, title)
+    publish_artifacts(figures, title)
+    return {"headline": figures["headline"], "report": "audit/report.md"}
+
+
 def run_build(config: BuildConfig) -> dict[str, Any]:
     """The flow body; see :func:`build_flow`. Returns the run record (also in run.json)."""
     t_start = time.perf_counter()
@@ -238,6 +255,7 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
             [run["stages"][s]["engine_usage"] for s in STAGES if s in run["stages"]]
             + [run.get("skills", {}).get("engine_usage", {})]
         )
+        run["audit"] = audit_build(run_dir, run["run_id"], pairs, store, plan)
         run["status"] = "completed"
         run["finished_at"] = _now()
         run["seconds"] = round(time.perf_counter() - t_start, 2)

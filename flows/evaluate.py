@@ -217,7 +217,7 @@ def figures_for(
     median = abs_mu[len(abs_mu) // 2] if abs_mu else 0.0
     voters = len(margins)
     variants = {
-        "configured_filter": kept,
+        "kept": kept,  # by the configured filter
         f"unanimous_{voters}_voters": [p.n_voters == voters and p.n_agree == voters for p in final],
         "upper_half_abs_mu": [m is not None and abs(m) >= median for m in mu],
     }
@@ -228,7 +228,6 @@ def figures_for(
             **audit.accuracy([m for m, _ in sub], [h for _, h in sub]),
             "share_kept": round(len(sub) / max(1, len(mu)), 4),
         }
-    kept_vs_all["kept"] = kept_vs_all["configured_filter"]
     dropped: dict[str, int] = {}
     for p in final:
         if p.status == "dropped":
@@ -334,8 +333,8 @@ def eval_flow(
     work = {"scored": 0, "reused": 0}
     rows: dict[str, dict[str, Any]] = {name: {} for name in names}
     seconds: dict[str, float] = {name: 0.0 for name in names}
-    for name in names:
-        for k, chunk in enumerate(chunks, 1):
+    for k, chunk in enumerate(chunks, 1):  # chunk by chunk: a stopped run has whole pairs
+        for name in names:
             result = score_chunk(config.annotators, name, chunk, store_root)
             rows[name].update(result["rows"])
             seconds[name] += result["seconds"]

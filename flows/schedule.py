@@ -6,8 +6,8 @@ deployed to a work pool (``--pool``: ``prefect worker start --pool NAME`` runs t
 need a real server (``prefect server start``; the temporary in-process server cannot schedule).
 
 Each rebuild is a new release: its run id carries the UTC time it started, and with
-``vary_seed`` (default) its seed is the config seed plus that date, so each release samples new
-instructions and responses (the same seed would reproduce the previous dataset exactly). The
+``vary_seed`` (default) its seed is the config seed plus that time stamp, so each release samples
+new instructions and responses (the same seed would reproduce the previous dataset exactly). The
 releases of a config name are listed in ``<output_dir>/<name>.releases.json``; the card of a
 rebuild reports rows added and removed and how the headline figures changed since the last one.
 """
@@ -46,28 +46,16 @@ def _append_release(config: BuildConfig, entry: dict[str, Any]) -> None:
 
 def previous_release(config: BuildConfig) -> dict[str, Any] | None:
     """The last completed release's run.json plus its pair ids, for the card's comparison."""
-    import pyarrow.parquet as pq
+    from curation.publish import find_previous
 
-    for entry in reversed(_read_releases(config)):
-        run_dir = Path(entry["run_dir"])
-        run_json = run_dir / "run.json"
-        if run_json.exists():
-            run = json.loads(run_json.read_text())
-            train = run_dir / "data" / "train.parquet"
-            ids = (
-                pq.read_table(train, columns=["pair_id"]).column(0).to_pylist()
-                if train.exists()
-                else []
-            )
-            return {**run, "pair_ids": ids}
-    return None
+    return find_previous(config.run_dir(), {"config": {"name": config.name}, "run_id": None})
 
 
 def release_config(config: BuildConfig, now: dt.datetime, vary_seed: bool) -> BuildConfig:
-    stamp = now.strftime("%Y%m%d-%H%M")
+    stamp = now.strftime("%Y%m%d-%H%M%S")
     update: dict[str, Any] = {"run_id": f"{config.name}-{stamp}"}
-    if vary_seed:
-        update["seed"] = config.seed + int(now.strftime("%Y%m%d"))
+    if vary_seed:  # numpy seeds must stay below 2**32
+        update["seed"] = (config.seed + int(stamp.replace("-", ""))) % 2**31
     return config.model_copy(update=update)
 
 

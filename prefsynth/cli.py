@@ -200,7 +200,7 @@ def audit(
         figures = audit_run(run_dir)
     paths = write_report(run_dir / "audit", figures, f"Annotation audit: {run_dir.name}")
     _print_headline(figures)
-    typer.echo(f"report: {paths['report.md']}")
+    typer.echo(f"report: {paths['report_md']}")
 
 
 @app.command("eval-annotators")
@@ -231,8 +231,11 @@ def eval_annotators(
     annotators, accuracy by strength decile, and the accuracy of the pairs the filter keeps
     against all pairs. Finished work is cached in OUT/scores/: re-running resumes.
     """
+    from curation.human_pairs import load_pairs
+
     with _user_errors():
         cfg = _load(config, set_)
+        load_pairs(pairs)  # a bad set or file fails here, before Prefect starts
     _quiet_env(verbose)
     from flows.evaluate import default_out_dir, eval_flow
 

@@ -23,3 +23,7 @@ class InputDataError(PrefsynthError):
     """A user-supplied data file is missing or malformed; names the file and line."""
 
     exit_code = 2
+
+
+class RunFolderError(InputDataError, FileNotFoundError):
+    """A run folder lacks a file a command needs (run.json, a shard); names the path."""

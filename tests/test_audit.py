@@ -561,3 +561,42 @@ def test_audit_run_on_a_real_tiny_build(
     if judge["abstained"] == 0:  # the vote stage counts verdicts of parsed rows only
         assert judge["a_pick_rate"] == pytest.approx(run["voting"]["a_pick_rate"])
         assert judge["position_consistency"] == pytest.approx(run["voting"]["position_consistency"])
+
+
+def test_audit_kappa_is_defined_when_the_build_oriented_every_pair_one_way() -> None:
+    # A build orients pairs by the ranking: every margin positive. Two annotators that agree
+    # perfectly must get kappa 1, not "undefined" (one category) -- the audit flips each
+    # pair's margins together by a seeded coin, which leaves sign agreement unchanged.
+    pairs = [
+        make_pair(i, {"cdr": 1.0 + i, "flr": 0.5 + i / 10}, "kept", None, 1.0, 0.1)
+        for i in range(40)
+    ]
+    agree = audit_pairs(pairs, [])["agreement"]
+    (row,) = agree["pairwise"]
+    assert row["raw_agreement"] == 1.0
+    assert row["cohen_kappa"] == pytest.approx(1.0)
+    assert agree["alpha_nominal"] == pytest.approx(1.0)
+    # and disagreeing annotators get a negative kappa, not a flattering one
+    opposed = [
+        make_pair(i, {"cdr": 1.0 + i, "flr": -(0.5 + i / 10)}, "kept", None, 1.0, 0.1)
+        for i in range(40)
+    ]
+    assert audit_pairs(opposed, [])["agreement"]["pairwise"][0]["cohen_kappa"] < -0.5
+
+
+def test_audit_cli_writes_the_report_and_names_a_bad_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from prefsynth.cli import app
+
+    run_dir = tmp_path / "out" / "hand-run"
+    _write_run(run_dir, run_dir / "shards", True, str(run_dir / "shards"))
+    result = CliRunner().invoke(app, ["audit", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "fleiss_kappa" in result.output
+    written = json.loads((run_dir / "audit" / "figures.json").read_text())
+    assert written["agreement"] == audit_pairs(hand_pairs(), JUDGE_ROWS)["agreement"]
+    assert (run_dir / "audit" / "report.html").exists()
+    missing = CliRunner().invoke(app, ["audit", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
+    assert "run.json not found" in missing.output and "Traceback" not in missing.output

@@ -80,6 +80,23 @@ def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-unt
     assert on_disk["packages"]["prefect"] == "3.8.8"
 
 
+def test_build_ends_with_the_audit_in_its_card(first_run) -> None:  # type: ignore[no-untyped-def]
+    from curation.audit import audit_run
+
+    cfg, run = first_run
+    run_dir = cfg.run_dir()
+    for name in ("report.md", "report.html", "figures.json", "strength.png"):
+        assert (run_dir / "audit" / name).exists(), name
+    figures = json.loads((run_dir / "audit" / "figures.json").read_text())
+    assert figures["n_pairs"] == run["voting"]["kept"] + run["voting"]["dropped"]
+    assert figures["agreement"]["annotators"] == ["cdr", "flr", "judge"]
+    assert run["audit"]["headline"] == figures["headline"]
+    # `prefsynth audit` recomputes the same figures from the run folder alone
+    assert audit_run(run_dir)["headline"] == figures["headline"]
+    card = (run_dir / "README.md").read_text()
+    assert "Annotator agreement" in card and "audit/report.md" in card
+
+
 def test_every_row_traces_to_its_instruction_and_responses(first_run) -> None:  # type: ignore[no-untyped-def]
     cfg, _ = first_run
     plan = full_plan(cfg)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from curation.human_pairs import hh_dialogue, load_pairs, sample_pairs
-from prefsynth.errors import PrefsynthError
+from prefsynth.errors import InputDataError
 
 
 def test_hh_dialogue_splits_turns_and_keeps_inner_text() -> None:
@@ -75,11 +75,31 @@ def test_jsonl_with_messages_and_clear_errors(tmp_path: Path) -> None:
     ]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
-    with pytest.raises(PrefsynthError, match=r"bad.jsonl, record 1: missing field 'rejected'"):
+    with pytest.raises(InputDataError, match=r"bad.jsonl, record 1: missing field 'rejected'"):
         load_pairs(str(bad))
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "x", \n')
-    with pytest.raises(PrefsynthError, match=r"broken.jsonl:1: not JSON"):
+    with pytest.raises(InputDataError, match=r"broken.jsonl:1: not JSON"):
         load_pairs(str(broken))
-    with pytest.raises(PrefsynthError, match="not a built-in set"):
+    with pytest.raises(InputDataError, match="not a built-in set"):
         load_pairs("no-such-set")
+
+
+def test_a_smaller_sample_is_a_prefix_of_a_larger_one() -> None:
+    hs = load_pairs("hh-rlhf-harmless")
+    small, large = sample_pairs(hs, 30, 7), sample_pairs(hs, 300, 7)
+    assert small.pairs == large.pairs[:30]  # same pairs, same order of the two responses
+
+
+def test_eval_cli_names_a_bad_pairs_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from prefsynth.cli import app
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
+    result = CliRunner().invoke(app, ["eval-annotators", "--pairs", str(bad), "--n", "5"])
+    assert result.exit_code == 2
+    assert "missing field 'rejected'" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["eval-annotators", "--pairs", "hh-rlhf-helpfull"])
+    assert result.exit_code == 2 and "not a built-in set" in result.output
