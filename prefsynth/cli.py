@@ -87,10 +87,13 @@ def build(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
 ) -> None:
-    """Build a dataset: instructions -> responses -> annotations -> pairs -> dataset.
+    """Build a dataset: instructions -> responses -> annotations -> pairs -> vote -> dataset.
 
-    Without --config this runs the embedded default on CPU with the packaged models. Output
-    lands in OUT/RUN_ID/. Running the same command again resumes: finished shards are reused.
+    Stages: instructions, curation (dedup, decontamination), responses, annotations (CDR, FLR,
+    reward models), pairs, judge, vote and filter, dataset, audit. Without --config this runs
+    the embedded default on CPU with the packaged models. Output lands in OUT/RUN_ID/ (dataset,
+    Parquet files, card, audit report, run.json). Running the same command again resumes:
+    finished shards are reused.
     """
     with _user_errors():
         cfg = _load(config, set_, output_dir=out, run_id=run_id)
@@ -188,10 +191,13 @@ def audit(
     run_dir: Annotated[Path, typer.Argument(help="A finished build's run folder.")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
 ) -> None:
-    """Audit a finished build: agreement between annotators (Cohen's, weighted and Fleiss'
-    kappa, Krippendorff's alpha), judge position-swap consistency, length bias, strength
-    histograms, kept/dropped by reason. Writes RUN_DIR/audit/report.md, report.html, PNG plots
-    and figures.json."""
+    """Audit a finished build: agreement between annotators, judge and length bias.
+
+    Per pair of annotators raw sign agreement, Cohen's and weighted kappa; Fleiss' kappa and
+    Krippendorff's alpha across all; judge position-swap consistency and A-pick rate; length
+    bias; histograms of mu and sigma; kept/dropped by reason. Writes RUN_DIR/audit/report.md,
+    report.html, PNG plots and figures.json (a build does this at its end).
+    """
     _quiet_env(verbose)
     from curation.audit import audit_run
     from curation.report import write_report
@@ -267,10 +273,13 @@ def publish(
     ] = None,
     split_seed: Annotated[int | None, typer.Option(help="Seed of the train/test split.")] = None,
 ) -> None:
-    """Publish a finished build to the Hugging Face Hub: configs default (train/test split by
-    instruction), sft and dropped_pairs, and the card, in one commit. Needs a token
-    (`huggingface-cli login` or HF_TOKEN). The release is built in RUN_DIR/release and kept
-    there if the push fails. Options default to the run config's publish block."""
+    """Publish a finished build to the Hugging Face Hub.
+
+    Configs default (train/test split by instruction), sft and dropped_pairs, and the card, in
+    one commit. Needs a token (`huggingface-cli login` or HF_TOKEN). The release is built in
+    RUN_DIR/release and kept there if the push fails. Options default to the run config's
+    publish block.
+    """
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     from curation.publish import publish_run
 
