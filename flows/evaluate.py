@@ -324,11 +324,7 @@ def eval_flow(
     human = sample_pairs(load_pairs(pairs), n, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     store_root = str(out_dir / "scores")
-    names = annotator_names(config.annotators)
-    if not names:
-        from prefsynth.errors import PrefsynthError
-
-        raise PrefsynthError("no annotator is enabled (annotators.*.enabled)")
+    names = annotator_names(config.annotators)  # the config requires at least one
     chunks = [human.pairs[i : i + chunk_pairs] for i in range(0, len(human.pairs), chunk_pairs)]
     work = {"scored": 0, "reused": 0}
     rows: dict[str, dict[str, Any]] = {name: {} for name in names}

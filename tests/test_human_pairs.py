@@ -103,3 +103,8 @@ def test_eval_cli_names_a_bad_pairs_file(tmp_path: Path) -> None:
     assert "missing field 'rejected'" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["eval-annotators", "--pairs", "hh-rlhf-helpfull"])
     assert result.exit_code == 2 and "not a built-in set" in result.output
+    off = [f"annotators.{a}.enabled=false" for a in ("cdr", "flr", "judge")]
+    result = CliRunner().invoke(
+        app, ["eval-annotators", "--pairs", "pandalm", *[x for o in off for x in ("--set", o)]]
+    )
+    assert result.exit_code == 2 and "enable at least one pointwise annotator" in result.output
