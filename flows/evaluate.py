@@ -125,6 +125,26 @@ def score_chunk(
     return {**result, "reused": False}
 
 
+def judge_annotation(pair_id: str, row: dict[str, Any], sign: int = 1) -> Annotation:
+    """The judge's cached verdict on a pair as the Annotation row the vote and the audit read,
+    for the pair as given (sign 1: first over second) or swapped (sign -1)."""
+    first, second = (
+        (f"{pair_id}:1", f"{pair_id}:2") if sign > 0 else (f"{pair_id}:2", f"{pair_id}:1")
+    )
+    return Annotation(
+        annotation_id=f"judge-{pair_id}",
+        annotator="judge",
+        instruction_id=pair_id,
+        response_id=first,
+        other_response_id=second,
+        pair_id=pair_id,
+        score=None if row["margin"] is None else sign * row["margin"],
+        status=row["status"],
+        reason=row["reason"],
+        evidence=row["evidence"],
+    )
+
+
 def _vote(
     human: HumanSet,
     margins: dict[str, list[float | None]],
@@ -161,20 +181,7 @@ def _vote(
             )
             row = (judge_rows or {}).get(p.pair_id)
             if row is not None:
-                judge.append(
-                    Annotation(
-                        annotation_id=f"judge-{p.pair_id}",
-                        annotator="judge",
-                        instruction_id=p.pair_id,
-                        response_id=pairs[-1].chosen_response_id or "",
-                        other_response_id=pairs[-1].rejected_response_id,
-                        pair_id=p.pair_id,
-                        score=None if row["margin"] is None else s * row["margin"],
-                        status=row["status"],
-                        reason=row["reason"],
-                        evidence=row["evidence"],
-                    )
-                )
+                judge.append(judge_annotation(p.pair_id, row, s))
         return pairs, judge
 
     n = len(human.pairs)
@@ -346,25 +353,9 @@ def eval_flow(
     margins = {name: [rows[name][p.pair_id]["margin"] for p in human.pairs] for name in names}
     judge_rows = rows.get("judge")
     mu, final = _vote(human, margins, judge_rows, config.filter)
-    judge_annotations = (
-        [
-            Annotation(
-                annotation_id=f"judge-{p.pair_id}",
-                annotator="judge",
-                instruction_id=p.pair_id,
-                response_id=f"{p.pair_id}:1",
-                other_response_id=f"{p.pair_id}:2",
-                pair_id=p.pair_id,
-                score=judge_rows[p.pair_id]["margin"],
-                status=judge_rows[p.pair_id]["status"],
-                reason=judge_rows[p.pair_id]["reason"],
-                evidence=judge_rows[p.pair_id]["evidence"],
-            )
-            for p in human.pairs
-        ]
-        if judge_rows
-        else []
-    )
+    judge_annotations = [
+        judge_annotation(p.pair_id, judge_rows[p.pair_id]) for p in human.pairs if judge_rows
+    ]
     sigma = [p.sigma for p in final]
     figures = figures_for(human, margins, judge_annotations, mu, final, sigma)
     figures.update(
