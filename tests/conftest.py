@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # Must be set before prefect is imported anywhere.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefsynth-prefect-home-"))
@@ -110,3 +111,45 @@ def tiny_overrides(tiny: dict[str, Path], **extra: object) -> list[str]:
     ]
     sets += [f"{k}={v}" for k, v in extra.items()]
     return sets
+
+
+def one_instruction(text: str, responses: list[str], method: str = "t") -> tuple[Any, list[Any]]:
+    """An Instruction ``i`` and Responses ``r0..`` with placeholder provenance, for annotator
+    and pair tests that need records, not generation."""
+    from prefsynth.records import (
+        GenerationProvenance,
+        Instruction,
+        ModelRef,
+        Response,
+        SamplingParams,
+    )
+
+    prov = GenerationProvenance(
+        model=ModelRef(model_id="m", backend="t", source="s", fingerprint="f"),
+        sampling=SamplingParams(),
+        seed=0,
+        code_version="v",
+    )
+    ins = Instruction(
+        instruction_id="i",
+        shard_key="s",
+        index=0,
+        method=method,
+        text=text,
+        status="ok",
+        provenance=prov,
+    )
+    rsp = [
+        Response(
+            response_id=f"r{j}",
+            instruction_id="i",
+            index=j,
+            text=t,
+            finish_reason="stop",
+            n_tokens=1,
+            n_chars=len(t),
+            provenance=prov,
+        )
+        for j, t in enumerate(responses)
+    ]
+    return ins, rsp

@@ -14,20 +14,7 @@ from annotators import flr
 from engines import get_engine
 from engines.transformers_engine import TransformersEngine
 from prefsynth.config import EngineSpec, FLRConfig
-from prefsynth.records import (
-    GenerationProvenance,
-    Instruction,
-    ModelRef,
-    Response,
-    SamplingParams,
-)
-
-PROV = GenerationProvenance(
-    model=ModelRef(model_id="m", backend="t", source="s", fingerprint="f"),
-    sampling=SamplingParams(),
-    seed=0,
-    code_version="v",
-)
+from tests.conftest import one_instruction
 
 
 def _scores(pos: list[float], neg: list[float]) -> dict[str, dict[str, list[float]]]:
@@ -151,30 +138,8 @@ def test_prefix_reuse_gives_the_same_numbers(tiny_models: dict[str, Path]) -> No
 
 def test_annotate_shard_rows_and_evidence(tiny_models: dict[str, Path]) -> None:
     engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
-    ins = [
-        Instruction(
-            instruction_id="i",
-            shard_key="s",
-            index=0,
-            method="t",
-            text="Name a colour.",
-            status="ok",
-            provenance=PROV,
-        )
-    ]
-    rsp = [
-        Response(
-            response_id=f"r{j}",
-            instruction_id="i",
-            index=j,
-            text=t,
-            finish_reason="stop",
-            n_tokens=1,
-            n_chars=len(t),
-            provenance=PROV,
-        )
-        for j, t in enumerate(["Blue.", "", "Red is a colour."])
-    ]
+    instruction, rsp = one_instruction("Name a colour.", ["Blue.", "", "Red is a colour."])
+    ins = [instruction]
     cfg = FLRConfig(max_per_polarity=2, dimensions=["correctness", "relevance"])
     anns = {a.response_id: a for a in flr.annotate_shard(engine, cfg, ins, rsp, "k")}
     assert anns["r1"].status == "abstain"

@@ -6,46 +6,12 @@ import pytest
 
 from curation.pairs import build_pairs, consensus_scores
 from prefsynth.config import PairsConfig
-from prefsynth.records import (
-    Annotation,
-    GenerationProvenance,
-    Instruction,
-    ModelRef,
-    Response,
-    SamplingParams,
-)
-
-PROV = GenerationProvenance(
-    model=ModelRef(model_id="m", backend="t", source="s", fingerprint="f"),
-    sampling=SamplingParams(),
-    seed=0,
-    code_version="v",
-)
+from prefsynth.records import Annotation
+from tests.conftest import one_instruction
 
 
 def _case(texts: list[str], scores: dict[str, list[float | None]]):  # type: ignore[no-untyped-def]
-    ins = Instruction(
-        instruction_id="i",
-        shard_key="s",
-        index=0,
-        method="seed_self_instruct",
-        text="Q?",
-        status="ok",
-        provenance=PROV,
-    )
-    rsp = [
-        Response(
-            response_id=f"r{j}",
-            instruction_id="i",
-            index=j,
-            text=t,
-            finish_reason="stop",
-            n_tokens=1,
-            n_chars=len(t),
-            provenance=PROV,
-        )
-        for j, t in enumerate(texts)
-    ]
+    ins, rsp = one_instruction("Q?", texts, method="seed_self_instruct")
     ann = [
         Annotation(
             annotation_id=f"{name}{j}",

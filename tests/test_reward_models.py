@@ -10,20 +10,7 @@ import torch
 
 from annotators import reward_models as rm
 from prefsynth.config import RewardModelSpec
-from prefsynth.records import (
-    GenerationProvenance,
-    Instruction,
-    ModelRef,
-    Response,
-    SamplingParams,
-)
-
-PROV = GenerationProvenance(
-    model=ModelRef(model_id="m", backend="t", source="s", fingerprint="f"),
-    sampling=SamplingParams(),
-    seed=0,
-    code_version="v",
-)
+from tests.conftest import one_instruction
 
 
 @pytest.fixture(scope="module")
@@ -84,30 +71,8 @@ def test_out_of_memory_halves_the_batch(tiny_rm: Path, monkeypatch: pytest.Monke
 def test_annotate_shard_rows(tiny_rm: Path) -> None:
     model = rm.get_reward_model(_spec(tiny_rm))
     assert rm.get_reward_model(_spec(tiny_rm)) is model
-    ins = [
-        Instruction(
-            instruction_id="i",
-            shard_key="s",
-            index=0,
-            method="t",
-            text="Q?",
-            status="ok",
-            provenance=PROV,
-        )
-    ]
-    rsp = [
-        Response(
-            response_id=f"r{j}",
-            instruction_id="i",
-            index=j,
-            text=t,
-            finish_reason="stop",
-            n_tokens=1,
-            n_chars=len(t),
-            provenance=PROV,
-        )
-        for j, t in enumerate(["An answer.", "", "Another answer."])
-    ]
+    instruction, rsp = one_instruction("Q?", ["An answer.", "", "Another answer."])
+    ins = [instruction]
     rows = {a.response_id: a for a in rm.annotate_shard(model, ins, rsp, "k")}
     assert rows["r0"].annotator == "rm_tiny" and rows["r0"].status == "ok"
     assert rows["r1"].status == "abstain"
