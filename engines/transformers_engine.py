@@ -9,6 +9,7 @@ sequence: with Gemma's 262k vocabulary that is the difference between MBs and GB
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from engines.base import (
     ScoreResult,
     length_sorted_batches,
 )
+from engines.device import configure_threads, resolve_device, resolve_dtype
 from engines.registry import ResolvedModel, hf_folder
 from engines.tokenizer import ChatTokenizer
 from prefsynth.config import EngineSpec
@@ -32,6 +34,12 @@ log = logging.getLogger(__name__)
 # torch's sampling RNG is global: seeded generation holds this lock so that two engines
 # sampling in parallel threads cannot interleave draws and break reproducibility.
 _SAMPLING_LOCK = threading.Lock()
+# Logits computed at once when gathering log-probs (64 MB of float32): with Gemma 3's 262k
+# vocabulary that is 61 positions; with SmolLM2's 49k, 325.
+_HEAD_CELLS = 16_000_000
+# Padded tokens per scoring forward pass (rows x longest row): bounds activations and the KV
+# cache of a choice batch (~46 KB per token for SmolLM2 in float32) whatever batch_size is.
+_SCORE_TOKENS = 16_384
 
 
 class TransformersEngine(Engine):
@@ -40,12 +48,10 @@ class TransformersEngine(Engine):
         from transformers import AutoModelForCausalLM
 
         folder = hf_folder(model)
-        device = spec.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype_name = spec.dtype
-        if dtype_name == "auto":
-            dtype_name = "bfloat16" if device.startswith("cuda") else "float32"
+        device = resolve_device(spec.device)
+        dtype_name = resolve_dtype(spec.dtype, device)
+        if device == "cpu":
+            configure_threads()
         self.device = torch.device(device)
         self.chat = ChatTokenizer(folder, spec.chat_template)
         self.tokenizer = self.chat.tokenizer
@@ -60,6 +66,9 @@ class TransformersEngine(Engine):
             eos = self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        self._head_split = self._check_head_split()
+        forward_args = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in forward_args else "past_key_values"
         super().__init__(
             ModelRef(
                 model_id=model.model_id,
@@ -102,7 +111,7 @@ class TransformersEngine(Engine):
         import torch
 
         if params.choices:
-            return [self._choose(r, params, n) for r in requests]
+            return self._choose(requests, params, n)
         prompts = [self.chat.encode_context(request) for request in requests]
         for p in prompts:
             self._check_length(len(p) + params.max_new_tokens, "prompt + max_new_tokens")
@@ -148,27 +157,100 @@ class TransformersEngine(Engine):
             for j in range(len(prompts))
         ]
 
-    def _choose(self, request: Chat | str, params: SamplingParams, n: int) -> list[Completion]:
+    def _choose(
+        self, requests: list[Chat | str], params: SamplingParams, n: int
+    ) -> list[list[Completion]]:
         """Constrained choice without a grammar engine: score every allowed string as the
-        continuation and take the most likely (temperature 0) or sample by likelihood."""
+        continuation of each request and take the most likely (temperature 0) or sample by
+        likelihood. All requests are scored together (:meth:`_choice_logprobs`)."""
         import math
         import random
 
-        scores = self._logprobs_shared(request, list(params.choices), per_token=False)
-        totals = [s.logprob_sum for s in scores]
-        if params.temperature == 0:
-            picks = [max(range(len(totals)), key=totals.__getitem__)] * n
-        else:
-            top = max(totals)
-            weights = [math.exp((t - top) / params.temperature) for t in totals]
-            rng = random.Random(params.seed)
-            picks = rng.choices(range(len(totals)), weights=weights, k=n)
-        return [
-            Completion(
-                text=params.choices[k], n_tokens=max(1, scores[k].n_tokens), finish_reason="stop"
+        choices = list(params.choices)
+        scores = self._choice_logprobs(
+            [self.chat.encode_context(r) for r in requests],
+            [self.chat.encode_continuation(c) for c in choices],
+        )
+        out = []
+        for per_choice in scores:
+            totals = [total for total, _ in per_choice]
+            if params.temperature == 0:
+                picks = [max(range(len(totals)), key=totals.__getitem__)] * n
+            else:
+                top = max(totals)
+                weights = [math.exp((t - top) / params.temperature) for t in totals]
+                rng = random.Random(params.seed)
+                picks = rng.choices(range(len(totals)), weights=weights, k=n)
+            out.append(
+                [
+                    Completion(
+                        text=choices[k], n_tokens=max(1, per_choice[k][1]), finish_reason="stop"
+                    )
+                    for k in picks
+                ]
             )
-            for k in picks
-        ]
+        return out
+
+    def _choice_logprobs(
+        self, contexts: list[list[int]], choices: list[list[int]]
+    ) -> list[list[tuple[float, int]]]:
+        """Per context, per choice: (summed log-prob of the choice's tokens, token count).
+
+        Contexts run in length-sorted, left-padded batches (a judge's requests differ only in
+        their middle, so this is where the time goes); each batch keeps its KV cache, the first
+        token of every choice is read from the last position's logits, and each choice's
+        remaining tokens (labels are 1-3 tokens) run as one tiny batch on a copy of the cache.
+        """
+        import copy
+
+        import torch
+
+        for ctx in contexts:
+            self._check_length(len(ctx) + max((len(c) for c in choices), default=0), "context")
+            if not ctx:
+                raise ValueError("scoring needs a non-empty context (at least a BOS token)")
+        out: list[list[tuple[float, int]]] = [[] for _ in contexts]
+        lengths = [len(c) for c in contexts]
+        for batch in length_sorted_batches(lengths, self.batch_size, _SCORE_TOKENS):
+            ids, mask, positions = self._left_pad([contexts[i] for i in batch])
+            rows = len(batch)
+            sums = torch.zeros((rows, len(choices)), dtype=torch.float64)
+            with torch.inference_mode():
+                prefix = self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                first = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)
+                for k, tokens in enumerate(choices):
+                    if not tokens:
+                        continue
+                    sums[:, k] = first[:, tokens[0]].double().cpu()
+                    if len(tokens) == 1:
+                        continue
+                    steps = len(tokens) - 1
+                    feed = torch.tensor([tokens[:-1]] * rows, device=self.device)
+                    logits = self.model(
+                        input_ids=feed,
+                        attention_mask=torch.cat(
+                            [mask, torch.ones((rows, steps), dtype=mask.dtype, device=self.device)],
+                            dim=1,
+                        ),
+                        position_ids=positions[:, -1:]
+                        + torch.arange(1, steps + 1, device=self.device),
+                        use_cache=True,
+                        **self._with_cache(copy.deepcopy(self._cache_of(prefix))),
+                    ).logits
+                    targets = torch.tensor([tokens[1:]] * rows, device=self.device)
+                    rest = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])
+                    sums[:, k] += rest.squeeze(-1).double().sum(-1).cpu()
+                    del logits
+                del prefix
+            for row, i in enumerate(batch):
+                out[i] = [(float(sums[row, k]), len(choices[k])) for k in range(len(choices))]
+        return out
 
     def _completion(self, tokens: list[int], stop: list[str]) -> Completion:
         if self.pad_id not in self.eos_ids:  # rows that stopped early are padded at the end
@@ -199,7 +281,7 @@ class TransformersEngine(Engine):
                 raise ValueError("scoring needs a non-empty context (at least a BOS token)")
         results: list[ScoreResult | None] = [None] * len(requests)
         lengths = [len(c) + len(y) for c, y in encoded]
-        for batch in length_sorted_batches(lengths, self.batch_size):
+        for batch in length_sorted_batches(lengths, self.batch_size, _SCORE_TOKENS):
             seqs = [encoded[i][0] + encoded[i][1] for i in batch]
             keep = max(len(encoded[i][1]) for i in batch)
             if keep == 0:
@@ -209,29 +291,83 @@ class TransformersEngine(Engine):
                     )
                 continue
             ids, mask, positions = self._left_pad(seqs)
-            with torch.inference_mode():
-                logits = self.model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    logits_to_keep=keep + 1,
-                ).logits
             width = ids.shape[1]
             targets = ids[:, width - keep :]
-            for row, i in enumerate(batch):
-                n_cont = len(encoded[i][1])
-                # logits[:, t] predicts token width-keep+t; rows are right-aligned by left padding
-                row_logits = logits[row, keep - n_cont : keep].float()
-                lp = torch.log_softmax(row_logits, dim=-1)
-                tok_lp = lp.gather(-1, targets[row, keep - n_cont :].unsqueeze(-1)).squeeze(-1)
-                values = tok_lp.double().cpu().tolist()
-                results[i] = ScoreResult(
-                    logprob_sum=float(sum(values)),
-                    n_tokens=n_cont,
-                    token_logprobs=values if per_token else None,
-                )
-            del logits
+            with torch.inference_mode():
+                # states[:, t] predicts token width-keep+t; rows are right-aligned by left padding
+                states = self._states(ids, mask, positions, keep)
+                for row, i in enumerate(batch):
+                    n_cont = len(encoded[i][1])
+                    values = self._gather_logprobs(
+                        states[row, keep - n_cont : keep], targets[row, keep - n_cont :]
+                    )
+                    results[i] = self._result(values, per_token)
+            del states
         return [r for r in results if r is not None]
+
+    def _states(self, ids: Any, mask: Any, positions: Any, keep: int) -> Any:
+        """What the last ``keep`` positions predict: decoder hidden states when the log-probs
+        can be read from them in chunks (:meth:`_gather_logprobs`), else the model's logits."""
+        if self._head_split:
+            hidden = self.model.get_decoder()(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+            ).last_hidden_state
+            return hidden[:, -keep - 1 : -1]
+        logits = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=keep + 1,
+            use_cache=False,
+        ).logits
+        return logits[:, :-1]
+
+    def _head_logits(self, hidden: Any) -> Any:
+        """The LM head on decoder states, in float32, with the model's final logit cap."""
+        import torch
+
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _gather_logprobs(self, states: Any, targets: Any) -> list[float]:
+        """log p(target) at each position: logit(target) - logsumexp(logits), computed over at
+        most ``_HEAD_CELLS`` logits at a time. The full log-softmax over Gemma 3's 262k
+        vocabulary is never materialised (it was the peak of a build's memory)."""
+        import torch
+
+        if not self._head_split:  # states are logits already
+            lp = torch.log_softmax(states.float(), dim=-1)
+            return lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().cpu().tolist()
+        step = max(1, _HEAD_CELLS // self._vocab)
+        values: list[float] = []
+        for k in range(0, states.shape[0], step):
+            logits = self._head_logits(states[k : k + step])
+            picked = logits.gather(-1, targets[k : k + step].unsqueeze(-1)).squeeze(-1)
+            values += (picked - torch.logsumexp(logits, dim=-1)).double().cpu().tolist()
+        return values
+
+    def _check_head_split(self) -> bool:
+        """Whether log-probs may be computed from the decoder's states and the output embedding
+        (plus a final logit cap). Checked once against the model's own logits on a few tokens,
+        so an architecture that scales its logits some other way keeps the plain path."""
+        import torch
+
+        head = self.model.get_output_embeddings()
+        self._vocab = int(getattr(head, "out_features", 0) or self.model.config.vocab_size)
+        probe = self.chat.encode_continuation("A short check of the output head.")[:8] or [0, 1]
+        ids = torch.tensor([probe], device=self.device)
+        try:
+            with torch.inference_mode():
+                full = self.model(input_ids=ids).logits[0].float()
+                hidden = self.model.get_decoder()(input_ids=ids).last_hidden_state[0]
+                mine = self._head_logits(hidden)
+        except (AttributeError, TypeError, ValueError, RuntimeError, NotImplementedError) as e:
+            log.debug("plain log-prob path: %s", e)
+            return False
+        return bool(torch.allclose(full, mine, rtol=1e-3, atol=1e-3))
 
     # ------------------------------------------------------------------ shared-prefix score
     def _logprobs_shared(
@@ -250,18 +386,21 @@ class TransformersEngine(Engine):
         if not ctx:
             raise ValueError("scoring needs a non-empty context (at least a BOS token)")
         with torch.inference_mode():
-            prefix = self.model(input_ids=torch.tensor([ctx], device=self.device), use_cache=True)
+            prefix = self.model(
+                input_ids=torch.tensor([ctx], device=self.device), use_cache=True, logits_to_keep=1
+            )
             first_lp = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
-            cache = prefix.past_key_values
+            cache = self._cache_of(prefix)
             results: list[ScoreResult | None] = [None] * len(conts)
             order = [i for i in range(len(conts)) if len(conts[i]) > 1]
             for i in range(len(conts)):
                 if len(conts[i]) <= 1:
                     vals = [float(first_lp[conts[i][0]])] if conts[i] else []
                     results[i] = self._result(vals, per_token)
-            for batch in (
-                order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)
-            ):
+            # every row holds a copy of the context's cache: bound rows x (context + text)
+            longest = max((len(conts[i]) for i in order), default=1)
+            rows = max(1, min(self.batch_size, _SCORE_TOKENS // (len(ctx) + longest)))
+            for batch in (order[k : k + rows] for k in range(0, len(order), rows)):
                 width = max(len(conts[i]) - 1 for i in batch)
                 ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
                 mask = torch.zeros((len(batch), len(ctx) + width), dtype=torch.long)
@@ -273,21 +412,34 @@ class TransformersEngine(Engine):
                 positions = torch.arange(len(ctx), len(ctx) + width).expand(len(batch), -1)
                 batch_cache = copy.deepcopy(cache)
                 batch_cache.batch_repeat_interleave(len(batch))
-                logits = self.model(
+                forward = self.model.get_decoder() if self._head_split else self.model
+                out = forward(
                     input_ids=ids.to(self.device),
                     attention_mask=mask.to(self.device),
                     position_ids=positions.to(self.device),
-                    past_key_values=batch_cache,
                     use_cache=True,
-                ).logits
+                    **self._with_cache(batch_cache),
+                )
+                states = out.last_hidden_state if self._head_split else out.logits
                 for row, i in enumerate(batch):
                     tokens = conts[i]
-                    lp = torch.log_softmax(logits[row, : len(tokens) - 1].float(), dim=-1)
-                    rest = lp.gather(-1, torch.tensor(tokens[1:], device=lp.device).unsqueeze(-1))
-                    vals = [float(first_lp[tokens[0]]), *rest.squeeze(-1).double().cpu().tolist()]
-                    results[i] = self._result(vals, per_token)
-                del logits, batch_cache
+                    rest = self._gather_logprobs(
+                        states[row, : len(tokens) - 1],
+                        torch.tensor(tokens[1:], device=self.device),
+                    )
+                    results[i] = self._result([float(first_lp[tokens[0]]), *rest], per_token)
+                del out, states, batch_cache
         return [r for r in results if r is not None]
+
+    def _with_cache(self, cache: Any) -> dict[str, Any]:
+        """The keyword that passes a KV cache: ``cache`` in recent transformers, which warns on
+        every call given the older ``past_key_values``."""
+        return {self._cache_kw: cache}
+
+    @staticmethod
+    def _cache_of(output: Any) -> Any:
+        cache = getattr(output, "cache", None)
+        return cache if cache is not None else output.past_key_values
 
     @staticmethod
     def _result(values: list[float], per_token: bool) -> ScoreResult:

@@ -32,6 +32,7 @@ from prefect.futures import as_completed
 from curation.card import render_card
 from curation.dataset import write_dataset
 from engines import close_engines
+from engines.device import resolve_dtypes
 from flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan, plan_downstream
 from flows.runners import make_task_runner, stage_resources
 from flows.stages import STAGE_TASKS, ShardResult, skills_task
@@ -196,9 +197,17 @@ def audit_build(
     return {"headline": figures["headline"], "report": "audit/report.md"}
 
 
+def _resolved(config: BuildConfig) -> BuildConfig:
+    """The config with ``dtype: auto`` resolved for this machine, so shard keys and records name
+    the dtype that really runs; the run folder keeps the name the user's config gives it."""
+    resolved: BuildConfig = resolve_dtypes(config)
+    return resolved.model_copy(update={"run_id": config.resolved_run_id()})
+
+
 def run_build(config: BuildConfig) -> dict[str, Any]:
     """The flow body; see :func:`build_flow`. Returns the run record (also in run.json)."""
     t_start = time.perf_counter()
+    config = _resolved(config)
     run_dir = config.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     store_root = str(config.shard_dir())
@@ -280,6 +289,7 @@ def build(config: BuildConfig) -> dict[str, Any]:
     """Run the build flow with the configured task runner, holding the run directory's lock."""
     from filelock import FileLock, Timeout
 
+    config = _resolved(config)
     make_plan(config)  # fail fast (missing model, seed file) before Prefect starts anything
     run_dir = config.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)

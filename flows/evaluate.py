@@ -18,7 +18,9 @@ unanimous voters, and the upper half of |mu|.
 
 Work is cached per annotator and chunk of pairs under ``OUT/scores/`` (content-keyed JSON), so
 an interrupted evaluation resumes where it stopped and a second annotator config reuses the
-first's finished annotators.
+first's finished annotators. The keys hold only what the margins depend on: changing the vote or
+the filter recomputes no model call. Missing chunks are scored a group at a time
+(``GROUP_CHUNKS``), so the engines see large, length-sorted batches.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from prefsynth.records import Annotation, Pair
 from prefsynth.store import ArtifactStore
 
 VERSION = "1"
-CHUNK_PAIRS = 25  # pairs per cached unit of work: an interruption loses at most this many
+CHUNK_PAIRS = 25  # pairs per cached unit of work
+GROUP_CHUNKS = 4  # chunks an annotator scores in one call: an interruption loses at most these
 
 
 def annotator_names(config: AnnotatorsConfig) -> list[str]:
@@ -101,28 +104,54 @@ def _score_pointwise(
     return out
 
 
-@task(name="eval-score-chunk", cache_policy=NO_CACHE)
-def score_chunk(
-    config: AnnotatorsConfig, name: str, pairs: list[HumanPair], store_root: str
-) -> dict[str, Any]:
-    """One annotator on one chunk of pairs: per pair the margin for the first response over
-    the second (None when it abstained), cached under a content key."""
-    store = ArtifactStore(store_root)
-    key = content_key(
+def chunk_key(config: AnnotatorsConfig, name: str, pairs: Sequence[HumanPair]) -> str:
+    """Content key of one annotator's margins on one chunk: its config (models, prompts,
+    dtype) and the pairs in their order. The vote and the filter are not in it, so changing
+    only those re-reads every chunk and calls no model."""
+    return content_key(
         name,
         _annotator_config(config, name),
         [(p.pair_id, p.first) for p in pairs],  # the order of the two responses matters
         CODE_VERSION,
         VERSION,
     )
-    cached = store.read(f"eval-{name}", key)
-    if cached is not None:
-        return {**cached, "reused": True}
-    t0 = time.perf_counter()
-    rows = _score_judge(config, pairs) if name == "judge" else _score_pointwise(config, name, pairs)
-    result = {"annotator": name, "seconds": round(time.perf_counter() - t0, 2), "rows": rows}
-    store.write(f"eval-{name}", key, result)
-    return {**result, "reused": False}
+
+
+@task(name="eval-score-chunks", cache_policy=NO_CACHE)
+def score_chunks(
+    config: AnnotatorsConfig, name: str, chunks: list[list[HumanPair]], store_root: str
+) -> list[dict[str, Any]]:
+    """One annotator on several chunks of pairs: per chunk and pair the margin for the first
+    response over the second (None when it abstained). Cached chunks are read; the others are
+    scored in one call, so the engine sees large, length-sorted batches, then each chunk is
+    written to its own cache file (an interruption loses at most one group of chunks)."""
+    store = ArtifactStore(store_root)
+    keys = [chunk_key(config, name, chunk) for chunk in chunks]
+    out: list[dict[str, Any] | None] = []
+    for key in keys:
+        cached = store.read(f"eval-{name}", key)
+        valid = isinstance(cached, dict) and isinstance(cached.get("rows"), dict)
+        out.append({**cached, "reused": True} if valid else None)  # type: ignore[dict-item]
+    missing = [k for k, result in enumerate(out) if result is None]
+    if missing:
+        pairs = [p for k in missing for p in chunks[k]]
+        t0 = time.perf_counter()
+        rows = (
+            _score_judge(config, pairs)
+            if name == "judge"
+            else _score_pointwise(config, name, pairs)
+        )
+        seconds = time.perf_counter() - t0
+        for k in missing:
+            share = round(seconds * len(chunks[k]) / len(pairs), 2)
+            result = {
+                "annotator": name,
+                "seconds": share,
+                "rows": {p.pair_id: rows[p.pair_id] for p in chunks[k]},
+            }
+            store.write(f"eval-{name}", keys[k], result)
+            out[k] = {**result, "reused": False}
+    return [r for r in out if r is not None]
 
 
 def judge_annotation(pair_id: str, row: dict[str, Any], sign: int = 1) -> Annotation:
@@ -322,11 +351,14 @@ def eval_flow(
     seed: int,
     out_dir: Path,
     chunk_pairs: int = CHUNK_PAIRS,
+    group_chunks: int = GROUP_CHUNKS,
 ) -> dict[str, Any]:
     """Score a sample of human-labelled pairs with every configured annotator, vote, filter,
     and write the report; returns the figures (also in OUT/figures.json)."""
     from curation.report import publish_artifacts, write_report
+    from engines.device import resolve_dtypes
 
+    config = resolve_dtypes(config)  # cached chunks are keyed by the dtype that really runs
     logger = get_run_logger()
     human = sample_pairs(load_pairs(pairs), n, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -336,20 +368,23 @@ def eval_flow(
     work = {"scored": 0, "reused": 0}
     rows: dict[str, dict[str, Any]] = {name: {} for name in names}
     seconds: dict[str, float] = {name: 0.0 for name in names}
-    for k, chunk in enumerate(chunks, 1):  # chunk by chunk: a stopped run has whole pairs
+    # group by group, every annotator per group: a stopped run has whole pairs
+    for g in range(0, len(chunks), group_chunks):
+        group = chunks[g : g + group_chunks]
         for name in names:
-            result = score_chunk(config.annotators, name, chunk, store_root)
-            rows[name].update(result["rows"])
-            seconds[name] += result["seconds"]
-            work["reused" if result["reused"] else "scored"] += 1
-            logger.info(
-                "%s: chunk %d/%d %s (%.1f s)",
-                name,
-                k,
-                len(chunks),
-                "reused" if result["reused"] else "scored",
-                result["seconds"],
-            )
+            results = score_chunks(config.annotators, name, group, store_root)
+            for k, result in enumerate(results, g + 1):
+                rows[name].update(result["rows"])
+                seconds[name] += result["seconds"]
+                work["reused" if result["reused"] else "scored"] += 1
+                logger.info(
+                    "%s: chunk %d/%d %s (%.1f s)",
+                    name,
+                    k,
+                    len(chunks),
+                    "reused" if result["reused"] else "scored",
+                    result["seconds"],
+                )
     margins = {name: [rows[name][p.pair_id]["margin"] for p in human.pairs] for name in names}
     judge_rows = rows.get("judge")
     mu, final = _vote(human, margins, judge_rows, config.filter)

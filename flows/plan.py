@@ -27,6 +27,7 @@ import generators.seed_instructions as seed_instructions
 import generators.skillmix as skillmix
 from curation import instruction_curation
 from engines import describe_engine
+from engines.device import resolve_dtypes
 from generators.prompts import load_template
 from prefsynth import __version__
 from prefsynth.config import BuildConfig, EngineSpec
@@ -109,6 +110,7 @@ def skills_artifact_key(config: BuildConfig, model: ModelRef) -> str:
 
 
 def make_plan(config: BuildConfig) -> BuildPlan:
+    config = resolve_dtypes(config)  # keys name the dtype that really runs, never "auto"
     ins = config.instructions
     models = {"instructions": describe_engine(ins.engine)}
     policies = config.responses.policies()
@@ -194,6 +196,7 @@ def plan_downstream(
     config: BuildConfig, plan: BuildPlan, decisions: list[CurationDecision]
 ) -> BuildPlan:
     """Add response, annotation and pair shards once curation has decided what is kept."""
+    config = resolve_dtypes(config)
     kept: dict[str, list[str]] = {}
     for d in decisions:
         if d.status == "kept":

@@ -320,6 +320,20 @@ def models() -> None:
         typer.echo(f"{m.name:24} {m.kind:10} {m.license:12} {state}\n    {m.description}")
 
 
+@app.command()
+def prepare() -> None:
+    """Warm this installation's caches once (`make install` runs it): convert the packaged GGUF
+    models into HF folders, measure the CPU's fastest dtype for dtype=auto, and embed the
+    benchmark prompts for decontamination. Each cache is keyed by its inputs' hashes, so running
+    it again recomputes only what changed."""
+    _quiet_env(False)
+    from flows.prepare import prepare_caches
+
+    with _user_errors():
+        for line in prepare_caches():
+            typer.echo(line)
+
+
 def main() -> None:
     try:
         app()

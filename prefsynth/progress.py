@@ -1,12 +1,15 @@
 """Progress bars per stage and the end-of-build summary table (rich, on stderr).
 
 Prefect's console log handler and the progress bars share one rich Console, so log lines print
-above the bars instead of breaking them (measured in ../shared/notes/prefect.md §7).
+above the bars instead of breaking them. Without a terminal (a CI log, ``nohup``, a pipe) bars
+would print nothing useful, so each stage instead prints one line when it ends: shards, rows,
+reused shards and seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,9 +42,13 @@ class BuildProgress:
         self._tasks: dict[str, Any] = {}
         self._rows: dict[str, int] = {}
         self._reused: dict[str, int] = {}
+        self._shards: dict[str, int] = {}
+        self._started: dict[str, float] = {}
+        self.lines = not self.console.is_terminal  # one line per stage instead of bars
 
     def __enter__(self) -> BuildProgress:
-        self.progress.start()
+        if not self.lines:
+            self.progress.start()
         return self
 
     def __exit__(
@@ -50,24 +57,35 @@ class BuildProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.progress.stop()
+        if not self.lines:
+            self.progress.stop()
 
     def stage_started(self, stage: str, total: int) -> None:
         _share_console(self.console)
         self._rows[stage] = 0
         self._reused[stage] = 0
+        self._shards[stage] = 0
+        self._started[stage] = time.perf_counter()
         self._tasks[stage] = self.progress.add_task(stage, total=total, rows=0, reused=0)
 
     def shard_done(self, result: Any) -> None:
         stage = result.stage
         self._rows[stage] += result.rows
         self._reused[stage] += int(result.reused)
+        self._shards[stage] += 1
         self.progress.update(
             self._tasks[stage], advance=1, rows=self._rows[stage], reused=self._reused[stage]
         )
 
     def stage_done(self, stage: str) -> None:
-        pass
+        if self.lines:
+            seconds = time.perf_counter() - self._started[stage]
+            self.console.print(
+                f"{stage}: {self._shards[stage]} shards, {self._rows[stage]} rows, "
+                f"{self._reused[stage]} reused, {seconds:.1f} s",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def print_summary(run: dict[str, Any], run_dir: Path) -> None:

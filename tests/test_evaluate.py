@@ -96,3 +96,30 @@ def test_eval_figures_follow_from_margins_and_resume(
     again = eval_flow(cfg, str(pairs_file), None, 3, out, chunk_pairs=3)
     assert again["chunks"] == {"scored": 0, "reused": 9}
     assert again["accuracy"] == figures["accuracy"]
+
+
+def test_changing_only_the_filter_calls_no_model(
+    prefect_api_url: str, tiny_models: dict[str, Path], pairs_file: Path, tmp_path: Path
+) -> None:
+    """The score cache is keyed by what the margins depend on: a new filter re-reads every
+    chunk and makes zero engine calls (counted by the engines' own usage counter), while a
+    changed annotator setting does call its model again."""
+    from engines.base import PROCESS_USAGE
+
+    base = [*tiny_overrides(tiny_models), f"output_dir={tmp_path / 'out'}"]
+    out = tmp_path / "eval"
+    first = eval_flow(load_config(None, base), str(pairs_file), None, 3, out, chunk_pairs=2)
+    assert first["chunks"] == {"scored": 12, "reused": 0}  # 3 annotators x 4 chunks, 2 groups
+
+    calls = sum(PROCESS_USAGE.calls.values())
+    strict = load_config(None, [*base, "filter.min_abs_mu=0.5", "filter.negative=drop"])
+    second = eval_flow(strict, str(pairs_file), None, 3, out, chunk_pairs=2)
+    assert sum(PROCESS_USAGE.calls.values()) == calls  # not one generate or logprobs call
+    assert second["chunks"] == {"scored": 0, "reused": 12}
+    assert second["accuracy"] == first["accuracy"]
+    assert second["filter"] != first["filter"]  # the new filter did apply
+
+    changed = load_config(None, [*base, "annotators.flr.max_per_polarity=1"])
+    third = eval_flow(changed, str(pairs_file), None, 3, out, chunk_pairs=2)
+    assert sum(PROCESS_USAGE.calls.values()) > calls
+    assert third["chunks"] == {"scored": 4, "reused": 8}  # FLR only

@@ -70,7 +70,7 @@ class _Oracle(torch.nn.Module):
         self.sequence, self.vocab = sequence, vocab
 
     def forward(self, input_ids: torch.Tensor, **kw: Any) -> Any:
-        past = kw.get("past_key_values")
+        past = kw.get("cache", kw.get("past_key_values"))
         offset = int(kw["position_ids"][0, 0]) if kw.get("position_ids") is not None else 0
         if past is None:
             offset = 0
@@ -83,7 +83,7 @@ class _Oracle(torch.nn.Module):
         keep = kw.get("logits_to_keep")
         if keep:
             logits = logits[:, -keep:]
-        return SimpleNamespace(logits=logits, past_key_values=_Cache())
+        return SimpleNamespace(logits=logits, cache=_Cache())
 
 
 class _Cache:
@@ -98,8 +98,9 @@ def test_alignment_certain_model_scores_zero(tiny_models: dict[str, Path]) -> No
     context = flr.followup_context(engine, "What is 2+2?", "4.")
     follow = "That's correct, thank you."
     seq = engine.chat.encode_context(context) + engine.chat.encode_continuation(follow)
-    real = engine.model
+    real, split = engine.model, engine._head_split
     try:
+        engine._head_split = False  # the oracle returns logits; it has no decoder/head split
         engine.model = _Oracle(seq, len(engine.tokenizer))  # type: ignore[assignment]
         for reuse in (True, False):
             (res,) = engine.logprobs_shared(context, [follow], reuse_prefix=reuse)
@@ -110,7 +111,7 @@ def test_alignment_certain_model_scores_zero(tiny_models: dict[str, Path]) -> No
         (off,) = engine.logprobs_shared(context, [follow], reuse_prefix=False)
         assert off.logprob_sum < -100
     finally:
-        engine.model = real
+        engine.model, engine._head_split = real, split
 
 
 def test_only_followup_tokens_count(tiny_models: dict[str, Path]) -> None:

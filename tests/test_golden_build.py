@@ -1,0 +1,132 @@
+"""A tiny seeded build compared with one recorded before the speed work (issue: fast on a fresh
+machine). With every dtype set explicitly, the speed changes (batched choice scoring, chunked
+log-probabilities, thread settings) must not change which pairs a build writes: the same pair
+ids, the same texts, the same statuses and reasons. Margins are compared with a tolerance,
+because batching changes float32 rounding (``docs/speed.md`` says by how much).
+
+The tiny models are built from a fixed seed and referred to by relative folder names, so the
+model ids that enter the shard keys (and therefore the pair ids) are the same on every machine.
+
+Re-record (only when a change is *meant* to change the dataset, and say why in the commit):
+``PREFSYNTH_RECORD_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden_build.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.build import build
+from prefsynth.config import load_config
+from tests.conftest import _tiny_model
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden_tiny_build.json"
+# Margins are standardised per annotator (divided by their RMS over the build). A random tiny
+# model's raw margins are ~1e-3 nat, so the ~1e-6 nat that float32 rounding moves a log-prob
+# (batched scoring, logsumexp instead of log_softmax) shows up as up to ~2e-4 here.
+MARGIN_TOL = 1e-3
+
+
+def _overrides() -> list[str]:
+    engines = [
+        "instructions.engine",
+        "responses.engine",
+        "annotators.cdr.strong",
+        "annotators.cdr.weak",
+        "annotators.flr.engine",
+        "annotators.judge.engine",
+        "annotators.cdr.router",
+    ]
+    return [
+        *(f"{e}.batch_size=16" for e in engines),  # the recorded build's default
+        "instructions.engine.model=tiny-a",
+        "instructions.engine.dtype=bfloat16",
+        "responses.engine.model=tiny-a",
+        "responses.engine.dtype=bfloat16",
+        "annotators.cdr.strong.model=tiny-a",
+        "annotators.cdr.strong.dtype=float32",
+        "annotators.cdr.weak.model=tiny-b",
+        "annotators.cdr.weak.dtype=float32",
+        "annotators.flr.engine.model=tiny-a",
+        "annotators.flr.engine.dtype=float32",
+        "annotators.judge.engine.model=tiny-a",
+        "annotators.judge.engine.dtype=float32",
+        "annotators.cdr.router.dtype=float32",
+        "instructions.style=seed_self_instruct",
+        "instructions.n=8",
+        "instructions.dedup.enabled=false",
+        "shard_size=2",
+        "filter.min_abs_mu=0.3",
+        "responses.n=3",
+        "instructions.seed_self_instruct.sampling.max_new_tokens=16",
+        "responses.sampling.max_new_tokens=12",
+        "seed=7",
+        "output_dir=out",
+    ]
+
+
+def _rows(run_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for name in ("train", "dropped_pairs"):
+        for r in pq.read_table(run_dir / "data" / f"{name}.parquet").to_pylist():
+            rows.append(
+                {
+                    "file": name,
+                    "pair_id": r["pair_id"],
+                    "chosen": r.get("chosen"),
+                    "rejected": r.get("rejected"),
+                    "status": r.get("status", "kept"),
+                    "reason": r.get("reason"),
+                    "margins": {
+                        k: r[k]
+                        for k in sorted(r)
+                        if (k == "margin" or k.startswith("margin_")) and r[k] is not None
+                    },
+                }
+            )
+    for path in sorted((run_dir / "shards" / "judge").glob("*.parquet")):
+        for r in pq.read_table(path).to_pylist():
+            evidence = json.loads(r["evidence"])
+            rows.append(
+                {
+                    "file": f"judge:{r['annotator']}",
+                    "pair_id": r["pair_id"],
+                    "verdicts": [evidence["raw_order1"], evidence["raw_order2"]],
+                    "margins": {"score": r["score"]} if r["score"] is not None else {},
+                }
+            )
+    return sorted(rows, key=lambda r: (r["file"], r["pair_id"]))
+
+
+def test_tiny_build_matches_the_recorded_dataset(
+    prefect_api_url: str,
+    smollm2_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _tiny_model(tmp_path / "tiny-a", smollm2_folder, seed=1)
+    _tiny_model(tmp_path / "tiny-b", smollm2_folder, seed=2)
+    config = load_config(None, _overrides())
+    run = build(config)
+    assert run["status"] == "completed"
+    rows = _rows(config.run_dir())
+    assert rows, "the tiny build wrote no pairs at all"
+    if os.environ.get("PREFSYNTH_RECORD_GOLDEN"):
+        GOLDEN.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert [(r["file"], r["pair_id"]) for r in rows] == [(r["file"], r["pair_id"]) for r in golden]
+    for got, want in zip(rows, golden, strict=True):
+        for field in ("chosen", "rejected", "status", "reason", "verdicts"):
+            assert got.get(field) == want.get(field), (got["pair_id"], field)
+        assert set(got["margins"]) == set(want["margins"]), got["pair_id"]
+        for name, value in want["margins"].items():
+            assert got["margins"][name] == pytest.approx(value, rel=MARGIN_TOL, abs=MARGIN_TOL), (
+                got["pair_id"],
+                name,
+            )

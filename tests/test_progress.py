@@ -1,0 +1,26 @@
+"""Build progress without a terminal: one line per stage, so a CI log shows how far it got."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.stages import ShardResult
+from prefsynth.progress import BuildProgress
+
+
+def test_one_line_per_stage_without_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    with BuildProgress() as progress:
+        assert progress.lines  # pytest's captured stderr is not a terminal
+        progress.stage_started("responses", 2)
+        for index, reused in ((0, False), (1, True)):
+            result = ShardResult(
+                stage="responses", index=index, key=f"k{index}", rows=15, reused=reused
+            )
+            progress.shard_done(result)
+        progress.stage_done("responses")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("responses: 2 shards, 30 rows, 1 reused, ")
+    assert lines[0].endswith(" s")
+    assert "━" not in err  # no progress bar was drawn
