@@ -7,7 +7,7 @@ packaged GGUF; both systems load that same folder): 32 short chat prompts x 4 sa
 128 new tokens, temperature 0.8, top-p 0.95, no top-k, no repetition penalty, seed 0.
 
 * ``prefsynth``: ``get_engine(EngineSpec(backend="transformers", dtype=..., device="cpu"))`` with
-  its defaults otherwise (``batch_size`` 16: 4 prompts x 4 samples per ``generate`` call), then
+  its defaults otherwise (``batch_size`` 64: 16 prompts x 4 samples per ``generate`` call), then
   ``engine.generate(chats, SamplingParams(...), n=4)``.
 * ``distilabel``: ``distilabel.models.TransformersLLM(model=folder, torch_dtype=...,
   device="cpu")``, ``llm.load()``, then ``llm.generate(inputs, num_generations=4, ...)`` (a

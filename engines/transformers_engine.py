@@ -60,6 +60,9 @@ class TransformersEngine(Engine):
         ).to(self.device)
         self.model.eval()
         self.batch_size = spec.batch_size
+        # tokens run through the model (padding excluded): with ~2 x parameters FLOPs per token
+        # this gives a pass's achieved FLOP/s (bench/eval_speed.py)
+        self.forward_tokens = 0
         self.pad_id = self.chat.pad_id
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -89,6 +92,7 @@ class TransformersEngine(Engine):
         import torch
 
         width = max(len(s) for s in seqs)
+        self.forward_tokens += sum(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for row, s in enumerate(seqs):
@@ -152,6 +156,7 @@ class TransformersEngine(Engine):
                 **sampling,
             )
         new = seqs[:, ids.shape[1] :].tolist()
+        self.forward_tokens += sum(len(row) for row in new)
         return [
             [self._completion(new[j * n + k], params.stop) for k in range(n)]
             for j in range(len(prompts))
@@ -231,6 +236,7 @@ class TransformersEngine(Engine):
                     if len(tokens) == 1:
                         continue
                     steps = len(tokens) - 1
+                    self.forward_tokens += rows * steps
                     feed = torch.tensor([tokens[:-1]] * rows, device=self.device)
                     logits = self.model(
                         input_ids=feed,
@@ -382,6 +388,7 @@ class TransformersEngine(Engine):
 
         ctx = self.chat.encode_context(context)
         conts = [self.chat.encode_continuation(c) for c in continuations]
+        self.forward_tokens += len(ctx) + sum(max(0, len(c) - 1) for c in conts)
         self._check_length(len(ctx) + max((len(c) for c in conts), default=0), "context + text")
         if not ctx:
             raise ValueError("scoring needs a non-empty context (at least a BOS token)")

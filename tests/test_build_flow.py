@@ -21,11 +21,32 @@ def _config(tiny: dict[str, Path], out: Path, *extra: str) -> BuildConfig:
     return load_config(None, [*tiny_overrides(tiny), f"output_dir={out}", *extra])
 
 
+LOADS: list[str] = []  # model of every engine the first run loaded
+
+
 @pytest.fixture(scope="module")
 def first_run(prefect_api_url: str, tiny_models: dict[str, Path], tmp_path_factory):  # type: ignore[no-untyped-def]
+    import engines
+
     out = tmp_path_factory.mktemp("build")
     cfg = _config(tiny_models, out)
-    return cfg, build(cfg)
+    load = engines._load
+
+    def counting_load(spec):  # type: ignore[no-untyped-def]
+        LOADS.append(spec.model)
+        return load(spec)
+
+    engines._load = counting_load
+    try:
+        return cfg, build(cfg)
+    finally:
+        engines._load = load
+
+
+def test_each_model_loads_once_and_every_stage_shares_it(first_run, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """Generation, CDR's strong side, FLR and the judge all run tiny-a with dtype auto: one
+    engine serves them all (before dtype auto, sampling in bf16 loaded a second copy)."""
+    assert sorted(LOADS) == sorted([str(tiny_models["a"]), str(tiny_models["b"])])
 
 
 def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-untyped-def]
