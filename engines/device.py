@@ -170,14 +170,28 @@ def _resolve_value(value: Any) -> Any:
     return value
 
 
-def configure_threads(concurrent_tasks: int = 1) -> int:
+CONCURRENT_TASKS_ENV = "PREFSYNTH_CONCURRENT_TASKS"
+
+
+def set_concurrent_tasks(n: int) -> None:
+    """Declare how many model tasks of one build may run at once on this machine (thread
+    runner workers, or local Dask/Ray worker processes). An environment variable, so local
+    cluster workers started afterwards inherit it."""
+    os.environ[CONCURRENT_TASKS_ENV] = str(max(1, n))
+
+
+def configure_threads(concurrent_tasks: int | None = None) -> int:
     """Set torch's intra-op threads for this process: ``OMP_NUM_THREADS`` when set, otherwise
-    cores // concurrent tasks (at least 1). Returns the number set."""
+    cores // concurrent tasks (at least 1; by default the number the build declared with
+    :func:`set_concurrent_tasks`). Returns the number set."""
     import torch
 
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     threads = int(env) if env.isdigit() and int(env) > 0 else 0
     if not threads:
+        if concurrent_tasks is None:
+            declared = os.environ.get(CONCURRENT_TASKS_ENV, "1").strip()
+            concurrent_tasks = int(declared) if declared.isdigit() else 1
         threads = max(1, cpu_count() // max(1, concurrent_tasks))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

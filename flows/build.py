@@ -32,9 +32,9 @@ from prefect.futures import as_completed
 from curation.card import render_card
 from curation.dataset import write_dataset
 from engines import close_engines
-from engines.device import resolve_dtypes
+from engines.device import resolve_dtypes, set_concurrent_tasks
 from flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan, plan_downstream
-from flows.runners import make_task_runner, stage_resources
+from flows.runners import concurrent_model_tasks, make_task_runner, stage_resources
 from flows.stages import STAGE_TASKS, ShardResult, skills_task
 from prefsynth import __version__
 from prefsynth.config import BuildConfig
@@ -301,6 +301,7 @@ def build(config: BuildConfig) -> dict[str, Any]:
             f"another build is running in {run_dir} (lock {run_dir / '.build.lock'})"
         ) from None
     try:
+        set_concurrent_tasks(concurrent_model_tasks(config.task_runner))
         runner = make_task_runner(config.task_runner)
         return build_flow.with_options(task_runner=runner)(config)
     finally:

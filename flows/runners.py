@@ -27,6 +27,15 @@ from prefsynth.errors import PrefsynthError
 MODEL_STAGES = {"instructions", "responses", "annotations", "judge"}
 
 
+def concurrent_model_tasks(config: TaskRunnerConfig) -> int:
+    """How many shard tasks may compute on this machine at once: the thread pool's workers, or
+    a local Dask/Ray cluster's worker processes. A remote cluster's workers are on other
+    machines, so here it is 1. Each task's torch threads are the cores divided by this."""
+    if config.kind == "thread":
+        return config.max_workers
+    return 1 if config.address else config.n_workers
+
+
 def make_task_runner(config: TaskRunnerConfig) -> Any:
     if config.kind == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner

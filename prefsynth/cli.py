@@ -57,6 +57,9 @@ def _load(config: Path | None, overrides: list[str] | None, **direct: Any) -> An
     return load_config(config, sets)
 
 
+_NOISY_LIBRARIES = ("transformers", "torch", "huggingface_hub", "datasets", "sentence_transformers")
+
+
 def _quiet_env(verbose: bool, offline: bool = True) -> None:
     """Quiet, offline-friendly defaults for Prefect and Hugging Face; explicit settings win.
     Models always load from local files; ``offline=False`` leaves the Hub reachable for
@@ -73,6 +76,14 @@ def _quiet_env(verbose: bool, offline: bool = True) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # API deprecations inside the libraries are news for their callers' developers, not
+        # for a user (transformers' repeated one on every forward call): hidden unless
+        # --verbose. Every other warning, and any of prefsynth's own, still prints.
+        import warnings
+
+        for library in _NOISY_LIBRARIES:
+            for category in (FutureWarning, DeprecationWarning):
+                warnings.filterwarnings("ignore", category=category, module=rf"{library}(\.|$)")
 
 
 @app.command()

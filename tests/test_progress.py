@@ -24,3 +24,28 @@ def test_one_line_per_stage_without_a_terminal(capsys: pytest.CaptureFixture[str
     assert lines[0].startswith("responses: 2 shards, 30 rows, 1 reused, ")
     assert lines[0].endswith(" s")
     assert "━" not in err  # no progress bar was drawn
+
+
+def test_library_deprecations_are_hidden_and_real_warnings_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import warnings
+
+    from prefsynth import cli
+
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
+        monkeypatch.delenv(var, raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cli._quiet_env(verbose=False)
+        for module, category in (
+            ("transformers.utils.deprecation", FutureWarning),
+            ("torch.nn.modules.module", DeprecationWarning),
+            ("transformers.generation.utils", UserWarning),
+            ("flows.build", FutureWarning),
+        ):
+            warnings.warn_explicit("message", category, "file.py", 1, module=module)
+    assert [(w.category, w.filename) for w in seen] == [
+        (UserWarning, "file.py"),
+        (FutureWarning, "file.py"),
+    ]
