@@ -38,8 +38,9 @@ _SAMPLING_LOCK = threading.Lock()
 # vocabulary that is 61 positions; with SmolLM2's 49k, 325.
 _HEAD_CELLS = 16_000_000
 # Padded tokens per scoring forward pass (rows x longest row): bounds activations and the KV
-# cache of a choice batch (~46 KB per token for SmolLM2 in float32) whatever batch_size is.
-_SCORE_TOKENS = 16_384
+# cache of a choice batch (~46 KB per token for SmolLM2 in float32: 380 MB) whatever
+# batch_size is; 8k rows already keep the matmuls at full speed.
+_SCORE_TOKENS = 8_192
 
 
 class TransformersEngine(Engine):
@@ -229,6 +230,12 @@ class TransformersEngine(Engine):
                     logits_to_keep=1,
                 )
                 first = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)
+                cache = self._cache_of(prefix)
+                # a plain dynamic cache is rolled back after each choice; others are copied
+                layers = getattr(cache, "layers", None)
+                croppable = bool(layers) and all(
+                    type(layer).__name__ == "DynamicLayer" for layer in layers
+                )
                 for k, tokens in enumerate(choices):
                     if not tokens:
                         continue
@@ -247,13 +254,15 @@ class TransformersEngine(Engine):
                         position_ids=positions[:, -1:]
                         + torch.arange(1, steps + 1, device=self.device),
                         use_cache=True,
-                        **self._with_cache(copy.deepcopy(self._cache_of(prefix))),
+                        **self._with_cache(cache if croppable else copy.deepcopy(cache)),
                     ).logits
+                    if croppable:
+                        cache.crop(-steps)
                     targets = torch.tensor([tokens[1:]] * rows, device=self.device)
                     rest = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])
                     sums[:, k] += rest.squeeze(-1).double().sum(-1).cpu()
                     del logits
-                del prefix
+                del prefix, cache
             for row, i in enumerate(batch):
                 out[i] = [(float(sums[row, k]), len(choices[k])) for k in range(len(choices))]
         return out

@@ -43,7 +43,7 @@ from prefsynth.store import ArtifactStore
 
 VERSION = "1"
 CHUNK_PAIRS = 25  # pairs per cached unit of work
-GROUP_CHUNKS = 4  # chunks an annotator scores in one call: an interruption loses at most these
+GROUP_CHUNKS = 2  # chunks an annotator scores in one call: an interruption loses at most these
 
 
 def annotator_names(config: AnnotatorsConfig) -> list[str]:

@@ -109,7 +109,7 @@ def test_changing_only_the_filter_calls_no_model(
     base = [*tiny_overrides(tiny_models), f"output_dir={tmp_path / 'out'}"]
     out = tmp_path / "eval"
     first = eval_flow(load_config(None, base), str(pairs_file), None, 3, out, chunk_pairs=2)
-    assert first["chunks"] == {"scored": 12, "reused": 0}  # 3 annotators x 4 chunks, 2 groups
+    assert first["chunks"] == {"scored": 12, "reused": 0}  # 3 annotators x 4 chunks
 
     calls = sum(PROCESS_USAGE.calls.values())
     strict = load_config(None, [*base, "filter.min_abs_mu=0.5", "filter.negative=drop"])
