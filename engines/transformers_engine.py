@@ -38,9 +38,11 @@ _SAMPLING_LOCK = threading.Lock()
 # vocabulary that is 61 positions; with SmolLM2's 49k, 325.
 _HEAD_CELLS = 16_000_000
 # Padded tokens per scoring forward pass (rows x longest row): bounds activations and the KV
-# cache of a choice batch (~46 KB per token for SmolLM2 in float32: 380 MB) whatever
-# batch_size is; 8k rows already keep the matmuls at full speed.
-_SCORE_TOKENS = 8_192
+# cache of a choice batch (~46 KB per token for SmolLM2 in float32: 95 MB) whatever batch_size
+# is. Measured on a 2-core AVX2 CPU (bench/peers.py scoring): 2k tokens scored 48 pairs in
+# 67 s (1 thread) and 37 s (2 threads), 8k tokens in 78 s and 48 s: larger passes spill the
+# activations of the memory-bound layers (norms, activations, attention) out of cache.
+_SCORE_TOKENS = 2_048
 
 
 class TransformersEngine(Engine):

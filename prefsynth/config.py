@@ -41,7 +41,7 @@ class EngineSpec(StrictModel):
         64,
         ge=1,
         description="sequences per forward pass (transformers); scoring passes are also capped "
-        "at 8k padded tokens. Decoding on CPU is bound by skinny matmuls: 64 sequences "
+        "at 2k padded tokens. Decoding on CPU is bound by skinny matmuls: 64 sequences "
         "sample 1.6x faster than 16",
     )
     chat_template: str | None = Field(
