@@ -104,6 +104,8 @@ SEED = 0
 SCORE_BATCH = 16
 MATMUL_N = 2048
 
+# The first 16 are bench/engine_speed.py's; they are copied, not imported, because the
+# distilabel worker runs this file in distilabel's own venv, where prefsynth does not import.
 QUESTIONS = [
     "What is the capital of France?",
     "Give me three tips for staying healthy.",
