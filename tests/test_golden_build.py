@@ -1,8 +1,8 @@
-"""A tiny seeded build compared with one recorded before the speed work (issue: fast on a fresh
-machine). With every dtype set explicitly, the speed changes (batched choice scoring, chunked
-log-probabilities, thread settings) must not change which pairs a build writes: the same pair
-ids, the same texts, the same statuses and reasons. Margins are compared with a tolerance,
-because batching changes float32 rounding (``docs/speed.md`` says by how much).
+"""A tiny seeded build compared with one recorded before the redesign of the code layout (one
+declaration per stage, the models table, the run record). A change of layout must not change
+what a build writes: the same shard keys per stage (so an existing shard store stays valid),
+the same pair ids, texts, statuses and reasons, the same judge verdicts, and the same margins
+to 1e-6.
 
 The tiny models are built from a fixed seed and referred to by relative folder names, so the
 model ids that enter the shard keys (and therefore the pair ids) are the same on every machine.
@@ -26,10 +26,9 @@ from prefsynth.config import load_config
 from tests.conftest import _tiny_model
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_tiny_build.json"
-# Margins are standardised per annotator (divided by their RMS over the build). A random tiny
-# model's raw margins are ~1e-3 nat, so the ~1e-6 nat that float32 rounding moves a log-prob
-# (batched scoring, logsumexp instead of log_softmax) shows up as up to ~2e-4 here.
-MARGIN_TOL = 1e-3
+# The same code on the same CPU computes bit-identical float32 sums; 1e-6 leaves room only for
+# a different BLAS summation order on another machine.
+MARGIN_TOL = 1e-6
 
 
 def _overrides() -> list[str]:
@@ -68,6 +67,16 @@ def _overrides() -> list[str]:
         "seed=7",
         "output_dir=out",
     ]
+
+
+def _keys(run_dir: Path) -> dict[str, list[str]]:
+    """Every shard key of the build, per stage and in plan order, read from the store."""
+    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    keys = {stage: summary["keys"] for stage, summary in run["stages"].items() if "keys" in summary}
+    keys["files"] = sorted(
+        f"{p.parent.name}/{p.name}" for p in (run_dir / "shards").glob("*/*") if p.is_file()
+    )
+    return keys
 
 
 def _rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -117,9 +126,13 @@ def test_tiny_build_matches_the_recorded_dataset(
     assert run["status"] == "completed"
     rows = _rows(config.run_dir())
     assert rows, "the tiny build wrote no pairs at all"
+    keys = _keys(config.run_dir())
     if os.environ.get("PREFSYNTH_RECORD_GOLDEN"):
-        GOLDEN.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+        recorded = {"shard_keys": keys, "rows": rows}
+        GOLDEN.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    recorded = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert keys == recorded["shard_keys"]
+    golden = recorded["rows"]
     assert [(r["file"], r["pair_id"]) for r in rows] == [(r["file"], r["pair_id"]) for r in golden]
     for got, want in zip(rows, golden, strict=True):
         for field in ("chosen", "rejected", "status", "reason", "verdicts"):
