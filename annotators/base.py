@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engines import Engine, ScoreRequest, ScoreResult
+from prefsynth.engines import Engine, ScoreRequest, ScoreResult
+
 from prefsynth.records import Annotation, Instruction, Message, Response
 
 

@@ -24,10 +24,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+from prefsynth.annotators.base import (
+    Item,
+    Verdict,
+    items_from,
+    score_isolating_errors,
+    to_annotations,
+)
+from prefsynth.engines import Engine, ScoreRequest
 from pydantic import BaseModel
 
-from annotators.base import Item, Verdict, items_from, score_isolating_errors, to_annotations
-from engines import Engine, ScoreRequest
 from prefsynth.config import CDRConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, sha256_text

@@ -23,10 +23,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from prefsynth.annotators.base import Item, Verdict, items_from, to_annotations
+from prefsynth.engines import Engine
 from pydantic import BaseModel
 
-from annotators.base import Item, Verdict, items_from, to_annotations
-from engines import Engine
 from prefsynth.config import FLRConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, sha256_text

@@ -24,7 +24,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engines import Engine
+from prefsynth.engines import Engine
+
 from prefsynth.config import JudgeConfig
 from prefsynth.records import Annotation, Message, Pair
 from prefsynth.templates import read_template
@@ -100,7 +101,7 @@ def judge_pairs(
 ) -> list[dict[str, Any]]:
     """Judge (query, y1, y2) items in both orders, in one engine call. Per item: raw texts,
     raw and length-ruled strengths, and the combination. A multi-turn conversation is passed
-    as its transcript (:func:`annotators.base.transcript`)."""
+    as its transcript (:func:`prefsynth.annotators.base.transcript`)."""
     prompts = []
     for query, y1, y2 in items:
         prompts += [_prompt(engine, config, query, y1, y2), _prompt(engine, config, query, y2, y1)]

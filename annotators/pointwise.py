@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import annotators.cdr as cdr
-import annotators.flr as flr
-import annotators.reward_models as rm
-from annotators.base import Item, Verdict
-from engines import get_engine
+import prefsynth.annotators.cdr as cdr
+import prefsynth.annotators.flr as flr
+import prefsynth.annotators.reward_models as rm
+from prefsynth.annotators.base import Item, Verdict
+from prefsynth.engines import get_engine
+
 from prefsynth.config import AnnotatorsConfig
 
 

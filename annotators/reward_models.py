@@ -16,9 +16,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from annotators.base import Item, Verdict, items_from, to_annotations
-from engines.base import length_sorted_batches
-from engines.tokenizer import FALLBACK_CHAT_TEMPLATE
+from prefsynth.annotators.base import Item, Verdict, items_from, to_annotations
+from prefsynth.engines.base import length_sorted_batches
+from prefsynth.engines.tokenizer import FALLBACK_CHAT_TEMPLATE
+
 from prefsynth.config import RewardModelSpec
 from prefsynth.records import Annotation, Instruction, Message, Response
 
@@ -32,10 +33,9 @@ class TransformersRewardModel:
 
     def __init__(self, spec: RewardModelSpec) -> None:
         import torch
+        from prefsynth.engines.device import resolve_device, resolve_dtype
+        from prefsynth.engines.registry import hf_folder, resolve_model
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from engines.device import resolve_device, resolve_dtype
-        from engines.registry import hf_folder, resolve_model
 
         resolved = resolve_model(spec.model)
         folder = hf_folder(resolved)
@@ -113,8 +113,8 @@ class VLLMRewardModel:
     """vLLM's pooling runner in the sidecar: ``LLM(runner="pooling").reward(prompts)``."""
 
     def __init__(self, spec: RewardModelSpec) -> None:
-        from engines.registry import hf_folder, resolve_model
-        from engines.vllm_engine import VLLMWorker
+        from prefsynth.engines.registry import hf_folder, resolve_model
+        from prefsynth.engines.vllm_engine import VLLMWorker
 
         resolved = resolve_model(spec.model)
         folder = hf_folder(resolved)

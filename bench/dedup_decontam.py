@@ -408,10 +408,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     mem = PeakRSS()
     import numpy as np
+    from prefsynth.curation import decontam
+    from prefsynth.curation.dedup import find_duplicates
+    from prefsynth.curation.embeddings import embed
 
-    from curation import decontam
-    from curation.dedup import find_duplicates
-    from curation.embeddings import embed
     from prefsynth.config import BENCHMARKS, DecontamConfig, DedupConfig
 
     bench_items = [
@@ -553,7 +553,7 @@ def print_dedup(q: dict[str, Any], title: str) -> None:
 def decontam_quality(
     cont: list[Any], labels: list[str], bench: list[Any], index: Any
 ) -> dict[str, Any]:
-    from curation.dedup import normalize
+    from prefsynth.curation.dedup import normalize
 
     flagged = {c.index: c for c in cont}
     planted = [i for i, lab in enumerate(labels) if lab == "benchmark"]

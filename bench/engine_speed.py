@@ -26,9 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotators import flr
-from engines import Engine, ScoreRequest, get_engine
-from engines.registry import hf_folder, resolve_model
+from prefsynth.annotators import flr
+from prefsynth.engines import Engine, ScoreRequest, get_engine
+from prefsynth.engines.registry import hf_folder, resolve_model
+
 from prefsynth.config import EngineSpec, FLRConfig
 from prefsynth.records import Message, SamplingParams
 
@@ -199,7 +200,7 @@ def main() -> None:
             flr_rows.append({"backend": "vllm (sidecar)", **bench_flr(engine, args.repeats)})
             engine.close()
         elif backend == "openai":
-            from engines.vllm_engine import sidecar_python
+            from prefsynth.engines.vllm_engine import sidecar_python
 
             folder = hf_folder(resolve_model(args.model))
             proc, url = start_server(sidecar_python(), folder)

@@ -58,10 +58,10 @@ def main() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    import prefsynth.engines as engines
     import torch
+    from prefsynth.flows.evaluate import eval_flow
 
-    import engines
-    from flows.evaluate import eval_flow
     from prefsynth.config import BuildConfig
 
     out = Path(tempfile.mkdtemp(prefix="prefsynth-eval-speed-"))

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from curation.report import Block, Table, to_markdown
+from prefsynth.curation.report import Block, Table, to_markdown
 
 ANNOTATOR_COLUMNS = ("cdr", "flr", "judge", "vote")
 SUBSET_COLUMNS = ("kept", "upper_half_abs_mu")

@@ -197,7 +197,8 @@ def worker_prefsynth(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     import transformers
 
     _set_threads(args.threads)
-    from engines import get_engine
+    from prefsynth.engines import get_engine
+
     from prefsynth.config import EngineSpec
     from prefsynth.records import Message, SamplingParams
 
@@ -436,9 +437,9 @@ def _hand_scores(
 def worker_score(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import torch
+    from prefsynth.engines import ScoreRequest, get_engine
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engines import ScoreRequest, get_engine
     from prefsynth.config import EngineSpec
     from prefsynth.records import Message
 
@@ -683,7 +684,7 @@ def _machine() -> dict[str, Any]:
 
 def driver(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
-    from engines.registry import hf_folder, resolve_model
+    from prefsynth.engines.registry import hf_folder, resolve_model
 
     folder = str(hf_folder(resolve_model(args.model)))
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="peers-"))

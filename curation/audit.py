@@ -82,7 +82,7 @@ def _quiet(fn: Callable[[], Any]) -> float | None:
 def _rms(values: Sequence[float | None]) -> float:
     """Root mean square of the present values; 1.0 when there are none or all are zero.
 
-    Same rule as :func:`annotators.voting.rms_scales`, so audit z-scores match the vote's.
+    Same rule as :func:`prefsynth.annotators.voting.rms_scales`, so audit z-scores match the vote's.
     """
     present = [f for v in values if (f := _finite(v)) is not None]
     if not present:

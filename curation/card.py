@@ -8,8 +8,8 @@ generator's outputs (e.g. the Gemma Terms of Use) follow the text into the datas
 
 The same run renders two layouts: the build's run folder (``data/train.parquet``, ...,
 ``dataset/``) and a Hub release (``data/<config>/<split>.parquet``, see
-:mod:`curation.publish`), passed as ``release``. The front matter's ``configs:`` always names
-the files of the layout it is written for, so the Hub viewer and ``load_dataset`` find them.
+:mod:`prefsynth.curation.publish`), passed as ``release``. The front matter's ``configs:`` always
+names the files of the layout it is written for, so the Hub viewer and ``load_dataset`` find them.
 
 A card may compare the run with the previous release (``previous`` = that release's run.json
 plus ``"pair_ids"``, its train pair ids). This run's train pair ids are not in run.json, so the

@@ -9,7 +9,7 @@ checked against every set in :data:`prefsynth.config.BENCHMARKS` (prompts shippe
   removed, and prompts pasted inside a longer instruction template. An inverted index (sorted
   n-gram hashes with the item that owns each) makes it one lookup per n-gram, never all pairs.
   Instructions shorter than n words have no n-grams and fall back to an exact match after
-  :func:`curation.dedup.normalize` (which is also checked for every instruction).
+  :func:`prefsynth.curation.dedup.normalize` (which is also checked for every instruction).
 * **embedding** — cosine to the nearest benchmark prompt. Catches paraphrases that share few
   exact n-grams. The benchmark side (~14k prompts) is encoded once per model and file content
   and cached on disk under ``<cache_dir>/benchmarks``.
@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from curation.dedup import normalize, words
-from curation.embeddings import DEFAULT_MODEL
+from prefsynth.curation.dedup import normalize, words
+from prefsynth.curation.embeddings import DEFAULT_MODEL
+
 from prefsynth.config import BENCHMARKS, DecontamConfig
 from prefsynth.records import StrictModel
 
@@ -247,9 +248,9 @@ class BenchmarkIndex:
 
     def _benchmark_embeddings(self, name: str, model: str) -> np.ndarray:
         import numpy as np
+        from prefsynth.curation.embeddings import embed, model_fingerprint
+        from prefsynth.engines.registry import cache_dir
 
-        from curation.embeddings import embed, model_fingerprint
-        from engines.registry import cache_dir
         from prefsynth.hashing import file_sha256
 
         start, stop = self.offsets[name]
@@ -369,7 +370,7 @@ def find_contamination(
     em_score, em_item = np.full(n, -np.inf), np.full(n, -1)
     if sem_on:
         if embeddings is None:
-            from curation.embeddings import embed
+            from prefsynth.curation.embeddings import embed
 
             embeddings = embed(texts, config.embedding_model)
         em_score, em_item = index.nearest(embeddings, config.embedding_model)

@@ -145,7 +145,7 @@ def find_duplicates(
 
     if (near_on or sem_on) and len(reps) > 1:
         if embeddings is None:
-            from curation.embeddings import embed
+            from prefsynth.curation.embeddings import embed
 
             rep_emb = embed([texts[i] for i in reps], config.embedding_model)
         else:
@@ -183,7 +183,7 @@ def _cos_pair(
     import numpy as np
 
     if embeddings is None:
-        from curation.embeddings import embed
+        from prefsynth.curation.embeddings import embed
 
         pair = embed([texts[i], texts[j]], model)
     else:

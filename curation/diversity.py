@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
-from curation.dedup import words
+from prefsynth.curation.dedup import words
 
 if TYPE_CHECKING:
     import numpy as np
@@ -132,7 +132,7 @@ def diversity_figures(
         raise ValueError(f"{len(embeddings)} embeddings for {n} texts")
 
     if embeddings is None and model is not None and n >= 2:
-        from curation.embeddings import embed
+        from prefsynth.curation.embeddings import embed
 
         embeddings = embed(texts, model)
     out: dict[str, Any] = {

@@ -2,8 +2,8 @@
 
 The judge's graded margin joins each candidate's pointwise margins; every annotator is
 standardised over the dataset and the pair gets mu, sigma, wco, uwo and the number of agreeing
-voters (:mod:`annotators.voting`). Rules then run in a fixed order and the first that fires
-decides (METHODS §7.6):
+voters (:mod:`prefsynth.annotators.voting`). Rules then run in a fixed order and the first that
+fires decides (METHODS §7.6):
 
 1. ``negative_mu`` — mu < 0: dropped, or (``negative: flip``, mu <= ``flip_below``) flipped:
    chosen and rejected swap, margins negate, and the pair goes on through the other rules;
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from annotators.voting import STANDARDISATION, rms_scales, vote
+from prefsynth.annotators.voting import STANDARDISATION, rms_scales, vote
+
 from prefsynth.config import FilterConfig
 from prefsynth.records import Annotation, Pair
 

@@ -20,8 +20,8 @@ VERSION = "1"
 
 def inputs_fingerprint(dedup: DedupConfig, decontam: DecontamConfig) -> str:
     """Identity of what curation reads besides the instructions: models and benchmark files."""
-    from curation.decontam import benchmark_file
-    from curation.embeddings import model_fingerprint
+    from prefsynth.curation.decontam import benchmark_file
+    from prefsynth.curation.embeddings import model_fingerprint
 
     parts: list[Any] = []
     if dedup.enabled and (dedup.semantic_threshold is not None or dedup.near_threshold is not None):
@@ -43,10 +43,10 @@ def _labels(instructions: Sequence[Instruction], field: str) -> list[str | None]
 def curate(
     instructions: list[Instruction], dedup: DedupConfig, decontam: DecontamConfig
 ) -> tuple[list[CurationDecision], dict[str, Any]]:
-    from curation.decontam import find_contamination
-    from curation.dedup import find_duplicates
-    from curation.diversity import diversity_figures
-    from curation.embeddings import embed
+    from prefsynth.curation.decontam import find_contamination
+    from prefsynth.curation.dedup import find_duplicates
+    from prefsynth.curation.diversity import diversity_figures
+    from prefsynth.curation.embeddings import embed
 
     decisions: dict[str, CurationDecision] = {}
     ok = [i for i in instructions if i.status == "ok" and i.text]

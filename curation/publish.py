@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curation.card import ReleaseLayout, render_card
-from curation.dataset import _replace_dir
+from prefsynth.curation.card import ReleaseLayout, render_card
+from prefsynth.curation.dataset import _replace_dir
+
 from prefsynth.config import PublishConfig
 from prefsynth.errors import InputDataError, PrefsynthError
 

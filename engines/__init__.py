@@ -1,4 +1,4 @@
-"""LLM backends behind one interface (see :mod:`engines.base`).
+"""LLM backends behind one interface (see :mod:`prefsynth.engines.base`).
 
 :func:`get_engine` is the only way stages obtain an engine: it loads each distinct
 :class:`~prefsynth.config.EngineSpec` once per worker process (a lock-guarded singleton), so
@@ -8,9 +8,14 @@ loaded model. Backends import their heavy libraries only when constructed.
 
 from __future__ import annotations
 
+if __name__ != "prefsynth.engines":  # the folder is importable from the repository root
+    raise ImportError(
+        f"import prefsynth.engines, not {__name__}: the package lives in the prefsynth namespace"
+    )
+
 import threading
 
-from engines.base import (
+from prefsynth.engines.base import (
     Chat,
     Completion,
     Engine,
@@ -19,6 +24,7 @@ from engines.base import (
     Usage,
     track_usage,
 )
+
 from prefsynth.config import EngineSpec
 from prefsynth.records import ModelRef
 
@@ -41,17 +47,17 @@ _LOCK = threading.Lock()
 
 def _load(spec: EngineSpec) -> Engine:
     if spec.backend == "openai":
-        from engines.openai_engine import OpenAIEngine
+        from prefsynth.engines.openai_engine import OpenAIEngine
 
         return OpenAIEngine(spec)
-    from engines.registry import resolve_model
+    from prefsynth.engines.registry import resolve_model
 
     model = resolve_model(spec.model)
     if spec.backend == "transformers":
-        from engines.transformers_engine import TransformersEngine
+        from prefsynth.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(spec, model)
-    from engines.vllm_engine import VLLMEngine
+    from prefsynth.engines.vllm_engine import VLLMEngine
 
     return VLLMEngine(spec, model)
 
@@ -82,7 +88,7 @@ def describe_engine(spec: EngineSpec) -> ModelRef:
             fingerprint=f"{spec.base_url}|{spec.model}",
             dtype=None,
         )
-    from engines.registry import resolve_model
+    from prefsynth.engines.registry import resolve_model
 
     model = resolve_model(spec.model)
     return ModelRef(

@@ -26,8 +26,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from engines.base import Chat, Completion, Engine, ScoreRequest, ScoreResult
-from engines.tokenizer import ChatTokenizer
+from prefsynth.engines.base import Chat, Completion, Engine, ScoreRequest, ScoreResult
+from prefsynth.engines.tokenizer import ChatTokenizer
+
 from prefsynth.config import EngineSpec
 from prefsynth.errors import PrefsynthError
 from prefsynth.records import Message, ModelRef, SamplingParams
@@ -81,7 +82,7 @@ class OpenAIEngine(Engine):
         self.limiter = RateLimiter(spec.requests_per_second)
         self.chat: ChatTokenizer | None = None
         if spec.tokenizer:
-            from engines.registry import hf_folder, resolve_model
+            from prefsynth.engines.registry import hf_folder, resolve_model
 
             self.chat = ChatTokenizer(hf_folder(resolve_model(spec.tokenizer)), spec.chat_template)
         super().__init__(

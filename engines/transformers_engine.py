@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from engines.base import (
+from prefsynth.engines.base import (
     Chat,
     Completion,
     Engine,
@@ -23,9 +23,10 @@ from engines.base import (
     ScoreResult,
     length_sorted_batches,
 )
-from engines.device import configure_threads, resolve_device, resolve_dtype
-from engines.registry import ResolvedModel, hf_folder
-from engines.tokenizer import ChatTokenizer
+from prefsynth.engines.device import configure_threads, resolve_device, resolve_dtype
+from prefsynth.engines.registry import ResolvedModel, hf_folder
+from prefsynth.engines.tokenizer import ChatTokenizer
+
 from prefsynth.config import EngineSpec
 from prefsynth.records import Message, ModelRef, SamplingParams
 

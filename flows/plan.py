@@ -15,20 +15,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import annotators.cdr as cdr
-import annotators.flr as flr
-import annotators.judge as judge_mod
-import annotators.reward_models as rm_mod
-import curation.filtering as filtering
-import curation.pairs as pairs_mod
-import generators.pika as pika
-import generators.responses as responses_mod
-import generators.seed_instructions as seed_instructions
-import generators.skillmix as skillmix
-from curation import instruction_curation
-from engines import describe_engine
-from engines.device import resolve_dtypes
-from generators.prompts import load_template
+import prefsynth.annotators.cdr as cdr
+import prefsynth.annotators.flr as flr
+import prefsynth.annotators.judge as judge_mod
+import prefsynth.annotators.reward_models as rm_mod
+import prefsynth.curation.filtering as filtering
+import prefsynth.curation.pairs as pairs_mod
+import prefsynth.generators.pika as pika
+import prefsynth.generators.responses as responses_mod
+import prefsynth.generators.seed_instructions as seed_instructions
+import prefsynth.generators.skillmix as skillmix
+from prefsynth.curation import instruction_curation
+from prefsynth.engines import describe_engine
+from prefsynth.engines.device import resolve_dtypes
+from prefsynth.generators.prompts import load_template
+
 from prefsynth import __version__
 from prefsynth.config import BuildConfig, EngineSpec
 from prefsynth.hashing import content_key, file_sha256

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 
 def prepare_caches() -> Iterator[str]:
     """Warm every cache a default build reads; yields one line per step for the user."""
-    from curation.decontam import get_index
-    from engines.device import cpu_dtype
-    from engines.registry import REGISTRY, hf_folder, resolve_model
+    from prefsynth.curation.decontam import get_index
+    from prefsynth.engines.device import cpu_dtype
+    from prefsynth.engines.registry import REGISTRY, hf_folder, resolve_model
+
     from prefsynth.config import DecontamConfig
 
     for name, entry in REGISTRY.items():

@@ -4,7 +4,7 @@ The flow is the same for every runner; only where shard tasks execute changes. W
 cluster run correct:
 
 * tasks receive plain data (config, shard spec, store path); each worker process loads its own
-  engines once (:func:`engines.get_engine`), so no model is ever pickled;
+  engines once (:func:`prefsynth.engines.get_engine`), so no model is ever pickled;
 * every shard is written to the shard store, which must be a path every worker can reach
   (``store_dir`` on a shared filesystem) — Prefect's own result persistence is off;
 * stages that run models ask the runner for ``gpus_per_task`` GPUs: Ray through

@@ -46,7 +46,7 @@ def _append_release(config: BuildConfig, entry: dict[str, Any]) -> None:
 
 def previous_release(config: BuildConfig) -> dict[str, Any] | None:
     """The last completed release's run.json plus its pair ids, for the card's comparison."""
-    from curation.publish import find_previous
+    from prefsynth.curation.publish import find_previous
 
     return find_previous(config.run_dir(), {"config": {"name": config.name}, "run_id": None})
 
@@ -68,9 +68,9 @@ def rebuild_flow(
 ) -> dict[str, Any]:
     """Build a new release of the configured dataset and publish it when ``publish.repo`` is
     set; returns the release's summary."""
-    from curation.card import render_card
-    from curation.publish import train_pair_ids
-    from flows.build import build
+    from prefsynth.curation.card import render_card
+    from prefsynth.curation.publish import train_pair_ids
+    from prefsynth.flows.build import build
 
     logger = get_run_logger()
     base = load_config(Path(config_path) if config_path else None, overrides or [])
@@ -88,7 +88,7 @@ def rebuild_flow(
     )
     published = None
     if publish and config.publish.repo:
-        from curation.publish import build_release, push_release
+        from prefsynth.curation.publish import build_release, push_release
 
         release = build_release(run_dir, config.publish, previous=previous)
         published = push_release(release, config.publish)

@@ -1,8 +1,8 @@
 """Prefect tasks, one per stage, each over one shard.
 
 A task receives only plain data (config, shard spec, store path), never an engine: engines are
-loaded inside the worker process by :func:`engines.get_engine`. Each task first asks the store
-whether its shard already exists and is valid, and if so returns at once: this is what makes a
+loaded inside the worker process by :func:`prefsynth.engines.get_engine`. Each task first asks the
+store whether its shard already exists and is valid, and if so returns at once: this is what makes a
 re-run after a crash skip finished work. Results are small summaries; the shard itself is the
 durable result, so Prefect's own result persistence is switched off.
 """
@@ -12,22 +12,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import prefsynth.annotators.judge as judge_mod
+import prefsynth.curation.filtering as filtering
+import prefsynth.curation.pairs as pairs_mod
+import prefsynth.generators.pika as pika
+import prefsynth.generators.responses as responses_mod
+import prefsynth.generators.seed_instructions as seed_instructions
+import prefsynth.generators.skillmix as skillmix
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefsynth.annotators import pointwise
+from prefsynth.annotators.base import items_from, to_annotations
+from prefsynth.curation import instruction_curation
+from prefsynth.engines import get_engine, track_usage
+from prefsynth.flows.plan import CODE_VERSION, ShardSpec, shard_seed
 from pydantic import BaseModel, Field
 
-import annotators.judge as judge_mod
-import curation.filtering as filtering
-import curation.pairs as pairs_mod
-import generators.pika as pika
-import generators.responses as responses_mod
-import generators.seed_instructions as seed_instructions
-import generators.skillmix as skillmix
-from annotators import pointwise
-from annotators.base import items_from, to_annotations
-from curation import instruction_curation
-from engines import get_engine, track_usage
-from flows.plan import CODE_VERSION, ShardSpec, shard_seed
 from prefsynth import failpoints
 from prefsynth.config import BuildConfig
 from prefsynth.records import Annotation, CurationDecision, Instruction, Pair, Record, Response

@@ -17,11 +17,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+from prefsynth.engines import Engine
+from prefsynth.generators.prompts import load_template
+from prefsynth.generators.seed_instructions import parse_instruction
 from pydantic import BaseModel
 
-from engines import Engine
-from generators.prompts import load_template
-from generators.seed_instructions import parse_instruction
 from prefsynth.config import PikaConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, file_sha256

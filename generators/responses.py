@@ -12,7 +12,8 @@ and the generator's provenance, so the annotators can rank it against the policy
 
 from __future__ import annotations
 
-from engines import Engine
+from prefsynth.engines import Engine
+
 from prefsynth.records import (
     GenerationProvenance,
     Instruction,

@@ -17,8 +17,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines import Engine
-from generators.prompts import load_template
+from prefsynth.engines import Engine
+from prefsynth.generators.prompts import load_template
+
 from prefsynth.config import SeedInstructConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import file_sha256

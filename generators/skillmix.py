@@ -20,12 +20,17 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
+from prefsynth.engines import Engine
+from prefsynth.generators.parsing import (
+    instruction_and_response,
+    list_items,
+    skill_names,
+    snake_case,
+)
+from prefsynth.generators.prompts import load_template
+from prefsynth.generators.seed_instructions import DEFAULT_SEEDS, load_seed_tasks
 from pydantic import BaseModel, Field
 
-from engines import Engine
-from generators.parsing import instruction_and_response, list_items, skill_names, snake_case
-from generators.prompts import load_template
-from generators.seed_instructions import DEFAULT_SEEDS, load_seed_tasks
 from prefsynth.config import SkillMixConfig, SkillsConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, file_sha256

@@ -113,8 +113,8 @@ def build(
 
     try:
         with _user_errors(), BuildProgress() as progress:
-            from flows.build import build as run_build
-            from flows.build import reporting
+            from prefsynth.flows.build import build as run_build
+            from prefsynth.flows.build import reporting
 
             with reporting(progress):
                 run = run_build(cfg)
@@ -167,7 +167,7 @@ def deploy(
         raise typer.Exit(2)
     from prefect.schedules import Cron
 
-    from flows.schedule import FLOW_NAME, rebuild_flow
+    from prefsynth.flows.schedule import FLOW_NAME, rebuild_flow
 
     parameters = {
         "config_path": str(config.resolve()) if config else None,
@@ -210,8 +210,8 @@ def audit(
     report.html, PNG plots and figures.json (a build does this at its end).
     """
     _quiet_env(verbose)
-    from curation.audit import audit_run
-    from curation.report import write_report
+    from prefsynth.curation.audit import audit_run
+    from prefsynth.curation.report import write_report
 
     with _user_errors():
         figures = audit_run(run_dir)
@@ -248,13 +248,13 @@ def eval_annotators(
     annotators, accuracy by strength decile, and the accuracy of the pairs the filter keeps
     against all pairs. Finished work is cached in OUT/scores/: re-running resumes.
     """
-    from curation.human_pairs import load_pairs
+    from prefsynth.curation.human_pairs import load_pairs
 
     with _user_errors():
         cfg = _load(config, set_)
         load_pairs(pairs)  # a bad set or file fails here, before Prefect starts
     _quiet_env(verbose)
-    from flows.evaluate import default_out_dir, eval_flow
+    from prefsynth.flows.evaluate import default_out_dir, eval_flow
 
     target = out or default_out_dir(cfg, pairs, n, seed)
     with _user_errors():
@@ -292,7 +292,7 @@ def publish(
     publish block.
     """
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    from curation.publish import publish_run
+    from prefsynth.curation.publish import publish_run
 
     with _user_errors():
         record = publish_run(
@@ -323,7 +323,7 @@ def models() -> None:
     """List the packaged models that run offline, and whether each is installed."""
     import importlib.util
 
-    from engines.registry import REGISTRY
+    from prefsynth.engines.registry import REGISTRY
 
     for m in REGISTRY.values():
         installed = importlib.util.find_spec(m.package) is not None
@@ -338,7 +338,7 @@ def prepare() -> None:
     benchmark prompts for decontamination. Each cache is keyed by its inputs' hashes, so running
     it again recomputes only what changed."""
     _quiet_env(False)
-    from flows.prepare import prepare_caches
+    from prefsynth.flows.prepare import prepare_caches
 
     with _user_errors():
         for line in prepare_caches():

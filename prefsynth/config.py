@@ -581,6 +581,16 @@ class BuildConfig(StrictModel):
             )
         )
 
+    def engine_spec(self, ref: EngineSpec) -> EngineSpec:
+        """The engine a stage's model reference names. Stages always go through here, so the
+        shape of a reference (an inline spec today) is known in one place."""
+        return ref
+
+    def key_view(self, section: StrictModel) -> dict[str, Any]:
+        """A config section as it enters shard keys: its JSON dump. Keys must not change when
+        only the config's layout changes, or every existing shard store would be recomputed."""
+        return section.model_dump(mode="json")
+
     def resolved_run_id(self) -> str:
         return self.run_id or f"{self.name}-{self.content_hash()[:8]}"
 

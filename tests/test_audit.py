@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from curation.audit import (
+from prefsynth.curation.audit import (
     accuracy,
     accuracy_by_decile,
     agreement,
@@ -23,6 +22,7 @@ from curation.audit import (
     sign,
     wilson_interval,
 )
+
 from prefsynth.records import Annotation, Pair
 from prefsynth.store import ShardStore
 
@@ -544,7 +544,8 @@ def test_audit_run_without_vote_shard(tmp_path: Path) -> None:
 def test_audit_run_on_a_real_tiny_build(
     prefect_api_url: str, tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
-    from flows.build import build
+    from prefsynth.flows.build import build
+
     from prefsynth.config import load_config
     from tests.conftest import tiny_overrides
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_from_disk
+from prefsynth.flows.build import build
+from prefsynth.flows.plan import full_plan
 
-from flows.build import build
-from flows.plan import full_plan
 from prefsynth.config import BuildConfig, load_config
 from prefsynth.records import Instruction, Response
 from prefsynth.store import ShardStore
@@ -26,7 +26,7 @@ LOADS: list[str] = []  # model of every engine the first run loaded
 
 @pytest.fixture(scope="module")
 def first_run(prefect_api_url: str, tiny_models: dict[str, Path], tmp_path_factory):  # type: ignore[no-untyped-def]
-    import engines
+    import prefsynth.engines as engines
 
     out = tmp_path_factory.mktemp("build")
     cfg = _config(tiny_models, out)
@@ -102,7 +102,7 @@ def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-unt
 
 
 def test_build_ends_with_the_audit_in_its_card(first_run) -> None:  # type: ignore[no-untyped-def]
-    from curation.audit import audit_run
+    from prefsynth.curation.audit import audit_run
 
     cfg, run = first_run
     run_dir = cfg.run_dir()

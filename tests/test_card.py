@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from curation.card import RUN_DATA_FILES, ReleaseLayout, render_card
+from prefsynth.curation.card import RUN_DATA_FILES, ReleaseLayout, render_card
 
 SHA = "ab" * 32
 
@@ -197,7 +196,8 @@ def test_previous_release_comparison() -> None:
 
 def test_old_single_argument_call_and_default_layout(tmp_path: Path) -> None:
     """``render_card(run)`` (the build's call) names the files write_dataset writes."""
-    from curation.dataset import write_dataset
+    from prefsynth.curation.dataset import write_dataset
+
     from tests.test_publish import make_pairs
 
     write_dataset(tmp_path, make_pairs(3, 1, dropped=1), ["cdr"])

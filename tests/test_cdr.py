@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prefsynth.annotators import cdr
+from prefsynth.engines import ScoreRequest, get_engine
 
-from annotators import cdr
-from engines import ScoreRequest, get_engine
 from prefsynth.config import CDRConfig, EngineSpec
 from prefsynth.records import (
     GenerationProvenance,

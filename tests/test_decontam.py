@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prefsynth.curation import decontam
+from prefsynth.curation.decontam import BenchmarkIndex, find_contamination, load_benchmark
 
-from curation import decontam
-from curation.decontam import BenchmarkIndex, find_contamination, load_benchmark
 from prefsynth.config import BENCHMARKS, DecontamConfig
 
 CASES = json.loads((Path(__file__).parent / "fixtures" / "curation_cases.json").read_text())
@@ -43,7 +43,7 @@ SHIPPED = {
 
 @pytest.fixture(scope="module")
 def embedder() -> Any:
-    from curation.embeddings import embed
+    from prefsynth.curation.embeddings import embed
 
     return embed
 
@@ -212,7 +212,7 @@ def test_benchmark_embeddings_cached_on_disk(
     def no_encoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr("curation.embeddings.embed", no_encoding)
+    monkeypatch.setattr("prefsynth.curation.embeddings.embed", no_encoding)
     again = BenchmarkIndex(["mt_bench", "ifeval"], 8, data_dir=small_data).embeddings()
     assert np.array_equal(first, again)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prefsynth.curation.dedup import Duplicate, earlier_neighbours, find_duplicates, normalize
 
-from curation.dedup import Duplicate, earlier_neighbours, find_duplicates, normalize
 from prefsynth.config import DedupConfig
 
 CASES = json.loads((Path(__file__).parent / "fixtures" / "curation_cases.json").read_text())
@@ -24,7 +24,7 @@ SEMANTIC_ONLY = {"exact": False, "near_threshold": None}
 @pytest.fixture(scope="module")
 def embedder() -> Any:
     """``embed`` with every fixture text encoded once for the whole module."""
-    from curation.embeddings import embed
+    from prefsynth.curation.embeddings import embed
 
     texts = sorted(
         {

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import torch
+from prefsynth.engines import device
+from prefsynth.flows.runners import concurrent_model_tasks
 
-from engines import device
-from flows.runners import concurrent_model_tasks
 from prefsynth.config import BuildConfig, EngineSpec, TaskRunnerConfig, load_config
 
 

@@ -9,8 +9,7 @@ from itertools import combinations
 
 import numpy as np
 import pytest
-
-from curation.diversity import (
+from prefsynth.curation.diversity import (
     distinct_n,
     diversity_figures,
     label_balance,
@@ -106,7 +105,7 @@ def test_diversity_figures_rejects_misaligned_inputs() -> None:
 
 
 def test_diversity_figures_embeds_with_a_model() -> None:
-    from curation.embeddings import embed
+    from prefsynth.curation.embeddings import embed
 
     texts = ["Write a poem about the sea.", "Explain TCP slow start.", "Bake rye bread."]
     by_model = diversity_figures(texts, model="all-minilm-l6-v2")

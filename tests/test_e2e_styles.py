@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prefsynth.flows.build import build
+from prefsynth.flows.plan import full_plan
+from prefsynth.generators.pika import PikaSource
+from prefsynth.generators.skillmix import SkillMixSource, SkillSet
 
-from flows.build import build
-from flows.plan import full_plan
-from generators.pika import PikaSource
-from generators.skillmix import SkillMixSource, SkillSet
 from prefsynth.config import load_config
 from prefsynth.records import Instruction, Response
 from prefsynth.store import ArtifactStore, ShardStore

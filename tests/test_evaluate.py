@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
+from prefsynth.flows.evaluate import eval_flow
 
-from flows.evaluate import eval_flow
 from prefsynth.config import load_config
 from tests.conftest import tiny_overrides
 
@@ -104,7 +104,7 @@ def test_changing_only_the_filter_calls_no_model(
     """The score cache is keyed by what the margins depend on: a new filter re-reads every
     chunk and makes zero engine calls (counted by the engines' own usage counter), while a
     changed annotator setting does call its model again."""
-    from engines.base import PROCESS_USAGE
+    from prefsynth.engines.base import PROCESS_USAGE
 
     base = [*tiny_overrides(tiny_models), f"output_dir={tmp_path / 'out'}"]
     out = tmp_path / "eval"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import torch
+from prefsynth.annotators import flr
+from prefsynth.engines import get_engine
+from prefsynth.engines.transformers_engine import TransformersEngine
 
-from annotators import flr
-from engines import get_engine
-from engines.transformers_engine import TransformersEngine
 from prefsynth.config import EngineSpec, FLRConfig
 from tests.conftest import one_instruction
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from prefsynth.flows.build import build
 
-from flows.build import build
 from prefsynth.config import load_config
 from tests.conftest import _tiny_model
 

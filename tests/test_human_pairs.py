@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from prefsynth.curation.human_pairs import hh_dialogue, load_pairs, sample_pairs
 
-from curation.human_pairs import hh_dialogue, load_pairs, sample_pairs
 from prefsynth.errors import InputDataError
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prefsynth.annotators import judge
+from prefsynth.engines import get_engine
 
-from annotators import judge
-from engines import get_engine
 from prefsynth.config import EngineSpec, JudgeConfig
 from prefsynth.records import Pair
 

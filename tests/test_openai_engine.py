@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prefsynth.engines import ScoreRequest, get_engine
+from prefsynth.engines.openai_engine import APIError, OpenAIEngine
 
-from engines import ScoreRequest, get_engine
-from engines.openai_engine import APIError, OpenAIEngine
 from prefsynth.config import EngineSpec
 from prefsynth.records import Message, SamplingParams
 from tests.vllm_support import require_sidecar

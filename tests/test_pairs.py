@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from prefsynth.curation.pairs import build_pairs, consensus_scores
 
-from curation.pairs import build_pairs, consensus_scores
 from prefsynth.config import PairsConfig
 from prefsynth.records import Annotation
 from tests.conftest import one_instruction

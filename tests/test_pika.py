@@ -7,9 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from prefsynth.engines import get_engine
+from prefsynth.generators import pika
 
-from engines import get_engine
-from generators import pika
 from prefsynth.config import EngineSpec, PikaConfig
 from prefsynth.errors import InputDataError
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from prefsynth.flows.stages import ShardResult
 
-from flows.stages import ShardResult
 from prefsynth.progress import BuildProgress
 
 
@@ -42,7 +42,7 @@ def test_library_deprecations_are_hidden_and_real_warnings_kept(
             ("transformers.utils.deprecation", FutureWarning),
             ("torch.nn.modules.module", DeprecationWarning),
             ("transformers.generation.utils", UserWarning),
-            ("flows.build", FutureWarning),
+            ("prefsynth.flows.build", FutureWarning),
         ):
             warnings.warn_explicit("message", category, "file.py", 1, module=module)
     assert [(w.category, w.filename) for w in seen] == [

@@ -4,9 +4,9 @@ have different tokenizers), not only on the tiny ones."""
 from __future__ import annotations
 
 import pytest
+from prefsynth.annotators import cdr, flr
+from prefsynth.engines import get_engine
 
-from annotators import cdr, flr
-from engines import get_engine
 from prefsynth.config import CDRConfig, EngineSpec, FLRConfig
 from prefsynth.records import (
     GenerationProvenance,

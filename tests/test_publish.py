@@ -15,15 +15,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-from curation import publish
-from curation.publish import (
+from prefsynth.curation import publish
+from prefsynth.curation.publish import (
     PublishError,
     build_release,
     is_transient,
     push_release,
     split_instructions,
 )
+
 from prefsynth.config import PublishConfig
 from prefsynth.errors import InputDataError
 from prefsynth.records import Pair
@@ -91,7 +91,7 @@ def make_run_dir(
     dropped: int = 3,
     publish_block: dict[str, Any] | None = None,
 ) -> Path:
-    from curation.dataset import write_dataset
+    from prefsynth.curation.dataset import write_dataset
 
     run_dir = root / run_id
     write_dataset(run_dir, make_pairs(n, per_instruction, dropped), ["cdr"])

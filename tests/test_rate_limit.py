@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 
-from engines.openai_engine import RateLimiter
+from prefsynth.engines.openai_engine import RateLimiter
 
 
 def test_requests_are_spaced_across_threads() -> None:

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import prefsynth.curation.publish as publish
 import pytest
 import yaml
+from prefsynth.flows.schedule import rebuild_flow
 
-import curation.publish as publish
-from flows.schedule import rebuild_flow
 from tests.conftest import tiny_overrides
 from tests.test_publish import FakeApi
 

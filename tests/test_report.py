@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prefsynth.curation import report
+from prefsynth.curation.audit import accuracy, accuracy_by_decile, audit_pairs
+from prefsynth.curation.report import artifact_key, fmt, json_safe, publish_artifacts, write_report
 
-from curation import report
-from curation.audit import accuracy, accuracy_by_decile, audit_pairs
-from curation.report import artifact_key, fmt, json_safe, publish_artifacts, write_report
 from tests.test_audit import JUDGE_ROWS, hand_pairs
 
 TITLE = "Audit <tiny> & run"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from engines import get_engine
-from generators.responses import sample_shard
+from prefsynth.engines import get_engine
+from prefsynth.generators.responses import sample_shard
+
 from prefsynth.config import EngineSpec, PolicyShare, ResponsesConfig
 from prefsynth.records import (
     GenerationProvenance,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import torch
+from prefsynth.annotators import reward_models as rm
 
-from annotators import reward_models as rm
 from prefsynth.config import RewardModelSpec
 from tests.conftest import one_instruction
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prefsynth.engines import get_engine
+from prefsynth.generators import seed_instructions as si
+from prefsynth.generators.prompts import load_template
 
-from engines import get_engine
-from generators import seed_instructions as si
-from generators.prompts import load_template
 from prefsynth.config import EngineSpec, SeedInstructConfig
 from prefsynth.errors import InputDataError
 

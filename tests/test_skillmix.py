@@ -7,11 +7,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from prefsynth.engines import get_engine
+from prefsynth.generators import skillmix
+from prefsynth.generators.parsing import (
+    instruction_and_response,
+    list_items,
+    skill_names,
+    snake_case,
+)
+from prefsynth.generators.prompts import load_template
 
-from engines import get_engine
-from generators import skillmix
-from generators.parsing import instruction_and_response, list_items, skill_names, snake_case
-from generators.prompts import load_template
 from prefsynth.config import EngineSpec, SkillMixConfig, SkillsConfig
 from prefsynth.errors import InputDataError
 

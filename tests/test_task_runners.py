@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
+from prefsynth.flows.build import build
 
-from flows.build import build
 from prefsynth.config import load_config
 from tests.conftest import tiny_overrides
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from prefsynth.engines import ScoreRequest, get_engine, track_usage
+from prefsynth.engines.transformers_engine import TransformersEngine
 
-from engines import ScoreRequest, get_engine, track_usage
-from engines.transformers_engine import TransformersEngine
 from prefsynth.config import EngineSpec
 from prefsynth.records import Message, SamplingParams
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from prefsynth.engines import ScoreRequest, get_engine
+from prefsynth.engines.transformers_engine import TransformersEngine
+from prefsynth.engines.vllm_engine import VLLMEngine
 
-from engines import ScoreRequest, get_engine
-from engines.transformers_engine import TransformersEngine
-from engines.vllm_engine import VLLMEngine
 from prefsynth.config import EngineSpec
 from prefsynth.records import Message, SamplingParams
 from tests.vllm_support import require_sidecar

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from prefsynth.annotators.voting import rms_scales, vote
+from prefsynth.curation.filtering import vote_and_filter
 
-from annotators.voting import rms_scales, vote
-from curation.filtering import vote_and_filter
 from prefsynth.config import FilterConfig
 from prefsynth.records import Annotation, Pair
 

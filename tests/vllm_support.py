@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from engines.vllm_engine import VLLMUnavailableError, sidecar_python
+from prefsynth.engines.vllm_engine import VLLMUnavailableError, sidecar_python
 
 
 def require_sidecar() -> str:

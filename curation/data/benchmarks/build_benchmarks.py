@@ -4,9 +4,9 @@ Run from the repository root (writes beside this script)::
 
     .venv/bin/python curation/data/benchmarks/build_benchmarks.py [--source ../shared/data]
 
-Decontamination (:mod:`curation.decontam`) reads only these outputs, never the shared folder, so
-a build works from the installed package alone. Each output is ``<name>.jsonl.gz`` with one
-``{"id", "prompt"}`` object per line, where ``<name>`` is an entry of
+Decontamination (:mod:`prefsynth.curation.decontam`) reads only these outputs, never the shared
+folder, so a build works from the installed package alone. Each output is ``<name>.jsonl.gz`` with
+one ``{"id", "prompt"}`` object per line, where ``<name>`` is an entry of
 ``prefsynth.config.BENCHMARKS``. Ids point back into the source file, so a removal can be
 checked by hand: MT-Bench ``<question_id>-t<turn>``, HH-RLHF ``test-<line>-h<human turn>``, and
 so on (see :data:`EXTRACTORS`).
