@@ -1,7 +1,6 @@
 """Preference annotators, one module per signal, each returning Annotation rows with raw evidence.
 
-* :mod:`.base` — items (a response and its conversation), verdicts, Annotation rows;
-* :mod:`.pointwise` — runs a pointwise annotator by name, for builds and evaluations;
+* :mod:`.base` — the pointwise-annotator protocol and registry, items, verdicts, rows;
 * :mod:`.cdr` — CDR density ratio of a strong over a weak LLM (METHODS §3);
 * :mod:`.flr` — FLR follow-up likelihood (METHODS §4);
 * :mod:`.reward_models` — reward models (METHODS §6);

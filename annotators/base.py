@@ -1,4 +1,13 @@
-"""What every pointwise annotator shares: items to score, verdicts, and Annotation rows.
+"""What every pointwise annotator shares: the protocol, items, verdicts and Annotation rows.
+
+A pointwise annotator is a class registered under a *kind* in
+:data:`prefsynth.registry.ANNOTATORS` (``cdr``, ``flr``, ``reward_model``, or a plug-in). It
+declares the models it runs (:meth:`PointwiseAnnotator.models`), its identity (what its
+scores depend on, which enters the annotation shard keys), and scores *items*. Builds and
+``eval-annotators`` both get the configured annotators from :func:`configured`, so an
+annotator is configured, keyed, loaded and run the same way whether it scores synthetic
+responses or human-labelled ones. Adding one is one module (a registered class) and one config
+entry (``annotators.custom``); ``tests/test_toy_annotator.py`` shows it.
 
 An *item* is one response with the conversation it answers. Builds make items from
 Instruction and Response records (a single user turn); ``eval-annotators`` makes them from
@@ -9,13 +18,18 @@ reason and evidence the same way.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from prefsynth.engines import Engine, ScoreRequest, ScoreResult
 
-from prefsynth.records import Annotation, Instruction, Message, Response
+from prefsynth.records import Annotation, Instruction, Message, ModelRef, Response, StrictModel
+from prefsynth.registry import ANNOTATORS, import_plugin
+
+if TYPE_CHECKING:
+    from prefsynth.config import BuildConfig, CustomAnnotatorConfig, EngineSpec
 
 
 @dataclass(frozen=True)
@@ -101,3 +115,83 @@ def score_isolating_errors(
             except Exception as e:
                 out.append(f"{type(e).__name__}: {e}")
         return out
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+class PointwiseAnnotator(ABC):
+    """One configured pointwise annotator: it scores each response on its own.
+
+    An instance holds configuration only (it is cheap and picklable); :meth:`score` loads its
+    models through :func:`prefsynth.engines.get_engine`, once per worker process.
+    """
+
+    #: Settings of a plug-in annotator, checked when the config is loaded
+    #: (``annotators.custom[].options``). Built-in annotators have their own config section.
+    Options: ClassVar[type[StrictModel]] = StrictModel
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # the column suffix in the dataset: margin_<name>
+
+    @classmethod
+    def configured(cls, config: BuildConfig) -> list[PointwiseAnnotator]:
+        """The instances a build config's own section enables (none, one, or one per listed
+        model). Plug-ins have no section: :meth:`from_entry` makes them."""
+        return []
+
+    @classmethod
+    def from_entry(cls, entry: CustomAnnotatorConfig, config: BuildConfig) -> PointwiseAnnotator:
+        """A plug-in instance from its ``annotators.custom`` entry."""
+        raise NotImplementedError(f"{cls.__name__} is configured by its own config section")
+
+    def models(self) -> dict[str, EngineSpec]:
+        """Role (as named in ``run.json`` ``models``) -> engine spec, for every model it runs."""
+        return {}
+
+    def check(self) -> None:  # noqa: B027 - most annotators have no data file to check
+        """Fail before any model runs if a data file the annotator reads is bad."""
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Its config as JSON: it enters shard keys and ``eval-annotators`` cache keys."""
+
+    @abstractmethod
+    def identity(self, models: dict[str, ModelRef]) -> list[object]:
+        """Everything its scores depend on: settings, model fingerprints, data versions."""
+
+    @abstractmethod
+    def score(self, items: list[Item]) -> tuple[dict[str, Verdict], dict[str, Any]]:
+        """A verdict per item key, and the provenance stored on each Annotation row."""
+
+
+def configured(config: BuildConfig) -> list[PointwiseAnnotator]:
+    """Every pointwise annotator the config enables, built-in kinds in registration order
+    (``cdr``, ``flr``, ``reward_model``), then ``annotators.custom`` in its order."""
+    load_builtin_annotators()
+    out: list[PointwiseAnnotator] = []
+    for _, cls in ANNOTATORS:
+        out += cls.configured(config)
+    for entry in config.annotators.custom:
+        if entry.module:
+            import_plugin(entry.module)
+        out.append(ANNOTATORS.get(entry.kind).from_entry(entry, config))
+    return out
+
+
+def load_builtin_annotators() -> None:
+    """Import the built-in annotator modules, which register their kinds."""
+    import prefsynth.annotators.cdr
+    import prefsynth.annotators.flr
+    import prefsynth.annotators.reward_models  # noqa: F401
+
+
+def annotate(
+    annotator: PointwiseAnnotator,
+    instructions: Sequence[Instruction],
+    responses: Sequence[Response],
+    config_key: str,
+) -> list[Annotation]:
+    """Annotation rows for a shard's responses: one per response, in order."""
+    verdicts, provenance = annotator.score(items_from(instructions, responses))
+    return to_annotations(annotator.name, responses, verdicts, provenance, config_key)

@@ -24,20 +24,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from prefsynth.annotators.base import (
-    Item,
-    Verdict,
-    items_from,
-    score_isolating_errors,
-    to_annotations,
-)
+from prefsynth.annotators.base import Item, PointwiseAnnotator, Verdict, score_isolating_errors
 from prefsynth.engines import Engine, ScoreRequest
 from pydantic import BaseModel
 
-from prefsynth.config import CDRConfig
+from prefsynth.config import BuildConfig, CDRConfig, EngineSpec
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, sha256_text
-from prefsynth.records import Annotation, Instruction, Message, Response
+from prefsynth.records import Message, ModelRef
+from prefsynth.registry import ANNOTATORS
 from prefsynth.templates import read_template
 
 NAME = "cdr"
@@ -240,17 +235,56 @@ def score_items(
     return verdicts
 
 
-def annotate_shard(
-    strong: Engine,
-    weak: Engine,
-    config: CDRConfig,
-    instructions: list[Instruction],
-    responses: list[Response],
-    config_key: str,
-    router: Engine | None = None,
-) -> list[Annotation]:
-    if config.prompting == "routed" and router is None:
-        raise ValueError("prompting 'routed' needs a router engine")
-    verdicts = score_items(strong, weak, config, items_from(instructions, responses), router)
-    prov = provenance(strong, weak, config, router)
-    return to_annotations(NAME, responses, verdicts, prov, config_key)
+@ANNOTATORS.register(NAME)
+class CDR(PointwiseAnnotator):
+    """The ``annotators.cdr`` section as an annotator: strong, weak (and router) models."""
+
+    def __init__(
+        self,
+        config: CDRConfig,
+        models: dict[str, EngineSpec],
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(NAME)
+        self.config = config
+        self._models = models
+        self._settings = settings if settings is not None else config.model_dump(mode="json")
+
+    @classmethod
+    def configured(cls, config: BuildConfig) -> list[PointwiseAnnotator]:
+        c = config.annotators.cdr
+        if not c.enabled:
+            return []
+        models = {
+            "cdr.strong": config.engine_spec(c.strong),
+            "cdr.weak": config.engine_spec(c.weak),
+        }
+        if c.prompting == "routed":
+            models["cdr.router"] = config.engine_spec(c.router)
+        return [cls(c, models, config.key_view(c))]
+
+    def models(self) -> dict[str, EngineSpec]:
+        return dict(self._models)
+
+    def check(self) -> None:
+        if self.config.prompting == "routed":
+            load_domains(self.config.domains_file)
+
+    def settings(self) -> dict[str, Any]:
+        return self._settings
+
+    def identity(self, models: dict[str, ModelRef]) -> list[object]:
+        roles = ("cdr.strong", "cdr.weak", "cdr.router")
+        fps = [models[r].fingerprint for r in roles if r in models]
+        routed = self.config.prompting == "routed"
+        domains = load_domains(self.config.domains_file).sha256() if routed else None
+        return [self.settings(), fps, domains, VERSION]
+
+    def score(self, items: list[Item]) -> tuple[dict[str, Verdict], dict[str, Any]]:
+        from prefsynth.engines import get_engine
+
+        strong = get_engine(self._models["cdr.strong"])
+        weak = get_engine(self._models["cdr.weak"])
+        router = get_engine(self._models["cdr.router"]) if "cdr.router" in self._models else None
+        verdicts = score_items(strong, weak, self.config, items, router)
+        return verdicts, provenance(strong, weak, self.config, router)

@@ -23,14 +23,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefsynth.annotators.base import Item, Verdict, items_from, to_annotations
+from prefsynth.annotators.base import Item, PointwiseAnnotator, Verdict
 from prefsynth.engines import Engine
 from pydantic import BaseModel
 
-from prefsynth.config import FLRConfig
+from prefsynth.config import BuildConfig, EngineSpec, FLRConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, sha256_text
-from prefsynth.records import Annotation, Instruction, Message, Response
+from prefsynth.records import Message, ModelRef
+from prefsynth.registry import ANNOTATORS
 
 NAME = "flr"
 VERSION = "1"
@@ -161,12 +162,40 @@ def score_items(engine: Engine, config: FLRConfig, items: list[Item]) -> dict[st
     return verdicts
 
 
-def annotate_shard(
-    engine: Engine,
-    config: FLRConfig,
-    instructions: list[Instruction],
-    responses: list[Response],
-    config_key: str,
-) -> list[Annotation]:
-    verdicts = score_items(engine, config, items_from(instructions, responses))
-    return to_annotations(NAME, responses, verdicts, provenance(engine, config), config_key)
+@ANNOTATORS.register(NAME)
+class FLR(PointwiseAnnotator):
+    """The ``annotators.flr`` section as an annotator: one model scores follow-ups."""
+
+    def __init__(
+        self, config: FLRConfig, engine: EngineSpec, settings: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(NAME)
+        self.config = config
+        self.engine = engine
+        self._settings = settings if settings is not None else config.model_dump(mode="json")
+
+    @classmethod
+    def configured(cls, config: BuildConfig) -> list[PointwiseAnnotator]:
+        c = config.annotators.flr
+        if not c.enabled:
+            return []
+        return [cls(c, config.engine_spec(c.engine), config.key_view(c))]
+
+    def models(self) -> dict[str, EngineSpec]:
+        return {NAME: self.engine}
+
+    def check(self) -> None:
+        selected(load_followups(self.config.followups_file), self.config)
+
+    def settings(self) -> dict[str, Any]:
+        return self._settings
+
+    def identity(self, models: dict[str, ModelRef]) -> list[object]:
+        followups = load_followups(self.config.followups_file).sha256()
+        return [self.settings(), models[NAME].fingerprint, followups, VERSION]
+
+    def score(self, items: list[Item]) -> tuple[dict[str, Verdict], dict[str, Any]]:
+        from prefsynth.engines import get_engine
+
+        engine = get_engine(self.engine)
+        return score_items(engine, self.config, items), provenance(engine, self.config)

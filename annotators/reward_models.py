@@ -16,12 +16,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from prefsynth.annotators.base import Item, Verdict, items_from, to_annotations
+from prefsynth.annotators.base import Item, PointwiseAnnotator, Verdict
 from prefsynth.engines.base import length_sorted_batches
 from prefsynth.engines.tokenizer import FALLBACK_CHAT_TEMPLATE
 
-from prefsynth.config import RewardModelSpec
-from prefsynth.records import Annotation, Instruction, Message, Response
+from prefsynth.config import BuildConfig, EngineSpec, RewardModelSpec
+from prefsynth.records import Message, ModelRef
+from prefsynth.registry import ANNOTATORS
 
 VERSION = "1"
 _MODELS: dict[str, Any] = {}
@@ -183,12 +184,31 @@ def score_items(model: Any, items: list[Item]) -> dict[str, Verdict]:
     return verdicts
 
 
-def annotate_shard(
-    model: Any,
-    instructions: list[Instruction],
-    responses: list[Response],
-    config_key: str,
-) -> list[Annotation]:
-    verdicts = score_items(model, items_from(instructions, responses))
-    name = f"rm_{model.spec.name}"
-    return to_annotations(name, responses, verdicts, provenance(model), config_key)
+@ANNOTATORS.register("reward_model")
+class RewardModel(PointwiseAnnotator):
+    """One entry of ``annotators.reward_models``: a voter named ``rm_<name>``."""
+
+    def __init__(self, spec: RewardModelSpec, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(f"rm_{spec.name}")
+        self.spec = spec
+        self._settings = settings if settings is not None else spec.model_dump(mode="json")
+
+    @classmethod
+    def configured(cls, config: BuildConfig) -> list[PointwiseAnnotator]:
+        return [cls(rm, config.key_view(rm)) for rm in config.annotators.reward_models]
+
+    def models(self) -> dict[str, EngineSpec]:
+        spec = self.spec
+        return {
+            f"rm.{spec.name}": EngineSpec(model=spec.model, backend=spec.backend, dtype=spec.dtype)
+        }
+
+    def settings(self) -> dict[str, Any]:
+        return self._settings
+
+    def identity(self, models: dict[str, ModelRef]) -> list[object]:
+        return [self.settings(), models[f"rm.{self.spec.name}"].fingerprint, VERSION]
+
+    def score(self, items: list[Item]) -> tuple[dict[str, Verdict], dict[str, Any]]:
+        model = get_reward_model(self.spec)
+        return score_items(model, items), provenance(model)

@@ -32,14 +32,23 @@ from prefsynth.curation.card import render_card
 from prefsynth.curation.dataset import write_dataset
 from prefsynth.engines import close_engines
 from prefsynth.engines.device import resolve_dtypes, set_concurrent_tasks
-from prefsynth.flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan, plan_downstream
+from prefsynth.flows.pipeline import (
+    ShardResult,
+    ShardSpec,
+    Stage,
+    StageContext,
+    artifact_task,
+    build_models,
+    pipeline,
+    plan_stage,
+    shard_task,
+)
 from prefsynth.flows.runners import concurrent_model_tasks, make_task_runner, stage_resources
-from prefsynth.flows.stages import STAGE_TASKS, ShardResult, skills_task
 
-from prefsynth import __version__
+from prefsynth import CODE_VERSION, __version__
 from prefsynth.config import BuildConfig
 from prefsynth.errors import PrefsynthError
-from prefsynth.records import Annotation, CurationDecision, Pair
+from prefsynth.records import Annotation, Pair
 from prefsynth.store import ShardStore
 
 PACKAGES = (
@@ -164,32 +173,41 @@ def _rows(stages: dict[str, dict[str, Any]], pairs: list[Pair]) -> dict[str, Any
     }
 
 
-def _run_stage(
-    stage: str, config: BuildConfig, plan: BuildPlan, store_root: str
-) -> list[ShardResult]:
-    specs = plan.stage(stage)
-    task = STAGE_TASKS[stage]
-    _reporter.stage_started(stage, len(specs))
-    with stage_resources(config.task_runner, stage):
-        futures = [task.submit(config, spec, store_root) for spec in specs]
+def _run_stage(stage: Stage, ctx: StageContext, specs: list[ShardSpec]) -> list[ShardResult]:
+    """One task per shard, submitted together; the stage ends when every shard has."""
+    _reporter.stage_started(stage.name, len(specs))
+    with stage_resources(ctx.config.task_runner, stage.uses_models):
+        futures = [
+            shard_task.submit(ctx.config, spec, ctx.store_root, ctx.models) for spec in specs
+        ]
     results = []
     for future in as_completed(futures):
         result = future.result()  # re-raises the task's error after its retries
         results.append(result)
         _reporter.shard_done(result)
-    _reporter.stage_done(stage)
+    _reporter.stage_done(stage.name)
     return sorted(results, key=lambda r: r.index)
 
 
+def check_build(config: BuildConfig) -> StageContext:
+    """Describe every model and check every data file a stage reads, before anything runs:
+    a missing model or a bad seed file fails here, naming it. ``config`` has resolved dtypes."""
+    ctx = StageContext(config, str(config.shard_dir()), build_models(config))
+    for stage in pipeline():
+        if stage.enabled(config):
+            stage.check(ctx)
+    return ctx
+
+
 def audit_build(
-    run_dir: Path, run_id: str, pairs: list[Pair], store: ShardStore, plan: BuildPlan
+    run_dir: Path, run_id: str, pairs: list[Pair], store: ShardStore, judge_keys: list[str]
 ) -> dict[str, Any]:
     """The agreement audit of the finished pairs (``prefsynth audit`` computes the same from
     the run folder): report in RUN_DIR/audit/, Prefect artifacts, headline for the card."""
     from prefsynth.curation.audit import audit_pairs
     from prefsynth.curation.report import publish_artifacts, write_report
 
-    judge = [a for spec in plan.stage("judge") for a in store.read("judge", spec.key, Annotation)]
+    judge = [a for key in judge_keys for a in store.read("judge", key, Annotation)]
     figures = {**audit_pairs(pairs, judge), "run_id": run_id}
     title = f"Annotation audit: {run_id}"
     write_report(run_dir / "audit", figures, title)
@@ -211,7 +229,8 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
     run_dir = config.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     store_root = str(config.shard_dir())
-    plan = make_plan(config)
+    ctx = check_build(config)
+    stages = [stage for stage in pipeline() if stage.enabled(config)]
     run: dict[str, Any] = {
         "run_id": config.resolved_run_id(),
         "status": "running",
@@ -221,38 +240,40 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
         "config_hash": config.content_hash(),
         "config": config.model_dump(mode="json"),
         "packages": package_versions(),
-        "models": {role: m.model_dump() for role, m in plan.models.items()},
-        "templates": plan.templates,
+        "models": {role: m.model_dump() for role, m in ctx.models.items()},
+        "templates": {
+            name: sha for stage in stages for name, sha in stage.templates(config).items()
+        },
         "store": store_root,
         "stages": {},
     }
     run_json = run_dir / "run.json"
     _write_json(run_json, run)
     store = ShardStore(store_root)
+    planned: dict[str, list[ShardSpec]] = {}
     try:
-        if plan.skills_key is not None:
-            t0 = time.perf_counter()
-            skills = skills_task(config, plan.skills_key, store_root)
-            run["skills"] = {**skills, "seconds": round(time.perf_counter() - t0, 2)}
-            _write_json(run_json, run)
-        for stage in STAGES:
-            if stage == "responses":  # keys downstream of curation depend on what it kept
-                curation_key = plan.stage("curation")[0].key
-                decisions = store.read("curation", curation_key, CurationDecision)
-                plan = plan_downstream(config, plan, decisions)
-            if not plan.stage(stage):  # e.g. no judge configured
+        for stage in stages:
+            for name in stage.artifacts(ctx):  # e.g. the SkillMix skill list
+                t0 = time.perf_counter()
+                made = artifact_task(config, stage.name, name, store_root, ctx.models)
+                run[name] = {**made, "seconds": round(time.perf_counter() - t0, 2)}
+                _write_json(run_json, run)
+            # Planned now, not up front: a stage's keys may depend on what an earlier stage
+            # decided (response shards are keyed by the instruction ids curation kept).
+            planned[stage.name] = plan_stage(stage, ctx, planned)
+            if not planned[stage.name]:
                 continue
             t0 = time.perf_counter()
-            results = _run_stage(stage, config, plan, store_root)
-            run["stages"][stage] = _stage_summary(results, time.perf_counter() - t0)
-            if stage == "curation":
+            results = _run_stage(stage, ctx, planned[stage.name])
+            run["stages"][stage.name] = _stage_summary(results, time.perf_counter() - t0)
+            if stage.name == "curation":
                 run["diversity"] = results[0].figures
-            if stage == "vote":
+            if stage.name == "vote":
                 run["voting"] = results[0].figures
             _write_json(run_json, run)
 
         t0 = time.perf_counter()
-        pairs = store.read("vote", plan.stage("vote")[0].key, Pair)
+        pairs = store.read("vote", planned["vote"][0].key, Pair)
         written = write_dataset(run_dir, pairs, config.annotators.enabled())
         run["rows"] = _rows(run["stages"], pairs)
         finish = run["stages"]["responses"]["counts"]
@@ -261,10 +282,11 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
         run["dataset"] = {"path": "dataset", "splits": {"train": written["kept"]}}
         run["stages"]["dataset"] = {"seconds": round(time.perf_counter() - t0, 2)}
         run["engine_usage"] = _merge_usage(
-            [run["stages"][s]["engine_usage"] for s in STAGES if s in run["stages"]]
+            [run["stages"][s.name]["engine_usage"] for s in stages if s.name in run["stages"]]
             + [run.get("skills", {}).get("engine_usage", {})]
         )
-        run["audit"] = audit_build(run_dir, run["run_id"], pairs, store, plan)
+        judge_keys = [spec.key for spec in planned.get("judge", [])]
+        run["audit"] = audit_build(run_dir, run["run_id"], pairs, store, judge_keys)
         run["status"] = "completed"
         run["finished_at"] = _now()
         run["seconds"] = round(time.perf_counter() - t_start, 2)
@@ -290,7 +312,7 @@ def build(config: BuildConfig) -> dict[str, Any]:
     from filelock import FileLock, Timeout
 
     config = _resolved(config)
-    make_plan(config)  # fail fast (missing model, seed file) before Prefect starts anything
+    check_build(config)  # fail fast (missing model, seed file) before Prefect starts anything
     run_dir = config.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(run_dir / ".build.lock"))

@@ -32,11 +32,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefsynth.annotators.base import Item, transcript
+from prefsynth.annotators.base import Item, PointwiseAnnotator, configured, transcript
 from prefsynth.curation.human_pairs import HumanPair, HumanSet, load_pairs, sample_pairs
-from prefsynth.flows.plan import CODE_VERSION
 
-from prefsynth.config import AnnotatorsConfig, BuildConfig, FilterConfig
+from prefsynth import CODE_VERSION
+from prefsynth.config import BuildConfig, FilterConfig
 from prefsynth.hashing import content_key
 from prefsynth.records import Annotation, Pair
 from prefsynth.store import ArtifactStore
@@ -46,27 +46,30 @@ CHUNK_PAIRS = 25  # pairs per cached unit of work
 GROUP_CHUNKS = 2  # chunks an annotator scores in one call: an interruption loses at most these
 
 
-def annotator_names(config: AnnotatorsConfig) -> list[str]:
+def annotator_names(config: BuildConfig) -> list[str]:
     """Enabled annotators, the judge last (it is pairwise)."""
-    return [*config.pointwise(), *(["judge"] if config.judge.enabled else [])]
+    annotators = config.annotators
+    return [*annotators.pointwise(), *(["judge"] if annotators.judge.enabled else [])]
 
 
-def _annotator_config(config: AnnotatorsConfig, name: str) -> dict[str, Any]:
+def _pointwise(config: BuildConfig, name: str) -> PointwiseAnnotator:
+    (annotator,) = [a for a in configured(config) if a.name == name]
+    return annotator
+
+
+def _annotator_config(config: BuildConfig, name: str) -> dict[str, Any]:
     if name == "judge":
-        return config.judge.model_dump(mode="json")
-    if name in ("cdr", "flr"):
-        return getattr(config, name).model_dump(mode="json")
-    return next(s.model_dump(mode="json") for s in config.reward_models if f"rm_{s.name}" == name)
+        return config.key_view(config.annotators.judge)
+    return _pointwise(config, name).settings()
 
 
-def _score_judge(config: AnnotatorsConfig, pairs: Sequence[HumanPair]) -> dict[str, Any]:
+def _score_judge(config: BuildConfig, pairs: Sequence[HumanPair]) -> dict[str, Any]:
     from prefsynth.annotators.judge import judge_pairs
     from prefsynth.engines import get_engine
 
-    engine = get_engine(config.judge.engine)
-    results = judge_pairs(
-        engine, config.judge, [(transcript(p.context), p.first, p.second) for p in pairs]
-    )
+    cfg = config.annotators.judge
+    engine = get_engine(config.engine_spec(cfg.engine))
+    results = judge_pairs(engine, cfg, [(transcript(p.context), p.first, p.second) for p in pairs])
     return {
         p.pair_id: {
             "margin": res["score"],
@@ -78,18 +81,14 @@ def _score_judge(config: AnnotatorsConfig, pairs: Sequence[HumanPair]) -> dict[s
     }
 
 
-def _score_pointwise(
-    config: AnnotatorsConfig, name: str, pairs: Sequence[HumanPair]
-) -> dict[str, Any]:
-    from prefsynth.annotators.pointwise import score_items
-
+def _score_pointwise(config: BuildConfig, name: str, pairs: Sequence[HumanPair]) -> dict[str, Any]:
     items = []
     for p in pairs:
         items += [
             Item(f"{p.pair_id}:1", p.pair_id, p.context, p.first),
             Item(f"{p.pair_id}:2", p.pair_id, p.context, p.second),
         ]
-    verdicts, _ = score_items(name, config, items)
+    verdicts, _ = _pointwise(config, name).score(items)
     out = {}
     for p in pairs:
         v1, v2 = verdicts[f"{p.pair_id}:1"], verdicts[f"{p.pair_id}:2"]
@@ -104,7 +103,7 @@ def _score_pointwise(
     return out
 
 
-def chunk_key(config: AnnotatorsConfig, name: str, pairs: Sequence[HumanPair]) -> str:
+def chunk_key(config: BuildConfig, name: str, pairs: Sequence[HumanPair]) -> str:
     """Content key of one annotator's margins on one chunk: its config (models, prompts,
     dtype) and the pairs in their order. The vote and the filter are not in it, so changing
     only those re-reads every chunk and calls no model."""
@@ -119,7 +118,7 @@ def chunk_key(config: AnnotatorsConfig, name: str, pairs: Sequence[HumanPair]) -
 
 @task(name="eval-score-chunks", cache_policy=NO_CACHE)
 def score_chunks(
-    config: AnnotatorsConfig, name: str, chunks: list[list[HumanPair]], store_root: str
+    config: BuildConfig, name: str, chunks: list[list[HumanPair]], store_root: str
 ) -> list[dict[str, Any]]:
     """One annotator on several chunks of pairs: per chunk and pair the margin for the first
     response over the second (None when it abstained). Cached chunks are read; the others are
@@ -363,7 +362,7 @@ def eval_flow(
     human = sample_pairs(load_pairs(pairs), n, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     store_root = str(out_dir / "scores")
-    names = annotator_names(config.annotators)  # the config requires at least one
+    names = annotator_names(config)  # the config requires at least one
     chunks = [human.pairs[i : i + chunk_pairs] for i in range(0, len(human.pairs), chunk_pairs)]
     work = {"scored": 0, "reused": 0}
     rows: dict[str, dict[str, Any]] = {name: {} for name in names}
@@ -372,7 +371,7 @@ def eval_flow(
     for g in range(0, len(chunks), group_chunks):
         group = chunks[g : g + group_chunks]
         for name in names:
-            results = score_chunks(config.annotators, name, group, store_root)
+            results = score_chunks(config, name, group, store_root)
             for k, result in enumerate(results, g + 1):
                 rows[name].update(result["rows"])
                 seconds[name] += result["seconds"]
@@ -396,7 +395,7 @@ def eval_flow(
     figures.update(
         {
             "seed": seed,
-            "annotator_config": {n: _annotator_config(config.annotators, n) for n in names},
+            "annotator_config": {n: _annotator_config(config, n) for n in names},
             "filter_config": config.filter.model_dump(mode="json"),
             "compute_seconds_by_annotator": {k: round(v, 1) for k, v in seconds.items()},
             "chunks": work,

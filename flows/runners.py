@@ -24,8 +24,6 @@ from typing import Any
 from prefsynth.config import TaskRunnerConfig
 from prefsynth.errors import PrefsynthError
 
-MODEL_STAGES = {"instructions", "responses", "annotations", "judge"}
-
 
 def concurrent_model_tasks(config: TaskRunnerConfig) -> int:
     """How many shard tasks may compute on this machine at once: the thread pool's workers, or
@@ -75,9 +73,10 @@ def make_task_runner(config: TaskRunnerConfig) -> Any:
 
 
 @contextlib.contextmanager
-def stage_resources(config: TaskRunnerConfig, stage: str) -> Iterator[None]:
-    """Submit a model stage's tasks with a GPU request on the configured runner."""
-    if stage not in MODEL_STAGES or config.gpus_per_task <= 0 or config.kind == "thread":
+def stage_resources(config: TaskRunnerConfig, uses_models: bool) -> Iterator[None]:
+    """Submit a model stage's tasks (``Stage.uses_models``) with a GPU request on the
+    configured runner."""
+    if not uses_models or config.gpus_per_task <= 0 or config.kind == "thread":
         yield
         return
     if config.kind == "ray":

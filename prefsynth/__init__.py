@@ -9,3 +9,6 @@ point and imports ``flows`` lazily inside its commands.
 """
 
 __version__ = "0.1.0"
+
+#: Enters every shard key: a release that changes what a stage computes bumps the version.
+CODE_VERSION = f"prefsynth-{__version__}"

@@ -440,6 +440,40 @@ class RewardModelSpec(StrictModel):
     python: str | None = Field(None, description="vllm backend: sidecar interpreter")
 
 
+class CustomAnnotatorConfig(StrictModel):
+    """A plug-in pointwise annotator: a class registered under ``kind`` (see
+    :mod:`prefsynth.annotators.base`), its column name and its options."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$", description="voter name in margins and columns")
+    kind: str = Field(description="the registered annotator kind")
+    module: str | None = Field(
+        None, description="module imported first, so that it registers its kind"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="checked against the kind's Options model"
+    )
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> CustomAnnotatorConfig:
+        from prefsynth.registry import ANNOTATORS, import_plugin
+
+        try:
+            if self.module:
+                import_plugin(self.module)
+            cls: Any = ANNOTATORS.get(self.kind)
+        except ConfigError as e:  # re-raised as a ValueError so that the message names the field
+            raise ValueError(str(e)) from None
+        try:
+            cls.Options.model_validate(self.options)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"options.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                for err in e.errors()
+            )
+            raise ValueError(problems) from None
+        return self
+
+
 class AnnotatorsConfig(StrictModel):
     cdr: CDRConfig = Field(default_factory=CDRConfig)
     flr: FLRConfig = Field(default_factory=FLRConfig)
@@ -447,19 +481,24 @@ class AnnotatorsConfig(StrictModel):
     reward_models: list[RewardModelSpec] = Field(
         default_factory=list, description="RM voters (none is packaged for offline use)"
     )
+    custom: list[CustomAnnotatorConfig] = Field(
+        default_factory=list, description="plug-in pointwise annotators, after the built-in ones"
+    )
 
     @model_validator(mode="after")
     def _unique_rm_names(self) -> AnnotatorsConfig:
-        names = [rm.name for rm in self.reward_models]
+        names = [f"rm_{rm.name}" for rm in self.reward_models] + [c.name for c in self.custom]
         clash = {n for n in names if names.count(n) > 1} | ({"cdr", "flr", "judge"} & set(names))
         if clash:
-            raise ValueError(f"reward model names must be unique and not cdr/flr/judge: {clash}")
+            raise ValueError(f"annotator names must be unique and not cdr/flr/judge: {clash}")
         return self
 
     def pointwise(self) -> list[str]:
         """Annotators that score each response on its own (they rank candidates)."""
         names = [n for n in ("cdr", "flr") if getattr(self, n).enabled]
-        return names + [f"rm_{rm.name}" for rm in self.reward_models]
+        return (
+            names + [f"rm_{rm.name}" for rm in self.reward_models] + [c.name for c in self.custom]
+        )
 
     def enabled(self) -> list[str]:
         return self.pointwise() + (["judge"] if self.judge.enabled else [])

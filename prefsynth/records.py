@@ -105,6 +105,13 @@ class Record(StrictModel):
 
     record_type: ClassVar[str] = "record"
 
+    def tally_label(self) -> str:
+        """What this row counts as in a stage's tallies (``run.json`` ``counts``): its status,
+        and the reason when there is one."""
+        status = getattr(self, "status", "")
+        reason = getattr(self, "reason", None)
+        return f"status:{status}" + (f":{reason}" if reason else "")
+
     @classmethod
     def column_kinds(cls) -> dict[str, str]:
         """Column name -> arrow type name; non-scalar fields are stored as JSON ("json")."""
@@ -171,6 +178,10 @@ class Response(Record):
 
     record_type: ClassVar[str] = "response"
 
+    def tally_label(self) -> str:
+        """A generator's reference answer, or how sampling ended (``finish:length`` = cut)."""
+        return "origin:reference" if self.origin == "reference" else f"finish:{self.finish_reason}"
+
     response_id: str
     instruction_id: str
     index: int = Field(description="sample number for this instruction (0..n-1)")
@@ -196,6 +207,10 @@ class CurationDecision(Record):
 
     record_type: ClassVar[str] = "curation"
 
+    def tally_label(self) -> str:
+        """The decision, with the kind of match for duplicates and contamination."""
+        return f"status:{self.status}" + (f":{self.kind}" if self.kind else "")
+
     instruction_id: str
     shard_key: str
     status: Literal["kept", "failed", "duplicate", "contaminated"]
@@ -210,6 +225,10 @@ class Annotation(Record):
     """One annotator's judgement of one response (pointwise) with its raw evidence."""
 
     record_type: ClassVar[str] = "annotation"
+
+    def tally_label(self) -> str:
+        """Per annotator, so one annotator's abstentions are not hidden among the others'."""
+        return f"{self.annotator}:{super().tally_label()}"
 
     annotation_id: str
     annotator: str

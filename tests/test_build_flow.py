@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_from_disk
 from prefsynth.flows.build import build
-from prefsynth.flows.plan import full_plan
 
 from prefsynth.config import BuildConfig, load_config
 from prefsynth.records import Instruction, Response
@@ -119,18 +118,18 @@ def test_build_ends_with_the_audit_in_its_card(first_run) -> None:  # type: igno
 
 
 def test_every_row_traces_to_its_instruction_and_responses(first_run) -> None:  # type: ignore[no-untyped-def]
-    cfg, _ = first_run
-    plan = full_plan(cfg)
+    cfg, run = first_run
+    keys = {stage: summary["keys"] for stage, summary in run["stages"].items()}
     store = ShardStore(cfg.shard_dir())
     instructions = {
         i.instruction_id: i
-        for s in plan.stage("instructions")
-        for i in store.read("instructions", s.key, Instruction)
+        for key in keys["instructions"]
+        for i in store.read("instructions", key, Instruction)
     }
     responses = {
         r.response_id: r
-        for s in plan.stage("responses")
-        for r in store.read("responses", s.key, Response)
+        for key in keys["responses"]
+        for r in store.read("responses", key, Response)
     }
     for row in load_from_disk(str(cfg.run_dir() / "dataset"))["train"]:
         ins = instructions[row["instruction_id"]]
@@ -191,10 +190,10 @@ def test_changed_setting_recomputes_only_what_it_touches(
 
 
 def test_corrupt_shard_is_recomputed(first_run) -> None:  # type: ignore[no-untyped-def]
-    cfg, _ = first_run
-    spec = full_plan(cfg).stage("annotations")[1]
-    path = ShardStore(cfg.shard_dir()).path("annotations", spec.key)
+    cfg, first = first_run
+    key = first["stages"]["annotations"]["keys"][1]
+    path = ShardStore(cfg.shard_dir()).path("annotations", key)
     path.write_bytes(path.read_bytes()[:100])
     run = build(cfg)
     assert run["stages"]["annotations"]["computed"] == 1
-    assert list(path.parent.glob(f"{spec.key}.parquet.invalid-*"))
+    assert list(path.parent.glob(f"{key}.parquet.invalid-*"))

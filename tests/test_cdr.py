@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from prefsynth.annotators import cdr
+from prefsynth.annotators.base import items_from, to_annotations
 from prefsynth.engines import ScoreRequest, get_engine
 
 from prefsynth.config import CDRConfig, EngineSpec
@@ -62,6 +63,12 @@ def engines(tiny_models: dict[str, Path]):  # type: ignore[no-untyped-def]
     return a, b
 
 
+def _annotate(strong, weak, cfg, ins, rsp, router=None):  # type: ignore[no-untyped-def]
+    """CDR's rows for a shard, from engines already loaded (what the annotator's score does)."""
+    verdicts = cdr.score_items(strong, weak, cfg, items_from(ins, rsp), router)
+    return to_annotations("cdr", rsp, verdicts, cdr.provenance(strong, weak, cfg, router), "k")
+
+
 def _scores(anns):  # type: ignore[no-untyped-def]
     return {a.response_id: a for a in anns}
 
@@ -69,8 +76,8 @@ def _scores(anns):  # type: ignore[no-untyped-def]
 def test_swap_strong_and_weak_negates_summed_reward(engines) -> None:  # type: ignore[no-untyped-def]
     a, b = engines
     ins, rsp = _data()
-    fwd = _scores(cdr.annotate_shard(a, b, CDRConfig(), ins, rsp, "k"))
-    rev = _scores(cdr.annotate_shard(b, a, CDRConfig(), ins, rsp, "k"))
+    fwd = _scores(_annotate(a, b, CDRConfig(), ins, rsp))
+    rev = _scores(_annotate(b, a, CDRConfig(), ins, rsp))
     ok = [rid for rid, x in fwd.items() if x.status == "ok"]
     assert len(ok) == 3
     for rid in ok:
@@ -81,7 +88,7 @@ def test_swap_strong_and_weak_negates_summed_reward(engines) -> None:  # type: i
 def test_strong_equal_weak_gives_zero(engines) -> None:  # type: ignore[no-untyped-def]
     a, _ = engines
     ins, rsp = _data()
-    for ann in cdr.annotate_shard(a, a, CDRConfig(), ins, rsp, "k"):
+    for ann in _annotate(a, a, CDRConfig(), ins, rsp):
         if ann.status == "ok":
             assert ann.score == 0.0
 
@@ -89,8 +96,8 @@ def test_strong_equal_weak_gives_zero(engines) -> None:  # type: ignore[no-untyp
 def test_evidence_and_mean_variant(engines) -> None:  # type: ignore[no-untyped-def]
     a, b = engines
     ins, rsp = _data()
-    summed = _scores(cdr.annotate_shard(a, b, CDRConfig(reward="sum"), ins, rsp, "k"))
-    mean = _scores(cdr.annotate_shard(a, b, CDRConfig(reward="mean"), ins, rsp, "k"))
+    summed = _scores(_annotate(a, b, CDRConfig(reward="sum"), ins, rsp))
+    mean = _scores(_annotate(a, b, CDRConfig(reward="mean"), ins, rsp))
     for rid, ann in summed.items():
         if ann.status != "ok":
             continue
@@ -105,7 +112,7 @@ def test_same_rendered_prompt_for_both_models(engines) -> None:  # type: ignore[
     """T(x) is rendered once (strong template) and both sums condition on it."""
     a, b = engines
     ins, rsp = _data()
-    ann = _scores(cdr.annotate_shard(a, b, CDRConfig(), ins, rsp, "k"))["i0-r0"]
+    ann = _scores(_annotate(a, b, CDRConfig(), ins, rsp))["i0-r0"]
     ctx = a.render_chat([Message(role="user", content=ins[0].text or "")])
     direct_b = b.logprobs([ScoreRequest(context=ctx, continuation="Blue.")])[0]
     assert ann.evidence["weak_logprob_sum"] == pytest.approx(direct_b.logprob_sum)
@@ -115,7 +122,7 @@ def test_empty_response_abstains_and_errors_are_isolated(engines) -> None:  # ty
     a, b = engines
     ins, rsp = _data()
     rsp.append(rsp[0].model_copy(update={"response_id": "long", "text": "word " * 3000}))
-    anns = _scores(cdr.annotate_shard(a, b, CDRConfig(), ins, rsp, "k"))
+    anns = _scores(_annotate(a, b, CDRConfig(), ins, rsp))
     assert anns["i0-r2"].status == "abstain" and anns["i0-r2"].reason == "empty_response"
     assert anns["long"].status == "error" and "over" in (anns["long"].reason or "")
     assert anns["i0-r0"].status == "ok"  # the batch with a bad row still scored the good ones
@@ -167,8 +174,8 @@ def test_routed_prompting_records_route_and_keeps_properties(engines) -> None:  
     a, b = engines
     ins, rsp = _data()
     cfg = CDRConfig(prompting="routed", plain_chat=False)
-    fwd = _scores(cdr.annotate_shard(a, b, cfg, ins, rsp, "k", router=a))
-    rev = _scores(cdr.annotate_shard(b, a, cfg, ins, rsp, "k", router=a))
+    fwd = _scores(_annotate(a, b, cfg, ins, rsp, router=a))
+    rev = _scores(_annotate(b, a, cfg, ins, rsp, router=a))
     for rid, ann in fwd.items():
         if ann.status != "ok":
             continue
@@ -179,4 +186,4 @@ def test_routed_prompting_records_route_and_keeps_properties(engines) -> None:  
         assert rev[rid].score == pytest.approx(-ann.score)
     assert ann.provenance["domains_sha256"] == cdr.load_domains(None).sha256()
     with pytest.raises(ValueError, match="router"):
-        cdr.annotate_shard(a, b, cfg, ins, rsp, "k")
+        _annotate(a, b, cfg, ins, rsp)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from prefsynth.annotators import flr
+from prefsynth.annotators.base import annotate
 from prefsynth.engines import get_engine
 from prefsynth.engines.transformers_engine import TransformersEngine
 
@@ -137,12 +138,12 @@ def test_prefix_reuse_gives_the_same_numbers(tiny_models: dict[str, Path]) -> No
         assert r.logprob_sum == pytest.approx(p.logprob_sum, rel=1e-5, abs=1e-4)
 
 
-def test_annotate_shard_rows_and_evidence(tiny_models: dict[str, Path]) -> None:
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
+def test_registered_annotator_rows_and_evidence(tiny_models: dict[str, Path]) -> None:
     instruction, rsp = one_instruction("Name a colour.", ["Blue.", "", "Red is a colour."])
     ins = [instruction]
     cfg = FLRConfig(max_per_polarity=2, dimensions=["correctness", "relevance"])
-    anns = {a.response_id: a for a in flr.annotate_shard(engine, cfg, ins, rsp, "k")}
+    annotator = flr.FLR(cfg, EngineSpec(model=str(tiny_models["a"])))
+    anns = {a.response_id: a for a in annotate(annotator, ins, rsp, "k")}
     assert anns["r1"].status == "abstain"
     ok = anns["r0"]
     assert ok.status == "ok" and ok.evidence["dimension_rewards"].keys() == {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from prefsynth.flows.stages import ShardResult
+from prefsynth.flows.pipeline import ShardResult
 
 from prefsynth.progress import BuildProgress
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from prefsynth.annotators import cdr, flr
+from prefsynth.annotators.base import items_from, to_annotations
 from prefsynth.engines import get_engine
 
 from prefsynth.config import CDRConfig, EngineSpec, FLRConfig
@@ -55,14 +56,24 @@ RSP = [
 ]
 
 
+def _cdr(strong, weak, cfg, ins, rsp):  # type: ignore[no-untyped-def]
+    verdicts = cdr.score_items(strong, weak, cfg, items_from(ins, rsp))
+    return to_annotations("cdr", rsp, verdicts, cdr.provenance(strong, weak, cfg, None), "k")
+
+
+def _flr(engine, cfg, ins, rsp):  # type: ignore[no-untyped-def]
+    verdicts = flr.score_items(engine, cfg, items_from(ins, rsp))
+    return to_annotations("flr", rsp, verdicts, flr.provenance(engine, cfg), "k")
+
+
 def test_cdr_swap_and_identity_on_packaged_models() -> None:
     smol, gemma = get_engine(EngineSpec()), get_engine(EngineSpec(model="gemma3-270m"))
     assert len(smol.tokenizer) != len(gemma.tokenizer)  # type: ignore[attr-defined]
-    fwd = {a.response_id: a for a in cdr.annotate_shard(smol, gemma, CDRConfig(), INS, RSP, "k")}
+    fwd = {a.response_id: a for a in _cdr(smol, gemma, CDRConfig(), INS, RSP)}
     # the same T(x) both ways: SmolLM2's template, named as "weak" once the roles are swapped
     swapped_cfg = CDRConfig(template="weak")
-    rev = {a.response_id: a for a in cdr.annotate_shard(gemma, smol, swapped_cfg, INS, RSP, "k")}
-    same = cdr.annotate_shard(smol, smol, CDRConfig(), INS, RSP, "k")
+    rev = {a.response_id: a for a in _cdr(gemma, smol, swapped_cfg, INS, RSP)}
+    same = _cdr(smol, smol, CDRConfig(), INS, RSP)
     for rid, ann in fwd.items():
         assert ann.status == "ok"
         assert rev[rid].score == pytest.approx(-ann.score, abs=1e-9)
@@ -79,7 +90,7 @@ def test_flr_properties_on_smollm2() -> None:
     plain = engine.logprobs_shared(context, follow, reuse_prefix=False)
     for a, b in zip(reused, plain, strict=True):
         assert a.n_tokens == b.n_tokens and a.logprob_sum == pytest.approx(b.logprob_sum, abs=1e-3)
-    anns = flr.annotate_shard(engine, FLRConfig(), INS, RSP, "k")
+    anns = _flr(engine, FLRConfig(), INS, RSP)
     for ann in anns:
         scores = ann.evidence["followup_scores"]
         same = {

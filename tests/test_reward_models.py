@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 from prefsynth.annotators import reward_models as rm
+from prefsynth.annotators.base import annotate
 
 from prefsynth.config import RewardModelSpec
 from tests.conftest import one_instruction
@@ -68,12 +69,12 @@ def test_out_of_memory_halves_the_batch(tiny_rm: Path, monkeypatch: pytest.Monke
     assert sizes[:3] == [8, 4, 2] and model.batch_size == 2
 
 
-def test_annotate_shard_rows(tiny_rm: Path) -> None:
+def test_registered_annotator_rows(tiny_rm: Path) -> None:
     model = rm.get_reward_model(_spec(tiny_rm))
     assert rm.get_reward_model(_spec(tiny_rm)) is model
     instruction, rsp = one_instruction("Q?", ["An answer.", "", "Another answer."])
     ins = [instruction]
-    rows = {a.response_id: a for a in rm.annotate_shard(model, ins, rsp, "k")}
+    rows = {a.response_id: a for a in annotate(rm.RewardModel(_spec(tiny_rm)), ins, rsp, "k")}
     assert rows["r0"].annotator == "rm_tiny" and rows["r0"].status == "ok"
     assert rows["r1"].status == "abstain"
     assert rows["r0"].score == rows["r0"].evidence["reward"]
