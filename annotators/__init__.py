@@ -1,11 +1,11 @@
 """Preference annotators, one module per signal, each returning Annotation rows with raw evidence.
 
 * :mod:`.base` — the pointwise-annotator protocol and registry, items, verdicts, rows;
-* :mod:`.cdr` — CDR density ratio of a strong over a weak LLM (METHODS §3);
-* :mod:`.flr` — FLR follow-up likelihood (METHODS §4);
-* :mod:`.reward_models` — reward models (METHODS §6);
-* :mod:`.judge` — pairwise LLM judge, both orders, length rule, canaries (METHODS §5);
-* :mod:`.voting` — standardised margins, mu, sigma, wco, uwo (METHODS §6).
+* :mod:`.cdr` — CDR density ratio of a strong over a weak LLM (docs/methods.md §7);
+* :mod:`.flr` — FLR follow-up likelihood (docs/methods.md §8);
+* :mod:`.reward_models` — reward models (docs/methods.md §10);
+* :mod:`.judge` — pairwise LLM judge, both orders, length rule, canaries (docs/methods.md §9);
+* :mod:`.voting` — standardised margins, mu, sigma, wco, uwo (docs/methods.md §12).
 
 Every pointwise annotator returns one row per response (the judge one per pair) with a status:
 ``ok``, ``abstain`` (no opinion, e.g. an empty response or an unparsable verdict) or ``error``

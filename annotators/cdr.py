@@ -1,4 +1,4 @@
-"""CDR: reward = log pi_strong(y | T(x)) - log pi_weak(y | T(x))  (METHODS §3).
+"""CDR: reward = log pi_strong(y | T(x)) - log pi_weak(y | T(x))  (docs/methods.md §7).
 
 Both models are conditioned on the *same* rendered prompt T(x): the conversation rendered with
 the strong model's chat template (as the paper code does; ``template: weak`` uses the weak
@@ -8,9 +8,9 @@ Each model tokenises the response with its own tokenizer; only response tokens a
 ``"mean"`` divides by the strong model's response token count (reward_hub's default). Both are
 kept in the evidence; ``score`` holds the configured one.
 
-Customisation (``prompting: routed``, METHODS §3.2): a router model labels each prompt SAFETY,
-REASONING or CHAT (an answer it cannot parse counts as CHAT and is flagged); T(x) then carries
-that domain's system prompt with its criteria, and the user turn becomes
+Customisation (``prompting: routed``, docs/methods.md §7.2): a router model labels each prompt
+SAFETY, REASONING or CHAT (an answer it cannot parse counts as CHAT and is flagged); T(x) then
+carries that domain's system prompt with its criteria, and the user turn becomes
 ``<exemplar block>\\n<query>\\nGood Assistant:`` with one exemplar drawn per prompt. CHAT
 prompts stay plain by default, as in the paper's demo configuration. Our own system prompts
 and exemplars live in ``annotators/data/cdr_domains.json``; ``domains_file`` replaces them.

@@ -1,4 +1,4 @@
-"""FLR: follow-up likelihood as reward (Zhang et al., arXiv 2409.13948; METHODS §4).
+"""FLR: follow-up likelihood as reward (Zhang et al., arXiv 2409.13948; docs/methods.md §8).
 
 A good answer makes positive user follow-ups ("That's correct, thank you.") likely as the next
 user turn and negative ones ("That's wrong.") unlikely. For each (x, y) and each follow-up f,
@@ -10,11 +10,11 @@ idea, with correct alignment; the released code's logit proxy is not reproduced)
 
     FLR(x, y) = mean over dimensions of ( mean_{f in F+} s(f) - mean_{f in F-} s(f) )
 
-which METHODS marks as this pipeline's rule (the authors' exact combination is unpublished);
-the rule's name is stored in every row. The follow-up sets are ours (six dimensions, ten
-positive and ten negative each, ``annotators/data/flr_followups.json``). All follow-ups of one
-(x, y) share the conversation prefix, which the transformers backend computes once and reuses
-from its KV cache.
+which is this pipeline's own rule (docs/methods.md §8.2: the authors' exact combination is
+unpublished); the rule's name is stored in every row. The follow-up sets are ours (six
+dimensions, ten positive and ten negative each, ``annotators/data/flr_followups.json``). All
+follow-ups of one (x, y) share the conversation prefix, which the transformers backend computes
+once and reuses from its KV cache.
 """
 
 from __future__ import annotations

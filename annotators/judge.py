@@ -1,4 +1,4 @@
-"""LLM judge: pairwise, both orders, five-level verdicts (METHODS §5).
+"""LLM judge: pairwise, both orders, five-level verdicts (docs/methods.md §9).
 
 Every candidate pair (y1 = the ranking's chosen, y2 = its rejected) is judged twice: A=y1, B=y2
 and A=y2, B=y1. Each verdict (``A++`` much better, ``A+`` slightly better, ``A=B``, ``B+``,

@@ -1,4 +1,6 @@
-"""Reward models: Hugging Face sequence-classification models as pointwise voters (METHODS §6).
+"""Reward models: Hugging Face sequence-classification models as pointwise voters.
+
+Method: docs/methods.md §10.
 
 Each configured model scores every (instruction, response) on its own; the vote later
 standardises each model's margins, so models with different scales combine. The input is the
@@ -146,7 +148,7 @@ class VLLMRewardModel:
 
 
 def get_reward_model(spec: RewardModelSpec) -> Any:
-    """One loaded model per spec per worker process (like engines.get_engine)."""
+    """One loaded model per spec per worker process (like prefsynth.engines.get_engine)."""
     key = spec.model_dump_json()
     model = _MODELS.get(key)
     if model is None:

@@ -3,8 +3,8 @@
 Annotators speak in different units (nats for CDR, per-token nats for FLR, -2..2 for the judge,
 arbitrary for reward models), so each annotator's margins are standardised over the dataset:
 divided by their root mean square. RMS is a scale that ignores sign, so swapping a pair's chosen
-and rejected negates every standardised margin and mu, and leaves sigma unchanged (METHODS
-§6.3). Then, over the voters of a pair:
+and rejected negates every standardised margin and mu, and leaves sigma unchanged
+(docs/methods.md §12). Then, over the voters of a pair:
 
 * mu = mean (preference strength), sigma = population standard deviation (uncertainty, /M);
 * wco = min (worst-case optimisation), uwo = mu - lambda * variance (uncertainty-weighted);

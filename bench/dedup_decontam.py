@@ -1,5 +1,9 @@
 """Benchmark: dedup and decontamination of 20,000 instructions on this machine.
 
+Why one module (over 400 lines): it is a standalone benchmark script; the synthetic set with planted
+duplicates and copies, the timed phases and the recall report must stay together so that one file
+reproduces every figure it prints.
+
 Builds a synthetic instruction set with a known answer: base instructions are distinct by
 construction (every template is used with every subject at most once, with random modifiers),
 then exact, near and semantic duplicates of earlier items and copies of benchmark prompts are

@@ -1,5 +1,9 @@
 """Peers: prefsynth's sampling (and scoring) next to distilabel 1.5.3's, on the same model and job.
 
+Why one module (over 400 lines): it is a standalone benchmark script, run and read on its own; the
+measurement protocol, the worker that runs each system and the report are kept together so that a
+published figure can be checked against the exact code that produced it.
+
 What it measures
 ----------------
 *Sampling.* One job, SmolLM2-135M-Instruct (the fp32 HF folder prefsynth converts from its

@@ -1,4 +1,11 @@
-"""Audit of a finished build: agreement between annotators, judge biases, length bias (METHODS §9).
+"""Audit of a finished build: agreement between annotators, judge biases, length bias.
+
+Method: docs/methods.md §15.
+
+Why one module (over 400 lines): every statistic here shares the same conventions (missing labels
+as None, RMS grades, null for an undefined figure), and the build audit and ``eval-annotators``
+both import them from this one place; split up, those conventions would have to be kept in step
+across files.
 
 The statistics work on plain sequences so the eval flow can reuse them on human-labelled
 slices; :func:`audit_pairs` and :func:`audit_run` apply them to the voted pairs of a build.
@@ -207,7 +214,7 @@ def agreement(
     margins: Mapping[str, Sequence[float | None]],
     graded: Mapping[str, Sequence[float | None]] | None = None,
 ) -> dict[str, Any]:
-    """Agreement between annotators on the sign and on the graded strength (METHODS §9).
+    """Agreement between annotators on the sign and on the graded strength (docs/methods.md §15).
 
     ``margins[name][i]`` is annotator ``name``'s signed margin for item ``i`` (None =
     abstained). ``graded`` optionally gives ordinal strengths for the weighted kappa (e.g. the
@@ -368,7 +375,7 @@ def length_bias(
     pref: Sequence[float | None], len_first: Sequence[int], len_second: Sequence[int]
 ) -> dict[str, Any]:
     """Does the preference follow length? Rank and point-biserial correlation with the length
-    difference, and how often the preferred response is the longer one (METHODS §9)."""
+    difference, and how often the preferred response is the longer one (docs/methods.md §15)."""
     from scipy.stats import pointbiserialr, spearmanr
 
     rows = [

@@ -1,5 +1,9 @@
 """Dataset card (README.md) generated from the run record (run.json).
 
+Why one module (over 400 lines): the card is one document rendered from one run record; its licence
+derivation, sections and ``configs:`` front matter for both layouts must agree with each other,
+which is easiest to check when they are written side by side.
+
 Everything in the card comes from the run: models with file hashes and licences, sampling
 parameters, template hashes, seeds, row counts per stage and per drop reason, decontamination
 hits, diversity and (when the build was audited) annotator agreement. The licence is derived
@@ -61,7 +65,8 @@ CITATIONS = {
 #: Model licences that are not SPDX ids: the Hub wants ``license: other`` plus a name and link.
 CUSTOM_LICENCES = {"gemma": "https://ai.google.dev/gemma/terms"}
 
-#: Where the build's run folder keeps each config's files (``curation.dataset.write_dataset``).
+#: Where the build's run folder keeps each config's files
+#: (``prefsynth.curation.dataset.write_dataset``).
 RUN_DATA_FILES: dict[str, dict[str, str]] = {
     "default": {"train": "data/train.parquet"},
     "sft": {"train": "data/sft.parquet"},

@@ -1,4 +1,4 @@
-"""Write kept pairs in TRL's conversational preference format (METHODS §8).
+"""Write kept pairs in TRL's conversational preference format (docs/methods.md §14).
 
 ``prompt`` = [{"role": "user", ...}], ``chosen`` / ``rejected`` = [{"role": "assistant", ...}],
 plus the ids that trace every row back to its instruction and responses, and the scores.

@@ -3,7 +3,7 @@
 The judge's graded margin joins each candidate's pointwise margins; every annotator is
 standardised over the dataset and the pair gets mu, sigma, wco, uwo and the number of agreeing
 voters (:mod:`prefsynth.annotators.voting`). Rules then run in a fixed order and the first that
-fires decides (METHODS §7.6):
+fires decides (docs/methods.md §13):
 
 1. ``negative_mu`` — mu < 0: dropped, or (``negative: flip``, mu <= ``flip_below``) flipped:
    chosen and rejected swap, margins negate, and the pair goes on through the other rules;

@@ -3,7 +3,7 @@
 Responses are ranked by a consensus score: for every pointwise annotator (CDR, FLR, reward
 models) its scores are z-scored *within the instruction*, and the z-scores are averaged. This
 is scale-free, so annotators with different units count alike, and it needs no dataset-wide
-statistics (each shard decides alone). Strategies (METHODS §3.3, §7.3):
+statistics (each shard decides alone). Strategies (docs/methods.md §11):
 
 * ``best_vs_worst`` — highest vs lowest consensus score (PiKa-DPO, the default);
 * ``best_vs_random`` — highest vs a seeded random other response (CDR's construction);

@@ -1,4 +1,8 @@
-"""Publish a finished build to the Hugging Face Hub (METHODS §8).
+"""Publish a finished build to the Hugging Face Hub (docs/methods.md §14).
+
+Why one module (over 400 lines): building the release folder and pushing it share the release layout
+(configs, splits, file paths named in the card) and the error rules, and the push must upload
+exactly what the build step wrote.
 
 A release is built locally first, in ``<run dir>/release/``, then pushed:
 
@@ -43,7 +47,8 @@ from prefsynth.errors import InputDataError, PrefsynthError
 
 logger = logging.getLogger(__name__)
 
-#: Release config -> the run folder file it is made from (``curation.dataset.write_dataset``).
+#: Release config -> the run folder file it is made from
+#: (``prefsynth.curation.dataset.write_dataset``).
 SOURCES = {
     "default": "data/train.parquet",
     "dropped_pairs": "data/dropped_pairs.parquet",

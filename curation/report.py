@@ -1,5 +1,9 @@
 """Audit report: figures.json, PNG plots, report.md and a self-contained report.html.
 
+Why one module (over 400 lines): the plots, the list of blocks and both renderers (Markdown and
+HTML) change together whenever a figure is added, and the atomic write of the whole report is one
+procedure over all of them.
+
 The report is built once as a list of blocks (headings, tables, images) and rendered twice, so
 the Markdown and the HTML always say the same thing; text from the data (annotator names,
 reasons, the title) is escaped for each format rather than trusted. Every file is written to a

@@ -9,9 +9,9 @@
 
 A context is either a chat (list of messages, rendered with the engine's own chat template and
 generation prompt) or an already rendered string, used verbatim. CDR needs the second form:
-strong and weak model must see the *same* rendered prompt T(x) (METHODS §3.1) even when their
-own templates differ. The continuation is tokenised on its own and appended to the context's
-tokens, so exactly the continuation's tokens are counted, in every backend alike.
+strong and weak model must see the *same* rendered prompt T(x) (docs/methods.md §7.1) even
+when their own templates differ. The continuation is tokenised on its own and appended to the
+context's tokens, so exactly the continuation's tokens are counted, in every backend alike.
 
 Each call is counted (per process, and per calling context through :func:`track_usage`) so a
 build can report, and a test can check, how many engine calls a run made.

@@ -1,5 +1,9 @@
 """transformers backend: CPU or GPU, any HF folder or packaged GGUF (converted once).
 
+Why one module (over 400 lines): generation, scoring, constrained choice and shared-prefix scoring
+all rest on the same batching, left-padding, position-id and KV-cache conventions of this one
+backend; keeping them in one class keeps those invariants in one place.
+
 Batches are sorted by length and left-padded, with position ids taken from the attention mask,
 so a padded batch gives the same log-probs as one sequence at a time (exactly, in float32).
 Left padding also right-aligns every continuation, so scoring asks the model for the logits of

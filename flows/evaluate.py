@@ -1,5 +1,9 @@
 """``prefsynth eval-annotators``: the configured annotators and the vote against human labels.
 
+Why one module (over 400 lines): it is one flow, and its parts (chunk keys and cached scoring, the
+two-pass vote that orients the pairs, the figures) depend on the same pair order and chunking, so
+they are read and changed together.
+
 The same code that annotates a build runs here (:mod:`prefsynth.annotators.pointwise` for CDR, FLR
 and reward models, :func:`prefsynth.annotators.judge.judge_pairs` for the judge, and
 :func:`prefsynth.curation.filtering.vote_and_filter` for the vote and the filter), on pairs that

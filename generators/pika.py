@@ -1,11 +1,11 @@
-"""PiKa (Yin et al., arXiv 2510.06670; METHODS §2): expert personas, one knowledge-intensive
+"""PiKa (Yin et al., arXiv 2510.06670; docs/methods.md §4): expert personas, one knowledge-intensive
 instruction per persona.
 
 Personas come from a user file (JSONL, e.g. a PersonaHub subset; sampled without replacement
 with the build seed) or are written by the model, one per example, across a configurable list of
 expert domains (assigned round-robin after a seeded shuffle, so domains are balanced). Each
 persona then writes one expert-level task. PiKa's exact prompt and persona filter are not
-published (METHODS §2.1); the templates here are our own and the persona source is recorded.
+published (docs/methods.md §4.2); the templates here are our own and the persona source is recorded.
 PiKa's reference selection (k responses, best for SFT, best vs worst for DPO) is what the
 common response, annotation and pair stages do; the dataset also gets an SFT view.
 """
@@ -41,7 +41,7 @@ class Persona(BaseModel):
 
 
 class PikaSource(BaseModel):
-    """Provenance of one PiKa instruction (METHODS §2.4)."""
+    """Provenance of one PiKa instruction (docs/methods.md §4.3)."""
 
     persona_id: str
     persona: str

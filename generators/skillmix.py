@@ -1,4 +1,4 @@
-"""Instruct-SkillMix (Kaur et al., arXiv 2408.14774; METHODS §1).
+"""Instruct-SkillMix (Kaur et al., arXiv 2408.14774; docs/methods.md §3).
 
 Stage A (:func:`extract_skill_set`): a list of skills and of query types, extracted by the model
 seed-free (topics -> skills per topic; query types with definitions) or seed-dependent (the
@@ -248,7 +248,7 @@ def assign_query_types(n: int, n_types: int, seed: int) -> list[int]:
 
 
 class SkillMixSource(BaseModel):
-    """Provenance of one Instruct-SkillMix instruction (METHODS §1.5)."""
+    """Provenance of one Instruct-SkillMix instruction (docs/methods.md §3.3)."""
 
     variant: str
     skill_set_key: str

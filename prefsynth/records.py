@@ -2,7 +2,7 @@
 
 Ids link them: ``Response.instruction_id``, ``Annotation.response_id``,
 ``Pair.chosen_response_id`` / ``rejected_response_id``. Every record keeps the provenance that
-METHODS.md §10 asks for (model id and file hash, prompt-template hash, sampling parameters,
+docs/methods.md §17 lists (model id and file hash, prompt-template hash, sampling parameters,
 seed), so any row of the published dataset can be traced back to how it was made.
 
 Records are stored as Parquet rows: scalar fields become columns, nested fields (provenance,

@@ -1,4 +1,9 @@
-"""Audit statistics against hand-computed values and the reference libraries (METHODS §9)."""
+"""Audit statistics against hand-computed values and the reference libraries
+(docs/methods.md §15).
+
+Why one module (over 400 lines): it tests one module, :mod:`prefsynth.curation.audit`, statistic by
+statistic, with shared hand-made pairs and run folders.
+"""
 
 from __future__ import annotations
 

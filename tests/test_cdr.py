@@ -1,4 +1,5 @@
-"""CDR core (METHODS §3.6): antisymmetry, strong == weak gives 0, only response tokens count."""
+"""CDR core (docs/methods.md §7.4): antisymmetry, strong == weak gives 0, only response tokens
+count."""
 
 from __future__ import annotations
 

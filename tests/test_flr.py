@@ -1,4 +1,4 @@
-"""FLR (METHODS §4.5): combination rule properties, token alignment, and prefix reuse."""
+"""FLR (docs/methods.md §8.4): combination rule properties, token alignment, and prefix reuse."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def test_hh_dialogue_splits_turns_and_keeps_inner_text() -> None:
 
 
 def test_hh_helpful_counts_match_the_source_notes() -> None:
-    # SOURCE.md of the shared data: 2,354 pairs, 9 differ before the last turn, 2 identical.
+    # curation/data/human/SOURCE.md: 2,354 pairs, 9 differ before the last turn, 2 identical.
     hs = load_pairs("hh-rlhf-helpful")
     assert hs.skipped == {"dialogues_differ_before_last_turn": 9, "identical_responses": 2}
     assert hs.total == 2354 - 11

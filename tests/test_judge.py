@@ -1,4 +1,5 @@
-"""LLM judge (METHODS §5.3): verdict parser, swap logic, length rule, canary, tiny-model run."""
+"""LLM judge (docs/methods.md §9.6): verdict parser, swap logic, length rule, canary, tiny-model
+run."""
 
 from __future__ import annotations
 

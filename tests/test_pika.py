@@ -1,4 +1,5 @@
-"""PiKa (METHODS §2.5): persona sampling, one instruction per persona, tiny-model generation."""
+"""PiKa (docs/methods.md §4.4): persona sampling, one instruction per persona, tiny-model
+generation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""METHODS §3.6 and §4.5 properties on the packaged models (SmolLM2 and Gemma 3 270M, which
+"""docs/methods.md §7.4 and §8.4 properties on the packaged models (SmolLM2 and Gemma 3 270M, which
 have different tokenizers), not only on the tiny ones."""
 
 from __future__ import annotations

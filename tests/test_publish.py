@@ -1,7 +1,10 @@
 """Publishing: the release folder (configs, splits by instruction, card) and the Hub push.
 
+Why one module (over 400 lines): it tests one module, :mod:`prefsynth.curation.publish`, and its
+tests share one finished run folder and one fake Hub client.
+
 No network: the Hub client is a fake that records its calls, injected directly or through
-``curation.publish.hf_api`` (the factory the CLI path uses).
+``prefsynth.curation.publish.hf_api`` (the factory the CLI path uses).
 """
 
 from __future__ import annotations

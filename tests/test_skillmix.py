@@ -1,4 +1,5 @@
-"""Instruct-SkillMix (METHODS §1.6): sampler, templates, parsers; generation on a tiny model."""
+"""Instruct-SkillMix (docs/methods.md §3.4): sampler, templates, parsers; generation on a tiny
+model."""
 
 from __future__ import annotations
 

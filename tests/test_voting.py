@@ -1,4 +1,4 @@
-"""Voting (METHODS §6.3, §7.1) and the filter's reason codes."""
+"""Voting (docs/methods.md §12, §13) and the filter's reason codes."""
 
 from __future__ import annotations
 

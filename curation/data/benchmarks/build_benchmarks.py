@@ -1,11 +1,24 @@
-"""Extract evaluation prompts from the shared data folder into one small file per benchmark.
+"""Extract evaluation prompts from upstream benchmark files into one small file per benchmark.
 
 Run from the repository root (writes beside this script)::
 
-    .venv/bin/python curation/data/benchmarks/build_benchmarks.py [--source ../shared/data]
+    .venv/bin/python curation/data/benchmarks/build_benchmarks.py --source SOURCE
 
-Decontamination (:mod:`prefsynth.curation.decontam`) reads only these outputs, never the shared
-folder, so a build works from the installed package alone. Each output is ``<name>.jsonl.gz`` with
+``SOURCE`` is a folder holding unchanged copies of the upstream files, one subfolder per source,
+each with the upstream ``LICENSE`` (repositories and commits in SOURCE.md beside this script):
+
+* ``alpaca-eval/`` (tatsu-lab/alpaca_eval): ``results/text_davinci_003/model_outputs.json``;
+* ``fastchat-llm-judge/`` (lm-sys/FastChat, folder ``fastchat/llm_judge/``):
+  ``data/mt_bench/question.jsonl`` and ``data/vicuna_bench/question.jsonl``;
+* ``arena-hard-auto/`` (lmarena/arena-hard-auto): ``data/arena-hard-v0.1/question.jsonl`` and
+  ``data/arena-hard-v2.0/question.jsonl``;
+* ``ifeval/`` (google-research, ``instruction_following_eval/``): ``data/input_data.jsonl``;
+* ``hh-rlhf/`` (anthropics/hh-rlhf): ``helpful-base/test.jsonl.gz`` and
+  ``harmless-base/test.jsonl.gz``;
+* ``pandalm/`` (WeOpenML/PandaLM): ``data/testset-v1.json``.
+
+Decontamination (:mod:`prefsynth.curation.decontam`) reads only these outputs, never the
+sources, so a build works from the installed package alone. Each output is ``<name>.jsonl.gz`` with
 one ``{"id", "prompt"}`` object per line, where ``<name>`` is an entry of
 ``prefsynth.config.BENCHMARKS``. Ids point back into the source file, so a removal can be
 checked by hand: MT-Bench ``<question_id>-t<turn>``, HH-RLHF ``test-<line>-h<human turn>``, and
@@ -31,7 +44,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SOURCE = HERE.parents[3] / "shared" / "data"
 
 Record = tuple[str, str]  # (id, prompt)
 
@@ -144,7 +156,12 @@ def build(name: str, src: Path, out_dir: Path) -> tuple[int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument(
+        "--source",
+        type=Path,
+        required=True,
+        help="folder with one subfolder per upstream source (layout in this script's docstring)",
+    )
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
