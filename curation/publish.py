@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from prefsynth.curation.card import ReleaseLayout, render_card
-from prefsynth.curation.dataset import _replace_dir
 
 from prefsynth.config import PublishConfig
 from prefsynth.errors import InputDataError, PrefsynthError
+from prefsynth.fileio import atomic_write_json, replace_dir, temp_name
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +241,7 @@ def build_release(
     run = {**run, "config": {**run.get("config", {}), "publish": config.model_dump(mode="json")}}
     previous = previous if previous is not None else find_previous(run_dir, run)
     release_dir = run_dir / "release"
-    staging = run_dir / f".release.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = temp_name(release_dir)
     try:
         datasets = {name: _write_config(staging, name, t) for name, t in tables.items()}
         rows = {name: {s: ds.num_rows for s, ds in dsd.items()} for name, dsd in datasets.items()}
@@ -258,7 +257,7 @@ def build_release(
             run, previous, config.repo, pair_ids=train_pair_ids(run_dir), release=layout
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
-        _replace_dir(staging, release_dir)
+        replace_dir(staging, release_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -415,12 +414,6 @@ def _push(release: Release, config: PublishConfig, api: Any, retry: Callable[...
     )
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def push_release(
     release: Release,
     config: PublishConfig,
@@ -464,7 +457,7 @@ def push_release(
         "release_dir": str(release.release_dir),
         "rows": release.rows,
     }
-    _write_json_atomic(release.run_dir / "publish.json", record)
+    atomic_write_json(release.run_dir / "publish.json", record)
     logger.info("published %s to %s (%s)", release.run_id, config.repo, record["commit_url"])
     return record
 

@@ -16,13 +16,13 @@ import html
 import io
 import json
 import math
-import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prefsynth.fileio import atomic_write_bytes, atomic_write_text
 
 PLOTS = ("agreement.png", "strength.png", "length_bias.png", "accuracy_by_decile.png")
 MISSING = "n/a"
@@ -451,21 +451,6 @@ PLOTTERS: dict[str, Callable[[dict[str, Any]], bytes | None]] = {
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write beside the target under a temporary name, then rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def write_report(out_dir: Path, figures: dict[str, Any], title: str) -> dict[str, Path]:
     """Write figures.json, the plots whose data is present, report.md and report.html.
 
@@ -485,12 +470,14 @@ def write_report(out_dir: Path, figures: dict[str, Any], title: str) -> dict[str
         "report.md": to_markdown(blocks).encode("utf-8"),
         "report.html": to_html(blocks, title).encode("utf-8"),
     }
-    written = {"figures": _atomic_write(out_dir / "figures.json", text.encode("utf-8"))}
+    written = {"figures": atomic_write_text(out_dir / "figures.json", text, fsync=True)}
     for name, data in pngs.items():
         if data is not None:
-            written[name.removesuffix(".png")] = _atomic_write(out_dir / name, data)
+            written[name.removesuffix(".png")] = atomic_write_bytes(
+                out_dir / name, data, fsync=True
+            )
     for name, data in pages.items():  # pages last: they only ever point at complete plots
-        written[name.replace(".", "_")] = _atomic_write(out_dir / name, data)
+        written[name.replace(".", "_")] = atomic_write_bytes(out_dir / name, data, fsync=True)
     for name in PLOTS:
         if name not in images and (out_dir / name).exists():
             (out_dir / name).unlink()

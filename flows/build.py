@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
-import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +37,7 @@ from prefsynth.flows.stages import STAGE_TASKS, ShardResult, skills_task
 from prefsynth import __version__
 from prefsynth.config import BuildConfig
 from prefsynth.errors import PrefsynthError
+from prefsynth.fileio import atomic_write_json
 from prefsynth.records import Annotation, CurationDecision, Pair
 from prefsynth.store import ShardStore
 
@@ -100,9 +99,7 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, default=str)
 
 
 def _merge_usage(usages: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:

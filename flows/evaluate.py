@@ -37,6 +37,7 @@ from prefsynth.curation.human_pairs import HumanPair, HumanSet, load_pairs, samp
 from prefsynth.flows.plan import CODE_VERSION
 
 from prefsynth.config import AnnotatorsConfig, BuildConfig, FilterConfig
+from prefsynth.fileio import atomic_path
 from prefsynth.hashing import content_key
 from prefsynth.records import Annotation, Pair
 from prefsynth.store import ArtifactStore
@@ -315,10 +316,8 @@ def write_pair_rows(
     """One JSON line per pair: the human label, each annotator's margin for the first response,
     the vote, and the filter's decision (texts left out: HH-RLHF is offensive by design)."""
     import json
-    import os
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for i, (p, decided) in enumerate(zip(human.pairs, final, strict=True)):
             row = {
                 "pair_id": p.pair_id,
@@ -335,7 +334,6 @@ def write_pair_rows(
                 "len_second": len(p.second),
             }
             f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
 
 
 def default_out_dir(config: BuildConfig, pairs: str, n: int | None, seed: int) -> Path:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from prefsynth.config import BuildConfig, load_config
+from prefsynth.fileio import atomic_write_json
 
 FLOW_NAME = "prefsynth-rebuild"
 
@@ -39,9 +39,7 @@ def _read_releases(config: BuildConfig) -> list[dict[str, Any]]:
 def _append_release(config: BuildConfig, entry: dict[str, Any]) -> None:
     path = releases_file(config)
     releases = [*_read_releases(config), entry]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(releases, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, releases, indent=1)
 
 
 def previous_release(config: BuildConfig) -> dict[str, Any] | None:
