@@ -10,8 +10,9 @@ dataset step reads the voted pairs and writes ``dataset/`` and the Parquet files
 (agreement between annotators, judge position bias, length bias) writes ``audit/`` and its
 headline goes into the card (``README.md``) and ``run.json``.
 
-``run.json`` is written when the build starts (status ``running``), after every stage, and at
-the end (``completed`` or ``failed`` with the error), so a crashed run still says how far it got.
+The run record (:class:`prefsynth.run_record.RunRecord`, ``run.json``) is saved when the build
+starts (status ``running``), after every stage, and at the end (``completed`` or ``failed`` with
+the error), so a crashed run still says how far it got.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import importlib.metadata
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from prefect import flow
 from prefect.futures import as_completed
@@ -37,8 +38,21 @@ from prefsynth.flows.stages import STAGE_TASKS, ShardResult, skills_task
 from prefsynth import __version__
 from prefsynth.config import BuildConfig
 from prefsynth.errors import PrefsynthError
-from prefsynth.fileio import atomic_write_json
+from prefsynth.fileio import atomic_write_text
 from prefsynth.records import Annotation, CurationDecision, Pair
+from prefsynth.run_record import (
+    AuditHeadline,
+    AuditSummary,
+    CurationFigures,
+    DatasetInfo,
+    EngineUsage,
+    RowCounts,
+    RunRecord,
+    SkillsSummary,
+    StageSummary,
+    StepTiming,
+    VotingFigures,
+)
 from prefsynth.store import ShardStore
 
 PACKAGES = (
@@ -98,20 +112,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_json(path, data, default=str)
-
-
-def _merge_usage(usages: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
-    total: dict[str, dict[str, int]] = {"calls": {}, "tokens": {}}
-    for usage in usages:
-        for part in ("calls", "tokens"):
-            for k, v in usage.get(part, {}).items():
-                total[part][k] = total[part].get(k, 0) + v
-    return total
-
-
-def _stage_summary(results: list[ShardResult], seconds: float) -> dict[str, Any]:
+def _stage_summary(results: list[ShardResult], seconds: float) -> StageSummary:
     counts: dict[str, int] = {}
     for r in results:
         for k, v in r.counts.items():
@@ -120,45 +121,52 @@ def _stage_summary(results: list[ShardResult], seconds: float) -> dict[str, Any]
     for r in results:
         if r.annotator:
             by_annotator[r.annotator] = round(by_annotator.get(r.annotator, 0.0) + r.seconds, 2)
-    return {
-        "shards": len(results),
-        **({"compute_seconds_by_annotator": by_annotator} if by_annotator else {}),
-        "computed": sum(not r.reused for r in results),
-        "reused": sum(r.reused for r in results),
-        "rows": sum(r.rows for r in results),
-        "seconds": round(seconds, 2),
-        "counts": dict(sorted(counts.items())),
-        "engine_usage": _merge_usage([r.engine_usage for r in results]),
-        "keys": [r.key for r in results],  # shard keys in the store, for the audit
-    }
+    return StageSummary(
+        shards=len(results),
+        compute_seconds_by_annotator=by_annotator or None,
+        computed=sum(not r.reused for r in results),
+        reused=sum(r.reused for r in results),
+        rows=sum(r.rows for r in results),
+        seconds=round(seconds, 2),
+        counts=dict(sorted(counts.items())),
+        engine_usage=EngineUsage.merge(r.engine_usage for r in results),
+        shard_keys=[r.key for r in results],  # for the audit
+    )
 
 
-def _rows(stages: dict[str, dict[str, Any]], pairs: list[Pair]) -> dict[str, Any]:
-    ins = stages["instructions"]["counts"]
-    cur = stages["curation"]["counts"]
-    ann = stages["annotations"]["counts"]
+def _rows(stages: dict[str, StageSummary], pairs: list[Pair]) -> RowCounts:
+    ins = stages["instructions"].counts
+    cur = stages["curation"].counts
+    ann = stages["annotations"].counts
     dropped: dict[str, int] = {}
     for p in pairs:
         if p.status != "kept":
             dropped[p.reason or "unknown"] = dropped.get(p.reason or "unknown", 0) + 1
-    return {
-        "instructions": stages["instructions"]["rows"],
-        "instructions_ok": ins.get("status:ok", 0),
-        "instructions_failed": stages["instructions"]["rows"] - ins.get("status:ok", 0),
-        "instructions_duplicate": sum(
-            v for k, v in cur.items() if k.startswith("status:duplicate")
-        ),
-        "instructions_contaminated": sum(
+    return RowCounts(
+        instructions=stages["instructions"].rows,
+        instructions_ok=ins.get("status:ok", 0),
+        instructions_failed=stages["instructions"].rows - ins.get("status:ok", 0),
+        instructions_duplicate=sum(v for k, v in cur.items() if k.startswith("status:duplicate")),
+        instructions_contaminated=sum(
             v for k, v in cur.items() if k.startswith("status:contaminated")
         ),
-        "instructions_kept": cur.get("status:kept", 0),
-        "responses": stages["responses"]["rows"],
-        "annotations": stages["annotations"]["rows"],
-        "annotations_ok": {k.split(":")[0]: v for k, v in ann.items() if k.endswith(":status:ok")},
-        "pairs_kept": sum(p.status == "kept" for p in pairs),
-        "pairs_dropped": sum(p.status != "kept" for p in pairs),
-        "dropped_by_reason": dict(sorted(dropped.items())),
-    }
+        instructions_kept=cur.get("status:kept", 0),
+        responses=stages["responses"].rows,
+        annotations=stages["annotations"].rows,
+        annotations_ok={k.split(":")[0]: v for k, v in ann.items() if k.endswith(":status:ok")},
+        pairs_kept=sum(p.status == "kept" for p in pairs),
+        pairs_dropped=sum(p.status != "kept" for p in pairs),
+        dropped_by_reason=dict(sorted(dropped.items())),
+    )
+
+
+def _record_stage(run: RunRecord, stage: str, results: list[ShardResult], seconds: float) -> None:
+    """A finished stage's summary, and the stage-level figures of curation and the vote."""
+    run.stages[stage] = _stage_summary(results, seconds)
+    if stage == "curation":
+        run.diversity = CurationFigures.model_validate(results[0].figures)
+    if stage == "vote":
+        run.voting = VotingFigures.model_validate(results[0].figures)
 
 
 def _run_stage(
@@ -180,7 +188,7 @@ def _run_stage(
 
 def audit_build(
     run_dir: Path, run_id: str, pairs: list[Pair], store: ShardStore, plan: BuildPlan
-) -> dict[str, Any]:
+) -> AuditSummary:
     """The agreement audit of the finished pairs (``prefsynth audit`` computes the same from
     the run folder): report in RUN_DIR/audit/, Prefect artifacts, headline for the card."""
     from prefsynth.curation.audit import audit_pairs
@@ -191,7 +199,9 @@ def audit_build(
     title = f"Annotation audit: {run_id}"
     write_report(run_dir / "audit", figures, title)
     publish_artifacts(figures, title)
-    return {"headline": figures["headline"], "report": "audit/report.md"}
+    return AuditSummary(
+        headline=AuditHeadline.model_validate(figures["headline"]), report="audit/report.md"
+    )
 
 
 def _resolved(config: BuildConfig) -> BuildConfig:
@@ -201,7 +211,7 @@ def _resolved(config: BuildConfig) -> BuildConfig:
     return resolved.model_copy(update={"run_id": config.resolved_run_id()})
 
 
-def run_build(config: BuildConfig) -> dict[str, Any]:
+def run_build(config: BuildConfig) -> RunRecord:
     """The flow body; see :func:`build_flow`. Returns the run record (also in run.json)."""
     t_start = time.perf_counter()
     config = _resolved(config)
@@ -209,29 +219,27 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     store_root = str(config.shard_dir())
     plan = make_plan(config)
-    run: dict[str, Any] = {
-        "run_id": config.resolved_run_id(),
-        "status": "running",
-        "started_at": _now(),
-        "prefsynth_version": __version__,
-        "code_version": CODE_VERSION,
-        "config_hash": config.content_hash(),
-        "config": config.model_dump(mode="json"),
-        "packages": package_versions(),
-        "models": {role: m.model_dump() for role, m in plan.models.items()},
-        "templates": plan.templates,
-        "store": store_root,
-        "stages": {},
-    }
+    run = RunRecord(
+        run_id=config.resolved_run_id(),
+        started_at=_now(),
+        prefsynth_version=__version__,
+        code_version=CODE_VERSION,
+        config_hash=config.content_hash(),
+        config=config.model_dump(mode="json"),
+        packages=package_versions(),
+        models=dict(plan.models),
+        templates=plan.templates,
+        store=store_root,
+    )
     run_json = run_dir / "run.json"
-    _write_json(run_json, run)
+    run.save(run_json)
     store = ShardStore(store_root)
     try:
         if plan.skills_key is not None:
             t0 = time.perf_counter()
             skills = skills_task(config, plan.skills_key, store_root)
-            run["skills"] = {**skills, "seconds": round(time.perf_counter() - t0, 2)}
-            _write_json(run_json, run)
+            run.skills = SkillsSummary(**skills, seconds=round(time.perf_counter() - t0, 2))
+            run.save(run_json)
         for stage in STAGES:
             if stage == "responses":  # keys downstream of curation depend on what it kept
                 curation_key = plan.stage("curation")[0].key
@@ -241,48 +249,45 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
                 continue
             t0 = time.perf_counter()
             results = _run_stage(stage, config, plan, store_root)
-            run["stages"][stage] = _stage_summary(results, time.perf_counter() - t0)
-            if stage == "curation":
-                run["diversity"] = results[0].figures
-            if stage == "vote":
-                run["voting"] = results[0].figures
-            _write_json(run_json, run)
+            _record_stage(run, stage, results, time.perf_counter() - t0)
+            run.save(run_json)
 
         t0 = time.perf_counter()
         pairs = store.read("vote", plan.stage("vote")[0].key, Pair)
         written = write_dataset(run_dir, pairs, config.annotators.enabled())
-        run["rows"] = _rows(run["stages"], pairs)
-        finish = run["stages"]["responses"]["counts"]
+        stages = run.stage_summaries()
+        run.rows = _rows(stages, pairs)
+        finish = stages["responses"].counts
         sampled = finish.get("finish:length", 0) + finish.get("finish:stop", 0)
-        run["responses_cut_by_length"] = finish.get("finish:length", 0) / max(1, sampled)
-        run["dataset"] = {"path": "dataset", "splits": {"train": written["kept"]}}
-        run["stages"]["dataset"] = {"seconds": round(time.perf_counter() - t0, 2)}
-        run["engine_usage"] = _merge_usage(
-            [run["stages"][s]["engine_usage"] for s in STAGES if s in run["stages"]]
-            + [run.get("skills", {}).get("engine_usage", {})]
+        run.responses_cut_by_length = finish.get("finish:length", 0) / max(1, sampled)
+        run.dataset = DatasetInfo(path="dataset", splits={"train": written["kept"]})
+        run.stages["dataset"] = StepTiming(seconds=round(time.perf_counter() - t0, 2))
+        run.engine_usage = EngineUsage.merge(
+            [s.engine_usage for s in stages.values()]
+            + ([run.skills.engine_usage] if run.skills else [])
         )
-        run["audit"] = audit_build(run_dir, run["run_id"], pairs, store, plan)
-        run["status"] = "completed"
-        run["finished_at"] = _now()
-        run["seconds"] = round(time.perf_counter() - t_start, 2)
-        (run_dir / "README.md").write_text(render_card(run), encoding="utf-8")
-        _write_json(run_json, run)
+        run.audit = audit_build(run_dir, run.run_id, pairs, store, plan)
+        run.status = "completed"
+        run.finished_at = _now()
+        run.seconds = round(time.perf_counter() - t_start, 2)
+        atomic_write_text(run_dir / "README.md", render_card(run))
+        run.save(run_json)
     except BaseException as e:
-        run["status"] = "failed"
-        run["error"] = f"{type(e).__name__}: {e}"
-        run["finished_at"] = _now()
-        _write_json(run_json, run)
+        run.status = "failed"
+        run.error = f"{type(e).__name__}: {e}"
+        run.finished_at = _now()
+        run.save(run_json)
         raise
     return run
 
 
 @flow(name="prefsynth-build", log_prints=True, validate_parameters=False)
-def build_flow(config: BuildConfig) -> dict[str, Any]:
+def build_flow(config: BuildConfig) -> RunRecord:
     """Build a preference dataset as configured; see the module docstring."""
     return run_build(config)
 
 
-def build(config: BuildConfig) -> dict[str, Any]:
+def build(config: BuildConfig) -> RunRecord:
     """Run the build flow with the configured task runner, holding the run directory's lock."""
     from filelock import FileLock, Timeout
 

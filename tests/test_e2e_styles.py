@@ -33,8 +33,8 @@ def test_mixed_styles_build_with_full_provenance(prefect_api_url: str, tmp_path:
         ],
     )
     run = build(cfg)
-    assert run["status"] == "completed"
-    assert run["skills"]["skills"] >= 2
+    assert run.status == "completed"
+    assert run.skills.skills >= 2
     plan = full_plan(cfg)
     store = ShardStore(cfg.shard_dir())
     instructions = [
@@ -68,7 +68,7 @@ def test_mixed_styles_build_with_full_provenance(prefect_api_url: str, tmp_path:
     refs = [r for r in responses if r.origin == "reference"]
     ok_skillmix = [i for i in instructions if i.method == "instruct_skillmix" and i.status == "ok"]
     assert len(refs) <= len(ok_skillmix)
-    diversity = run["diversity"]
+    diversity = run.diversity.model_dump()
     assert diversity["instructions"] == 4
     assert "distinct_1" in diversity or "distinct" in str(diversity)
     card = (cfg.run_dir() / "README.md").read_text()

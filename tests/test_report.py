@@ -12,7 +12,7 @@ from prefsynth.curation import report
 from prefsynth.curation.audit import accuracy, accuracy_by_decile, audit_pairs
 from prefsynth.curation.report import artifact_key, fmt, json_safe, publish_artifacts, write_report
 
-from tests.test_audit import JUDGE_ROWS, hand_pairs
+from tests.helpers import JUDGE_ROWS, hand_pairs
 
 TITLE = "Audit <tiny> & run"
 

@@ -10,7 +10,7 @@ import torch
 from prefsynth.annotators import reward_models as rm
 
 from prefsynth.config import RewardModelSpec
-from tests.conftest import one_instruction
+from tests.helpers import one_instruction
 
 
 @pytest.fixture(scope="module")
