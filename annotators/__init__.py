@@ -5,8 +5,9 @@
 * :mod:`.cdr` — CDR density ratio of a strong over a weak LLM (METHODS §3);
 * :mod:`.flr` — FLR follow-up likelihood (METHODS §4);
 * :mod:`.reward_models` — reward models (METHODS §6);
-* :mod:`.judge` — pairwise LLM judge, both orders, length rule, canaries (METHODS §5);
-* :mod:`.voting` — standardised margins, mu, sigma, wco, uwo (METHODS §6).
+* :mod:`.judge` — pairwise LLM judge, both orders, length rule, canaries (METHODS §5).
+
+The vote that combines annotators is curation (:mod:`prefsynth.curation.voting`).
 
 Every pointwise annotator returns one row per response (the judge one per pair) with a status:
 ``ok``, ``abstain`` (no opinion, e.g. an empty response or an unparsable verdict) or ``error``

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefsynth.curation.voting import rms
 
 from prefsynth.errors import RunFolderError
 from prefsynth.hashing import content_key
@@ -80,14 +81,9 @@ def _quiet(fn: Callable[[], Any]) -> float | None:
 
 
 def _rms(values: Sequence[float | None]) -> float:
-    """Root mean square of the present values; 1.0 when there are none or all are zero.
-
-    Same rule as :func:`prefsynth.annotators.voting.rms_scales`, so audit z-scores match the vote's.
-    """
-    present = [f for v in values if (f := _finite(v)) is not None]
-    if not present:
-        return 1.0
-    return math.sqrt(sum(v * v for v in present) / len(present)) or 1.0
+    """The vote's scale (:func:`prefsynth.curation.voting.rms`) of the present values, so audit
+    z-scores match the vote's; missing and non-finite values are left out."""
+    return rms(f for v in values if (f := _finite(v)) is not None)
 
 
 def _standardize(values: Sequence[float | None]) -> list[float | None]:

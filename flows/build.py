@@ -31,11 +31,11 @@ from prefsynth.curation.card import render_card
 from prefsynth.curation.dataset import write_dataset
 from prefsynth.engines import close_engines
 from prefsynth.engines.device import resolve_dtypes, set_concurrent_tasks
-from prefsynth.flows.plan import CODE_VERSION, STAGES, BuildPlan, make_plan, plan_downstream
+from prefsynth.flows.plan import STAGES, BuildPlan, make_plan, plan_downstream
 from prefsynth.flows.runners import concurrent_model_tasks, make_task_runner, stage_resources
 from prefsynth.flows.stages import STAGE_TASKS, ShardResult, skills_task
 
-from prefsynth import __version__
+from prefsynth import CODE_VERSION, __version__
 from prefsynth.config import BuildConfig
 from prefsynth.errors import PrefsynthError
 from prefsynth.fileio import atomic_write_text
@@ -192,7 +192,8 @@ def audit_build(
     """The agreement audit of the finished pairs (``prefsynth audit`` computes the same from
     the run folder): report in RUN_DIR/audit/, Prefect artifacts, headline for the card."""
     from prefsynth.curation.audit import audit_pairs
-    from prefsynth.curation.report import publish_artifacts, write_report
+    from prefsynth.curation.report import write_report
+    from prefsynth.flows.artifacts import publish_artifacts
 
     judge = [a for spec in plan.stage("judge") for a in store.read("judge", spec.key, Annotation)]
     figures = {**audit_pairs(pairs, judge), "run_id": run_id}

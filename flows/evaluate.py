@@ -34,8 +34,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefsynth.annotators.base import Item, transcript
 from prefsynth.curation.human_pairs import HumanPair, HumanSet, load_pairs, sample_pairs
-from prefsynth.flows.plan import CODE_VERSION
 
+from prefsynth import CODE_VERSION
 from prefsynth.config import AnnotatorsConfig, BuildConfig, FilterConfig
 from prefsynth.fileio import atomic_path
 from prefsynth.hashing import content_key
@@ -353,8 +353,9 @@ def eval_flow(
 ) -> dict[str, Any]:
     """Score a sample of human-labelled pairs with every configured annotator, vote, filter,
     and write the report; returns the figures (also in OUT/figures.json)."""
-    from prefsynth.curation.report import publish_artifacts, write_report
+    from prefsynth.curation.report import write_report
     from prefsynth.engines.device import resolve_dtypes
+    from prefsynth.flows.artifacts import publish_artifacts
 
     config = resolve_dtypes(config)  # cached chunks are keyed by the dtype that really runs
     logger = get_run_logger()
