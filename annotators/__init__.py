@@ -4,8 +4,9 @@
 * :mod:`.cdr` — CDR density ratio of a strong over a weak LLM (docs/methods.md §7);
 * :mod:`.flr` — FLR follow-up likelihood (docs/methods.md §8);
 * :mod:`.reward_models` — reward models (docs/methods.md §10);
-* :mod:`.judge` — pairwise LLM judge, both orders, length rule, canaries (docs/methods.md §9);
-* :mod:`.voting` — standardised margins, mu, sigma, wco, uwo (docs/methods.md §12).
+* :mod:`.judge` — pairwise LLM judge, both orders, length rule, canaries (docs/methods.md §9).
+
+The vote that combines annotators is curation (:mod:`prefsynth.curation.voting`).
 
 Every pointwise annotator returns one row per response (the judge one per pair) with a status:
 ``ok``, ``abstain`` (no opinion, e.g. an empty response or an unparsable verdict) or ``error``

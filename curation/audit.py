@@ -24,7 +24,6 @@ Conventions, chosen so every figure is JSON-able and comparable across runs:
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -33,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefsynth.curation.voting import rms
 
 from prefsynth.errors import RunFolderError
 from prefsynth.hashing import content_key
 from prefsynth.records import Annotation, Pair
+from prefsynth.run_record import RunRecord
 from prefsynth.store import ShardStore
 
 JUDGE = "judge"
@@ -87,14 +88,9 @@ def _quiet(fn: Callable[[], Any]) -> float | None:
 
 
 def _rms(values: Sequence[float | None]) -> float:
-    """Root mean square of the present values; 1.0 when there are none or all are zero.
-
-    Same rule as :func:`prefsynth.annotators.voting.rms_scales`, so audit z-scores match the vote's.
-    """
-    present = [f for v in values if (f := _finite(v)) is not None]
-    if not present:
-        return 1.0
-    return math.sqrt(sum(v * v for v in present) / len(present)) or 1.0
+    """The vote's scale (:func:`prefsynth.curation.voting.rms`) of the present values, so audit
+    z-scores match the vote's; missing and non-finite values are left out."""
+    return rms(f for v in values if (f := _finite(v)) is not None)
 
 
 def _standardize(values: Sequence[float | None]) -> list[float | None]:
@@ -587,47 +583,27 @@ def _store_root(run_dir: Path, recorded: str | None) -> Path:
     raise RunFolderError(f"no shard store for {run_dir} (tried {[str(c) for c in candidates]})")
 
 
-def _stage_keys(run: dict[str, Any], store: ShardStore, stage: str) -> tuple[list[str], str]:
-    """Shard keys of a stage: from run.json when recorded, else by listing the store.
-
-    Older run.json files have no keys; listing may then include shards of other builds that
-    share the store, which :func:`audit_run` guards against (newest vote shard only; judge
-    rows restricted to the voted pairs).
-    """
-    keys = ((run.get("stages") or {}).get(stage) or {}).get("keys")
-    if keys is not None:
-        return list(keys), "run.json"
-    folder = store.root / stage
-    files = sorted(
-        (f for f in folder.glob("*.parquet") if not f.name.startswith(".")),
-        key=lambda f: f.stat().st_mtime,
-    )
-    if stage == "vote":
-        files = files[-1:]
-    return [f.stem for f in files], "listing"
-
-
 def audit_run(run_dir: Path) -> dict[str, Any]:
-    """Audit figures for a finished build directory (reads run.json and the shards; writes
-    nothing)."""
+    """Audit figures for a finished build directory: the vote and judge shards whose keys its
+    run record lists (the record is the one source of which shards belong to the build; a
+    shared store may hold other builds' shards). Writes nothing."""
     run_dir = Path(run_dir)
-    if not (run_dir / "run.json").is_file():
-        raise RunFolderError(f"{run_dir / 'run.json'} not found: not a prefsynth run folder")
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    store = ShardStore(_store_root(run_dir, run.get("store")))
-    vote_keys, vote_from = _stage_keys(run, store, "vote")
+    run = RunRecord.load(run_dir / "run.json")
+    store = ShardStore(_store_root(run_dir, run.store))
+    vote_keys = run.stage_keys("vote")
     if not vote_keys:
-        raise RunFolderError(f"run {run_dir} has no vote shard to audit (did the build finish?)")
+        raise RunFolderError(
+            f"{run_dir / 'run.json'} records no vote shard to audit (did the build finish?)"
+        )
     pairs = [p for k in vote_keys for p in store.read("vote", k, Pair)]
-    judge_keys, _ = _stage_keys(run, store, "judge")
+    judge_keys = run.stage_keys("judge") or []
     ids = {p.pair_id for p in pairs}
     judge = [a for k in judge_keys for a in store.read("judge", k, Annotation) if a.pair_id in ids]
     figures = audit_pairs(pairs, judge)
-    figures["run_id"] = run.get("run_id", run_dir.name)
+    figures["run_id"] = run.run_id
     figures["source"] = {
         "run_dir": str(run_dir),
         "store": str(store.root),
-        "keys_from": vote_from,
         "vote_keys": vote_keys,
         "judge_keys": judge_keys,
     }

@@ -1,4 +1,4 @@
-"""Dataset card (README.md) generated from the run record (run.json).
+"""Dataset card (README.md) generated from the run record (:class:`prefsynth.run_record.RunRecord`).
 
 Why one module (over 400 lines): the card is one document rendered from one run record; its licence
 derivation, sections and ``configs:`` front matter for both layouts must agree with each other,
@@ -15,10 +15,10 @@ The same run renders two layouts: the build's run folder (``data/train.parquet``
 :mod:`prefsynth.curation.publish`), passed as ``release``. The front matter's ``configs:`` always
 names the files of the layout it is written for, so the Hub viewer and ``load_dataset`` find them.
 
-A card may compare the run with the previous release (``previous`` = that release's run.json
-plus ``"pair_ids"``, its train pair ids). This run's train pair ids are not in run.json, so the
-caller passes them as ``pair_ids`` (read from ``data/train.parquet``); without them the rows
-added/removed are reported as not computed rather than guessed.
+A card may compare the run with the previous release (``previous``: a :class:`PreviousRelease`,
+that release's run record and its train pair ids). This run's train pair ids are not in run.json,
+so the caller passes them as ``pair_ids`` (read from ``data/train.parquet``); without them the
+rows added/removed are reported as not computed rather than guessed.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+from prefsynth.records import ModelRef
+from prefsynth.run_record import RunRecord
 
 CITATIONS = {
     "instruct_skillmix": (
@@ -90,17 +93,26 @@ class ReleaseLayout:
     split_seed: int
 
 
+@dataclass(frozen=True)
+class PreviousRelease:
+    """The release a card compares with: its run record and its train pair ids (None when its
+    data file is gone)."""
+
+    run: RunRecord
+    pair_ids: list[str] | None = None
+
+
 # --------------------------------------------------------------------------- licence
 
 
-def text_roles(models: dict[str, Any]) -> list[str]:
+def text_roles(models: dict[str, ModelRef]) -> list[str]:
     """Roles whose model wrote text that ends up in the data (scorers only produce numbers)."""
     return [r for r in models if r == "instructions" or r.startswith("responses")]
 
 
-def derive_license(models: dict[str, dict[str, Any]], text_roles: list[str]) -> str:
+def derive_license(models: dict[str, ModelRef], text_roles: list[str]) -> str:
     """Licence of the text: the licence shared by every model that wrote text, else 'other'."""
-    licences = {(models.get(role) or {}).get("license") for role in text_roles}
+    licences = {m.license if (m := models.get(role)) else None for role in text_roles}
     if len(licences) == 1 and None not in licences:
         return str(next(iter(licences)))
     return "other"
@@ -110,15 +122,14 @@ def _custom(name: str) -> dict[str, str]:
     return {"license": "other", "license_name": name, "license_link": CUSTOM_LICENCES[name]}
 
 
-def _describe(models: dict[str, dict[str, Any]], roles: list[str]) -> str:
+def _describe(models: dict[str, ModelRef], roles: list[str]) -> str:
     return ", ".join(
-        f"{role} `{models[role].get('model_id')}` ({models[role].get('license') or 'unknown'})"
-        for role in roles
+        f"{role} `{models[role].model_id}` ({models[role].license or 'unknown'})" for role in roles
     )
 
 
 def license_front_matter(
-    models: dict[str, dict[str, Any]], override: str | None = None
+    models: dict[str, ModelRef], override: str | None = None
 ) -> tuple[dict[str, str], str]:
     """Front-matter licence fields and a sentence explaining them.
 
@@ -135,7 +146,7 @@ def license_front_matter(
         if scorers
         else ""
     )
-    licences = [(models[r].get("license") or None) for r in roles]
+    licences = [models[r].license or None for r in roles]
     if override:
         fields = _custom(override) if override in CUSTOM_LICENCES else {"license": override}
         return fields, f"Licence `{override}` set by the publisher. Text models: {text}." + (
@@ -200,18 +211,16 @@ def configs_front_matter(data_files: dict[str, dict[str, str]]) -> list[dict[str
     ]
 
 
-def _front_matter(run: dict[str, Any], layout: ReleaseLayout | None) -> tuple[dict[str, Any], str]:
-    models = run.get("models", {})
-    override = (run.get("config", {}).get("publish") or {}).get("license")
-    licence, licence_note = license_front_matter(models, override)
+def _front_matter(run: RunRecord, layout: ReleaseLayout | None) -> tuple[dict[str, Any], str]:
+    licence, licence_note = license_front_matter(run.models, run.publish_config.get("license"))
     data_files = layout.data_files if layout else RUN_DATA_FILES
     front = {
         **licence,
         "language": ["en"],
         "tags": ["synthetic", "preference", "dpo", "prefsynth"],
         "task_categories": ["text-generation"],
-        "size_categories": [_size_category(int(run.get("rows", {}).get("pairs_kept", 0)))],
-        "pretty_name": f"prefsynth {run.get('run_id')}",
+        "size_categories": [_size_category(run.rows.pairs_kept if run.rows else 0)],
+        "pretty_name": f"prefsynth {run.run_id}",
         "configs": configs_front_matter(data_files),
     }
     return front, licence_note
@@ -269,28 +278,21 @@ def _sampling_table(blocks: dict[str, dict[str, Any]]) -> str:
     return _table(["sampling", *columns], rows)
 
 
-def _models_section(run: dict[str, Any], licence_note: str) -> list[str]:
+def _models_section(run: RunRecord, licence_note: str) -> list[str]:
     rows = [
-        [
-            role,
-            m.get("model_id"),
-            m.get("backend"),
-            m.get("dtype"),
-            m.get("license") or "unknown",
-            m.get("sha256") or m.get("fingerprint") or "",
-        ]
-        for role, m in run.get("models", {}).items()
+        [role, m.model_id, m.backend, m.dtype, m.license or "unknown", m.sha256 or m.fingerprint]
+        for role, m in run.models.items()
     ]
     header = ["role", "model", "backend", "dtype", "licence", "sha256 / fingerprint"]
     return ["## Models", "", _table(header, rows), "", licence_note, ""]
 
 
-def _sampling_section(run: dict[str, Any], layout: ReleaseLayout | None) -> list[str]:
-    cfg = run.get("config", {})
+def _sampling_section(run: RunRecord, layout: ReleaseLayout | None) -> list[str]:
+    cfg = run.config
     seeds: dict[str, Any] = {"build seed": cfg.get("seed")}
     if layout is not None:
         seeds["split seed"] = layout.split_seed
-    templates = run.get("templates", {})
+    templates = run.templates
     return [
         "## Sampling, seeds and prompt templates",
         "",
@@ -308,22 +310,22 @@ def _sampling_section(run: dict[str, Any], layout: ReleaseLayout | None) -> list
     ]
 
 
-def _rows_section(run: dict[str, Any]) -> list[str]:
-    rows = run.get("rows", {})
-    scalar = [[k, v] for k, v in rows.items() if _is_number(v)]
-    scalar += [[f"annotations_ok.{k}", v] for k, v in (rows.get("annotations_ok") or {}).items()]
+def _rows_section(run: RunRecord) -> list[str]:
+    scalar: list[list[Any]] = []
+    if run.rows is not None:
+        scalar = [[k, v] for k, v in run.rows.scalars().items()]
+        scalar += [[f"annotations_ok.{k}", v] for k, v in run.rows.annotations_ok.items()]
     stage_rows = [
         [
             name,
-            s.get("shards"),
-            s.get("computed"),
-            s.get("reused"),
-            s.get("rows"),
-            s.get("seconds"),
-            ", ".join(f"{k}: {v}" for k, v in (s.get("counts") or {}).items()),
+            s.shards,
+            s.computed,
+            s.reused,
+            s.rows,
+            s.seconds,
+            ", ".join(f"{k}: {v}" for k, v in s.counts.items()),
         ]
-        for name, s in run.get("stages", {}).items()
-        if "shards" in s
+        for name, s in run.stage_summaries().items()
     ]
     header = ["stage", "shards", "computed", "reused", "rows", "seconds", "counts"]
     return [
@@ -360,17 +362,19 @@ def _release_section(layout: ReleaseLayout | None) -> list[str]:
     ]
 
 
-def _diversity_section(run: dict[str, Any]) -> list[str]:
-    diversity = run.get("diversity", {})
-    decontam = diversity.get("contaminated_by_benchmark") or {}
-    figures = [[k, _fmt(v)] for k, v in diversity.items() if _is_number(v)]
-    by_method = diversity.get("by_method") or {}
+def _diversity_section(run: RunRecord) -> list[str]:
+    diversity = run.diversity
+    if diversity is None:
+        return ["## Instructions: curation and diversity", "", "Not recorded.", ""]
+    decontam = diversity.contaminated_by_benchmark
+    figures = [[k, _fmt(v)] for k, v in diversity.numbers().items()]
+    by_method = diversity.by_method
     return [
         "## Instructions: curation and diversity",
         "",
-        f"Kept {diversity.get('kept', '?')} of {diversity.get('instructions', '?')} instructions: "
-        f"{diversity.get('failed', 0)} failed generation, {diversity.get('duplicates', 0)} "
-        f"duplicates, {diversity.get('contaminated', 0)} close to an evaluation prompt.",
+        f"Kept {diversity.kept} of {diversity.instructions} instructions: "
+        f"{diversity.failed} failed generation, {diversity.duplicates} "
+        f"duplicates, {diversity.contaminated} close to an evaluation prompt.",
         "",
         _table(["benchmark", "contaminated instructions"], [[b, n] for b, n in decontam.items()])
         if decontam
@@ -398,22 +402,22 @@ VOTING_FIGURES = (
 )
 
 
-def _voting_section(run: dict[str, Any]) -> list[str]:
-    voting = run.get("voting", {})
-    rows = run.get("rows", {})
-    drop_rows = [[k, v] for k, v in sorted(rows.get("dropped_by_reason", {}).items())]
-    figures = [[k, _fmt(voting.get(k))] for k in VOTING_FIGURES if k in voting]
+def _voting_section(run: RunRecord) -> list[str]:
+    voting = run.voting
+    dropped = run.rows.dropped_by_reason if run.rows else {}
+    drop_rows = [[k, v] for k, v in sorted(dropped.items())]
+    figures = [[k, _fmt(getattr(voting, k))] for k in VOTING_FIGURES] if voting else []
     return [
         "## Preference strength and filtering",
         "",
         "Every annotator is a voter; margins are standardised per annotator "
-        f"({voting.get('standardisation', 'n/a')}), then mu = mean, sigma = population "
+        f"({(voting and voting.standardisation) or 'n/a'}), then mu = mean, sigma = population "
         "standard deviation. `margin` in the data is mu; `margin_<annotator>` are the "
         "standardised margins.",
         "",
         _table(["figure", "value"], figures) if figures else "",
         "",
-        "Filter thresholds: `" + json.dumps(voting.get("thresholds", {})) + "`",
+        "Filter thresholds: `" + json.dumps(voting.thresholds if voting else {}) + "`",
         "",
         "## Dropped pairs by reason",
         "",
@@ -422,21 +426,19 @@ def _voting_section(run: dict[str, Any]) -> list[str]:
     ]
 
 
-def _audit_section(run: dict[str, Any], layout: ReleaseLayout | None) -> list[str]:
-    audit = run.get("audit") or {}
-    headline = audit.get("headline")
-    if not headline:
+def _audit_section(run: RunRecord, layout: ReleaseLayout | None) -> list[str]:
+    if run.audit is None:
         return []
     lines = [
         "## Annotator agreement",
         "",
-        _table(["figure", "value"], [[k, _fmt(v)] for k, v in headline.items()]),
+        _table(["figure", "value"], [[k, _fmt(v)] for k, v in run.audit.headline.items()]),
         "",
     ]
-    report = audit.get("report")
+    report = run.audit.report
     if report:
         where = (
-            f"`{report}` in the build's run folder `{run.get('run_id')}`"
+            f"`{report}` in the build's run folder `{run.run_id}`"
             if layout is not None  # the release uploads only the card and data/
             else f"[{report}]({report})"
         )
@@ -444,29 +446,29 @@ def _audit_section(run: dict[str, Any], layout: ReleaseLayout | None) -> list[st
     return lines
 
 
-def _headline(run: dict[str, Any]) -> dict[str, Any]:
+def _headline(run: RunRecord) -> dict[str, Any]:
     """The figures a comparison between releases shows, flattened to name -> value."""
-    rows = run.get("rows", {})
+    rows = run.rows.scalars() if run.rows else {}
     figures: dict[str, Any] = {k: rows.get(k) for k in ROW_FIGURES}
-    headline = (run.get("audit") or {}).get("headline") or {}
-    figures |= {f"audit.{k}": v for k, v in headline.items()}
-    diversity = run.get("diversity", {})
-    figures |= {f"diversity.{k}": v for k, v in diversity.items() if _is_number(v)}
+    if run.audit is not None:
+        figures |= {f"audit.{k}": v for k, v in run.audit.headline.items()}
+    if run.diversity is not None:
+        figures |= {f"diversity.{k}": v for k, v in run.diversity.numbers().items()}
     return figures
 
 
 def _comparison_section(
-    run: dict[str, Any], previous: dict[str, Any] | None, pair_ids: list[str] | None
+    run: RunRecord, previous: PreviousRelease | None, pair_ids: list[str] | None
 ) -> list[str]:
     if previous is None:
         return []
-    before, now = _headline(previous), _headline(run)
+    before, now = _headline(previous.run), _headline(run)
     names = list(before) + [k for k in now if k not in before]
     table = [
         [k, _fmt(before.get(k)), _fmt(now.get(k)), _change(before.get(k), now.get(k))]
         for k in names
     ]
-    prev_ids = previous.get("pair_ids")
+    prev_ids = previous.pair_ids
     if pair_ids is None or prev_ids is None:
         diff = "Rows added/removed: not computed (pair ids not given)."
     else:
@@ -478,7 +480,7 @@ def _comparison_section(
     return [
         "## Changes since the previous release",
         "",
-        f"Previous release: `{previous.get('run_id')}` (finished {previous.get('finished_at')}).",
+        f"Previous release: `{previous.run.run_id}` (finished {previous.run.finished_at}).",
         "",
         diff,
         "",
@@ -487,11 +489,9 @@ def _comparison_section(
     ]
 
 
-def _usage_section(
-    run: dict[str, Any], repo: str | None, layout: ReleaseLayout | None
-) -> list[str]:
+def _usage_section(run: RunRecord, repo: str | None, layout: ReleaseLayout | None) -> list[str]:
     has_test = layout is not None and "test" in layout.data_files.get("default", {})
-    revision = (run.get("config", {}).get("publish") or {}).get("revision")
+    revision = run.publish_config.get("revision")
     if repo:
         rev = f', revision="{revision}"' if revision else ""
         loader, load = "load_dataset", f'ds = load_dataset("{repo}", "default"{rev})'
@@ -499,7 +499,7 @@ def _usage_section(
         files = ", ".join(f'"{s}": "{p}"' for s, p in layout.data_files["default"].items())
         loader, load = "load_dataset", f'ds = load_dataset("parquet", data_files={{{files}}})'
     else:
-        loader, load = "load_from_disk", f'ds = load_from_disk("{run.get("run_id")}/dataset")'
+        loader, load = "load_from_disk", f'ds = load_from_disk("{run.run_id}/dataset")'
     eval_arg = ', eval_dataset=ds["test"]' if has_test else ""
     return [
         "## Use with TRL",
@@ -516,12 +516,11 @@ def _usage_section(
     ]
 
 
-def _methods_section(run: dict[str, Any]) -> list[str]:
-    diversity = run.get("diversity", {})
-    annotators = run.get("config", {}).get("annotators", {})
-    used = set(diversity.get("by_method", {}))
+def _methods_section(run: RunRecord) -> list[str]:
+    annotators = run.config.get("annotators") or {}
+    used = set(run.diversity.by_method) if run.diversity else set()
     used |= {n for n in ("cdr", "flr", "judge") if (annotators.get(n) or {}).get("enabled")}
-    if run.get("voting"):
+    if run.voting is not None:
         used.add("voting")
     return [
         "## Methods",
@@ -537,8 +536,8 @@ def _methods_section(run: dict[str, Any]) -> list[str]:
 
 
 def render_card(
-    run: dict[str, Any],
-    previous: dict[str, Any] | None = None,
+    run: RunRecord,
+    previous: PreviousRelease | None = None,
     repo: str | None = None,
     *,
     pair_ids: list[str] | None = None,
@@ -546,27 +545,27 @@ def render_card(
 ) -> str:
     """The dataset card for a run.
 
-    ``previous``: the previous release's run.json plus ``"pair_ids"`` (its train pair ids) for
-    the comparison section; ``pair_ids``: this run's train pair ids (not in run.json; read them
+    ``previous``: the previous release (its run record and train pair ids) for the comparison
+    section; ``pair_ids``: this run's train pair ids (not in run.json; read them
     from ``data/train.parquet``); ``repo``: the Hub repo, for the usage snippet; ``release``:
     render for a release folder instead of the build's run folder.
     """
-    rows = run.get("rows", {})
+    rows = run.rows
     front, licence_note = _front_matter(run, release)
     intro = [
-        f"# prefsynth preference dataset `{run.get('run_id')}`",
+        f"# prefsynth preference dataset `{run.run_id}`",
         "",
         "Synthetic preference pairs in TRL's conversational format (`prompt`, `chosen`, "
         "`rejected`), built by prefsynth "
-        f"{run.get('prefsynth_version')}. Every row carries the ids of its instruction and "
+        f"{run.prefsynth_version}. Every row carries the ids of its instruction and "
         "responses; `margin` is the preference strength mu (mean of the annotators' "
         "standardised margins), `sigma` its uncertainty, `margin_<annotator>` each voter's.",
         "",
-        f"- kept pairs: **{rows.get('pairs_kept', 0)}**; dropped pairs: "
-        f"{rows.get('pairs_dropped', 0)} (config `dropped_pairs`)",
-        f"- instructions: {rows.get('instructions', 0)} written, {rows.get('instructions_ok', 0)} "
-        f"usable; responses: {rows.get('responses', 0)} "
-        f"({run.get('responses_cut_by_length', 0):.1%} cut by the length limit)",
+        f"- kept pairs: **{rows.pairs_kept if rows else 0}**; dropped pairs: "
+        f"{rows.pairs_dropped if rows else 0} (config `dropped_pairs`)",
+        f"- instructions: {rows.instructions if rows else 0} written, "
+        f"{rows.instructions_ok if rows else 0} usable; responses: {rows.responses if rows else 0} "
+        f"({run.responses_cut_by_length or 0:.1%} cut by the length limit)",
         f"- licence: `{front['license']}`"
         + (f" ({front['license_name']})" if "license_name" in front else "")
         + " (from the models that wrote the text; see Models)",

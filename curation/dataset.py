@@ -13,12 +13,11 @@ Output, all replaced atomically so a crash never leaves a half-written dataset:
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
+from prefsynth.fileio import atomic_path, replace_dir, temp_name
 from prefsynth.records import Pair
 
 TRL_COLUMNS = ("prompt", "chosen", "rejected")
@@ -83,21 +82,6 @@ def sft_schema() -> Any:
     )
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{time.monotonic_ns()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _atomic_file(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def write_dataset(run_dir: Path, pairs: list[Pair], voters: list[str]) -> dict[str, int]:
     """Write the dataset of kept pairs and the dropped pairs file; returns row counts."""
     import pyarrow as pa
@@ -114,15 +98,15 @@ def write_dataset(run_dir: Path, pairs: list[Pair], voters: list[str]) -> dict[s
         else Dataset.from_dict({k: [] for k in feats}, features=feats)
     )
     target = run_dir / "dataset"
-    tmp = run_dir / f".dataset.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    DatasetDict({"train": train}).save_to_disk(str(tmp))
-    _replace_dir(tmp, target)
+    tmp = temp_name(target)
+    try:
+        DatasetDict({"train": train}).save_to_disk(str(tmp))
+        replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    train_path = run_dir / "data" / "train.parquet"
-    tmp_file = _atomic_file(train_path)
-    train.to_parquet(str(tmp_file))
-    os.replace(tmp_file, train_path)
+    with atomic_path(run_dir / "data" / "train.parquet") as tmp_file:
+        train.to_parquet(str(tmp_file))
 
     sft_rows = [
         {
@@ -138,15 +122,12 @@ def write_dataset(run_dir: Path, pairs: list[Pair], voters: list[str]) -> dict[s
         for p in pairs
         if p.chosen is not None
     ]
-    sft_path = run_dir / "data" / "sft.parquet"
-    tmp_file = _atomic_file(sft_path)
-    pq.write_table(pa.Table.from_pylist(sft_rows, schema=sft_schema()), tmp_file)
-    os.replace(tmp_file, sft_path)
+    with atomic_path(run_dir / "data" / "sft.parquet") as tmp_file:
+        pq.write_table(pa.Table.from_pylist(sft_rows, schema=sft_schema()), tmp_file)
 
-    dropped_path = run_dir / "data" / "dropped_pairs.parquet"
-    tmp_file = _atomic_file(dropped_path)
-    pq.write_table(
-        pa.Table.from_pylist([p.to_row() for p in dropped], schema=Pair.arrow_schema()), tmp_file
-    )
-    os.replace(tmp_file, dropped_path)
+    with atomic_path(run_dir / "data" / "dropped_pairs.parquet") as tmp_file:
+        pq.write_table(
+            pa.Table.from_pylist([p.to_row() for p in dropped], schema=Pair.arrow_schema()),
+            tmp_file,
+        )
     return {"kept": len(kept), "dropped": len(dropped), "sft": len(sft_rows)}

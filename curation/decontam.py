@@ -32,7 +32,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from prefsynth.curation.dedup import normalize, words
 from prefsynth.curation.embeddings import DEFAULT_MODEL
 
 from prefsynth.config import BENCHMARKS, DecontamConfig
+from prefsynth.fileio import atomic_path
 from prefsynth.records import StrictModel
 
 if TYPE_CHECKING:
@@ -270,10 +270,8 @@ class BenchmarkIndex:
                 return loaded
             t0 = time.perf_counter()
             emb = embed([it.prompt for it in self.items[start:stop]], model)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-            with tmp.open("wb") as f:
+            with atomic_path(path) as tmp, tmp.open("wb") as f:
                 np.save(f, emb, allow_pickle=False)
-            os.replace(tmp, path)
             log.info(
                 "encoded %d %s prompts in %.1f s (cached)", len(emb), name, time.perf_counter() - t0
             )

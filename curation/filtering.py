@@ -2,7 +2,7 @@
 
 The judge's graded margin joins each candidate's pointwise margins; every annotator is
 standardised over the dataset and the pair gets mu, sigma, wco, uwo and the number of agreeing
-voters (:mod:`prefsynth.annotators.voting`). Rules then run in a fixed order and the first that
+voters (:mod:`prefsynth.curation.voting`). Rules then run in a fixed order and the first that
 fires decides (docs/methods.md §13):
 
 1. ``negative_mu`` — mu < 0: dropped, or (``negative: flip``, mu <= ``flip_below``) flipped:
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefsynth.annotators.voting import STANDARDISATION, rms_scales, vote
+from prefsynth.curation.voting import STANDARDISATION, rms_scales, vote
 
 from prefsynth.config import FilterConfig
 from prefsynth.records import Annotation, Pair

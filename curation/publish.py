@@ -39,11 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefsynth.curation.card import ReleaseLayout, render_card
-from prefsynth.curation.dataset import _replace_dir
+from prefsynth.curation.card import PreviousRelease, ReleaseLayout, render_card
 
 from prefsynth.config import PublishConfig
 from prefsynth.errors import InputDataError, PrefsynthError
+from prefsynth.fileio import atomic_write_json, replace_dir, temp_name
+from prefsynth.run_record import RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -87,19 +88,13 @@ class Release:
 # --------------------------------------------------------------------------- reading the run
 
 
-def load_run(run_dir: Path) -> dict[str, Any]:
+def load_run(run_dir: Path) -> RunRecord:
     """The run record of a completed build; a clear error names what is missing or unfinished."""
     path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise InputDataError(f"{path}: not found; is {run_dir} a build's run folder?")
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputDataError(f"{path}: not valid JSON ({e})") from None
-    status = run.get("status")
-    if status != "completed":
+    run = RunRecord.load(path)
+    if run.status != "completed":
         raise InputDataError(
-            f"{path}: run {run.get('run_id')} is {status!r}, not 'completed'; finish the build "
+            f"{path}: run {run.run_id} is {run.status!r}, not 'completed'; finish the build "
             "(re-run the same `prefsynth build` command to resume) before publishing"
         )
     return run
@@ -120,10 +115,12 @@ def train_pair_ids(run_dir: Path) -> list[str]:
     return [str(i) for i in table.column("pair_id").to_pylist()]
 
 
-def find_previous(run_dir: Path, run: dict[str, Any]) -> dict[str, Any] | None:
-    """The release before this run in ``<output dir>/<name>.releases.json`` (written by the
-    scheduled rebuild flow), as its run.json plus its ``pair_ids``; None when there is none."""
-    name = (run.get("config") or {}).get("name")
+def find_previous(
+    run_dir: Path, name: str | None, run_id: str | None = None
+) -> PreviousRelease | None:
+    """The release of config ``name`` before run ``run_id`` (the last one when ``run_id`` is not
+    listed or None) in ``<output dir>/<name>.releases.json`` (written by the scheduled rebuild
+    flow), with its train pair ids; None when there is none."""
     listing = Path(run_dir).parent / f"{name}.releases.json"
     if not name or not listing.is_file():
         return None
@@ -133,7 +130,7 @@ def find_previous(run_dir: Path, run: dict[str, Any]) -> dict[str, Any] | None:
         return None
     before = []
     for entry in entries:
-        if entry.get("run_id") == run.get("run_id"):
+        if run_id is not None and entry.get("run_id") == run_id:
             break
         before.append(entry)
     for entry in reversed(before):
@@ -143,11 +140,15 @@ def find_previous(run_dir: Path, run: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _previous_run(output_dir: Path, recorded: Path) -> dict[str, Any] | None:
+def _previous_run(output_dir: Path, recorded: Path) -> PreviousRelease | None:
     for candidate in (recorded, output_dir / recorded.name):
         if (candidate / "run.json").is_file() and (candidate / SOURCES["default"]).is_file():
-            run = json.loads((candidate / "run.json").read_text(encoding="utf-8"))
-            return {**run, "pair_ids": train_pair_ids(candidate)}
+            try:
+                run = RunRecord.load(candidate / "run.json")
+            except InputDataError as e:
+                logger.warning("previous release skipped: %s", e)
+                continue
+            return PreviousRelease(run, train_pair_ids(candidate))
     return None
 
 
@@ -232,22 +233,24 @@ def _write_config(staging: Path, name: str, tables: dict[str, Any]) -> Any:
 
 
 def build_release(
-    run_dir: Path, config: PublishConfig, previous: dict[str, Any] | None = None
+    run_dir: Path, config: PublishConfig, previous: PreviousRelease | None = None
 ) -> Release:
     """Build the release folder ``<run_dir>/release`` (replacing an older one atomically).
 
-    ``previous`` (a release's run.json plus ``pair_ids``) is compared with in the card; by
+    ``previous`` (a release's run record and pair ids) is compared with in the card; by
     default it is looked up in ``<output dir>/<name>.releases.json`` (:func:`find_previous`).
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     tables = _split_tables(run_dir, config)
     # the card reflects the settings actually published (CLI flags may override run.json)
-    run = {**run, "config": {**run.get("config", {}), "publish": config.model_dump(mode="json")}}
-    previous = previous if previous is not None else find_previous(run_dir, run)
+    run = run.model_copy(
+        update={"config": {**run.config, "publish": config.model_dump(mode="json")}}
+    )
+    if previous is None:
+        previous = find_previous(run_dir, run.name, run.run_id)
     release_dir = run_dir / "release"
-    staging = run_dir / f".release.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = temp_name(release_dir)
     try:
         datasets = {name: _write_config(staging, name, t) for name, t in tables.items()}
         rows = {name: {s: ds.num_rows for s, ds in dsd.items()} for name, dsd in datasets.items()}
@@ -263,11 +266,11 @@ def build_release(
             run, previous, config.repo, pair_ids=train_pair_ids(run_dir), release=layout
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
-        _replace_dir(staging, release_dir)
+        replace_dir(staging, release_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Release(str(run["run_id"]), run_dir, release_dir, datasets, rows)
+    return Release(run.run_id, run_dir, release_dir, datasets, rows)
 
 
 # --------------------------------------------------------------------------- the push
@@ -420,12 +423,6 @@ def _push(release: Release, config: PublishConfig, api: Any, retry: Callable[...
     )
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def push_release(
     release: Release,
     config: PublishConfig,
@@ -469,7 +466,7 @@ def push_release(
         "release_dir": str(release.release_dir),
         "rows": release.rows,
     }
-    _write_json_atomic(release.run_dir / "publish.json", record)
+    atomic_write_json(release.run_dir / "publish.json", record)
     logger.info("published %s to %s (%s)", release.run_id, config.repo, record["commit_url"])
     return record
 
@@ -477,11 +474,11 @@ def push_release(
 # --------------------------------------------------------------------------- one call
 
 
-def publish_config(run: dict[str, Any], **overrides: Any) -> PublishConfig:
+def publish_config(run: RunRecord, **overrides: Any) -> PublishConfig:
     """The run's ``publish`` block with the non-None overrides applied, validated."""
     from pydantic import ValidationError
 
-    base = dict((run.get("config") or {}).get("publish") or {})
+    base = run.publish_config
     base.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return PublishConfig.model_validate(base)

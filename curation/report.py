@@ -20,13 +20,13 @@ import html
 import io
 import json
 import math
-import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prefsynth.fileio import atomic_write_bytes, atomic_write_text
 
 PLOTS = ("agreement.png", "strength.png", "length_bias.png", "accuracy_by_decile.png")
 MISSING = "n/a"
@@ -455,21 +455,6 @@ PLOTTERS: dict[str, Callable[[dict[str, Any]], bytes | None]] = {
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write beside the target under a temporary name, then rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def write_report(out_dir: Path, figures: dict[str, Any], title: str) -> dict[str, Path]:
     """Write figures.json, the plots whose data is present, report.md and report.html.
 
@@ -489,78 +474,15 @@ def write_report(out_dir: Path, figures: dict[str, Any], title: str) -> dict[str
         "report.md": to_markdown(blocks).encode("utf-8"),
         "report.html": to_html(blocks, title).encode("utf-8"),
     }
-    written = {"figures": _atomic_write(out_dir / "figures.json", text.encode("utf-8"))}
+    written = {"figures": atomic_write_text(out_dir / "figures.json", text, fsync=True)}
     for name, data in pngs.items():
         if data is not None:
-            written[name.removesuffix(".png")] = _atomic_write(out_dir / name, data)
+            written[name.removesuffix(".png")] = atomic_write_bytes(
+                out_dir / name, data, fsync=True
+            )
     for name, data in pages.items():  # pages last: they only ever point at complete plots
-        written[name.replace(".", "_")] = _atomic_write(out_dir / name, data)
+        written[name.replace(".", "_")] = atomic_write_bytes(out_dir / name, data, fsync=True)
     for name in PLOTS:
         if name not in images and (out_dir / name).exists():
             (out_dir / name).unlink()
     return written
-
-
-# --------------------------------------------------------------------------- prefect
-
-
-def artifact_key(title: str, suffix: str) -> str:
-    """A Prefect artifact key: lowercase letters, digits and dashes only."""
-    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60].strip("-") or "audit"
-    return f"{slug}-{re.sub(r'[^a-z0-9]+', '-', suffix.lower()).strip('-')}"
-
-
-def _in_prefect_run() -> bool:
-    """True inside a Prefect flow or task run (the context getter raises outside one)."""
-    from prefect.context import get_run_context
-
-    try:
-        return get_run_context() is not None
-    except Exception:  # MissingContextError outside a run
-        return False
-
-
-def _agreement_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
-    keys = ["a", "b", "n", "raw_agreement", "cohen_kappa", "weighted_kappa", "n_kappa"]
-    pairwise = (figures.get("agreement") or {}).get("pairwise") or []
-    return [{k: r.get(k) for k in keys} for r in pairwise]
-
-
-def _accuracy_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for name, acc in (figures.get("accuracy") or {}).items():
-        ci = acc.get("ci95") or [None, None]
-        rows.append(
-            {
-                "annotator": name,
-                "n": acc.get("n"),
-                "accuracy": acc.get("accuracy"),
-                "ci95_lo": ci[0],
-                "ci95_hi": ci[1],
-                "accuracy_decided": acc.get("accuracy_decided"),
-            }
-        )
-    return rows
-
-
-def publish_artifacts(figures: dict[str, Any], title: str) -> bool:
-    """Markdown summary and agreement/accuracy tables as Prefect artifacts, when inside a
-    flow or task run; returns whether anything was published (False outside a run)."""
-    if not _in_prefect_run():
-        return False
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    clean = json_safe(figures)
-    summary = to_markdown(report_blocks(clean, title, set()), with_images=False)
-    create_markdown_artifact(markdown=summary, key=artifact_key(title, "report"), description=title)
-    agreement = _agreement_rows(clean)
-    if agreement:
-        create_table_artifact(
-            table=agreement, key=artifact_key(title, "agreement"), description="pairwise agreement"
-        )
-    accuracy = _accuracy_rows(clean)
-    if accuracy:
-        create_table_artifact(
-            table=accuracy, key=artifact_key(title, "accuracy"), description="accuracy, 95% CI"
-        )
-    return True

@@ -34,6 +34,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from prefsynth.fileio import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 _CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
@@ -111,10 +113,7 @@ def cpu_dtype() -> str:
         choice = "float32"  # emulated bf16 is several times slower; never pick it
     record["cpu_dtype"] = choice
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_json(path, record, indent=1)
     except OSError as e:  # a read-only cache only costs the measurement next time
         log.debug("could not cache the device measurement: %s", e)
     return choice

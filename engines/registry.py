@@ -17,13 +17,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from prefsynth.errors import ModelNotFoundError
+from prefsynth.fileio import atomic_path
 from prefsynth.hashing import dir_fingerprint, file_sha256
 
 log = logging.getLogger(__name__)
@@ -118,9 +118,8 @@ def _packaged_path(entry: PackagedModel) -> Path:
         with FileLock(str(target) + ".lock"):
             if not target.exists():
                 module = __import__(entry.package, fromlist=["assemble"])
-                tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-                module.assemble(str(tmp), overwrite=True)  # verifies the upstream sha256
-                os.replace(tmp, target)
+                with atomic_path(target) as tmp:
+                    module.assemble(str(tmp), overwrite=True)  # verifies the upstream sha256
     return target
 
 
@@ -179,8 +178,6 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -190,6 +187,6 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)

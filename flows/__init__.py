@@ -3,7 +3,8 @@
 * :mod:`.plan` — every shard's content key, computed before anything runs;
 * :mod:`.stages` — one Prefect task per stage, each over one shard;
 * :mod:`.runners` — thread, Dask or Ray task runners and GPU requests per stage;
-* :mod:`.build` — the build flow and ``run.json``;
+* :mod:`.build` — the build flow and its run record (``run.json``);
+* :mod:`.artifacts` — audit and evaluation reports as Prefect artifacts;
 * :mod:`.evaluate` — ``eval-annotators``: annotators and the vote against human labels;
 * :mod:`.schedule` — scheduled rebuilds that publish and compare with the last release.
 """

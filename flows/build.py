@@ -1,17 +1,20 @@
 """The build flow: [skills] -> instructions -> curation -> responses -> annotations -> pairs
 -> judge -> vote -> dataset -> audit.
 
-Each stage maps its task over the stage's shards (one Prefect task per shard, never per row)
-and the flow waits for the stage before starting the next, so a GPU holds one stage's model at a
-time and a progress bar per stage means what it says. Two steps are global: Instruct-SkillMix's
+The stages are the declarations in :mod:`prefsynth.flows.stages`, run in the order of their
+declared inputs. Each stage is planned when the stages it reads have finished
+(:func:`prefsynth.flows.pipeline.plan_stage`); its shards run as one Prefect task each (never
+one per row), and the flow waits for the stage before starting the next, so a GPU holds one
+stage's model at a time and a progress bar per stage means what it says. Two steps are global: Instruct-SkillMix's
 skill extraction (an artifact every SkillMix shard shares) and curation (dedup and
 decontamination see every instruction). Annotation shards are one per (shard, annotator). The
 dataset step reads the voted pairs and writes ``dataset/`` and the Parquet files; the audit
 (agreement between annotators, judge position bias, length bias) writes ``audit/`` and its
 headline goes into the card (``README.md``) and ``run.json``.
 
-``run.json`` is written when the build starts (status ``running``), after every stage, and at
-the end (``completed`` or ``failed`` with the error), so a crashed run still says how far it got.
+The run record (:class:`prefsynth.run_record.RunRecord`, ``run.json``) is saved when the build
+starts (status ``running``), after every stage, and at the end (``completed`` or ``failed`` with
+the error), so a crashed run still says how far it got.
 """
 
 from __future__ import annotations
@@ -19,12 +22,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
-import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from prefect import flow
 from prefect.futures import as_completed
@@ -48,7 +49,21 @@ from prefsynth.flows.runners import concurrent_model_tasks, make_task_runner, st
 from prefsynth import CODE_VERSION, __version__
 from prefsynth.config import BuildConfig
 from prefsynth.errors import PrefsynthError
+from prefsynth.fileio import atomic_write_text
 from prefsynth.records import Annotation, Pair
+from prefsynth.run_record import (
+    AuditHeadline,
+    AuditSummary,
+    CurationFigures,
+    DatasetInfo,
+    EngineUsage,
+    RowCounts,
+    RunRecord,
+    SkillsSummary,
+    StageSummary,
+    StepTiming,
+    VotingFigures,
+)
 from prefsynth.store import ShardStore
 
 PACKAGES = (
@@ -108,22 +123,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _merge_usage(usages: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
-    total: dict[str, dict[str, int]] = {"calls": {}, "tokens": {}}
-    for usage in usages:
-        for part in ("calls", "tokens"):
-            for k, v in usage.get(part, {}).items():
-                total[part][k] = total[part].get(k, 0) + v
-    return total
-
-
-def _stage_summary(results: list[ShardResult], seconds: float) -> dict[str, Any]:
+def _stage_summary(results: list[ShardResult], seconds: float) -> StageSummary:
     counts: dict[str, int] = {}
     for r in results:
         for k, v in r.counts.items():
@@ -132,45 +132,52 @@ def _stage_summary(results: list[ShardResult], seconds: float) -> dict[str, Any]
     for r in results:
         if r.annotator:
             by_annotator[r.annotator] = round(by_annotator.get(r.annotator, 0.0) + r.seconds, 2)
-    return {
-        "shards": len(results),
-        **({"compute_seconds_by_annotator": by_annotator} if by_annotator else {}),
-        "computed": sum(not r.reused for r in results),
-        "reused": sum(r.reused for r in results),
-        "rows": sum(r.rows for r in results),
-        "seconds": round(seconds, 2),
-        "counts": dict(sorted(counts.items())),
-        "engine_usage": _merge_usage([r.engine_usage for r in results]),
-        "keys": [r.key for r in results],  # shard keys in the store, for the audit
-    }
+    return StageSummary(
+        shards=len(results),
+        compute_seconds_by_annotator=by_annotator or None,
+        computed=sum(not r.reused for r in results),
+        reused=sum(r.reused for r in results),
+        rows=sum(r.rows for r in results),
+        seconds=round(seconds, 2),
+        counts=dict(sorted(counts.items())),
+        engine_usage=EngineUsage.merge(r.engine_usage for r in results),
+        shard_keys=[r.key for r in results],  # for the audit
+    )
 
 
-def _rows(stages: dict[str, dict[str, Any]], pairs: list[Pair]) -> dict[str, Any]:
-    ins = stages["instructions"]["counts"]
-    cur = stages["curation"]["counts"]
-    ann = stages["annotations"]["counts"]
+def _rows(stages: dict[str, StageSummary], pairs: list[Pair]) -> RowCounts:
+    ins = stages["instructions"].counts
+    cur = stages["curation"].counts
+    ann = stages["annotations"].counts
     dropped: dict[str, int] = {}
     for p in pairs:
         if p.status != "kept":
             dropped[p.reason or "unknown"] = dropped.get(p.reason or "unknown", 0) + 1
-    return {
-        "instructions": stages["instructions"]["rows"],
-        "instructions_ok": ins.get("status:ok", 0),
-        "instructions_failed": stages["instructions"]["rows"] - ins.get("status:ok", 0),
-        "instructions_duplicate": sum(
-            v for k, v in cur.items() if k.startswith("status:duplicate")
-        ),
-        "instructions_contaminated": sum(
+    return RowCounts(
+        instructions=stages["instructions"].rows,
+        instructions_ok=ins.get("status:ok", 0),
+        instructions_failed=stages["instructions"].rows - ins.get("status:ok", 0),
+        instructions_duplicate=sum(v for k, v in cur.items() if k.startswith("status:duplicate")),
+        instructions_contaminated=sum(
             v for k, v in cur.items() if k.startswith("status:contaminated")
         ),
-        "instructions_kept": cur.get("status:kept", 0),
-        "responses": stages["responses"]["rows"],
-        "annotations": stages["annotations"]["rows"],
-        "annotations_ok": {k.split(":")[0]: v for k, v in ann.items() if k.endswith(":status:ok")},
-        "pairs_kept": sum(p.status == "kept" for p in pairs),
-        "pairs_dropped": sum(p.status != "kept" for p in pairs),
-        "dropped_by_reason": dict(sorted(dropped.items())),
-    }
+        instructions_kept=cur.get("status:kept", 0),
+        responses=stages["responses"].rows,
+        annotations=stages["annotations"].rows,
+        annotations_ok={k.split(":")[0]: v for k, v in ann.items() if k.endswith(":status:ok")},
+        pairs_kept=sum(p.status == "kept" for p in pairs),
+        pairs_dropped=sum(p.status != "kept" for p in pairs),
+        dropped_by_reason=dict(sorted(dropped.items())),
+    )
+
+
+def _record_stage(run: RunRecord, stage: str, results: list[ShardResult], seconds: float) -> None:
+    """A finished stage's summary, and the stage-level figures of curation and the vote."""
+    run.stages[stage] = _stage_summary(results, seconds)
+    if stage == "curation":
+        run.diversity = CurationFigures.model_validate(results[0].figures)
+    if stage == "vote":
+        run.voting = VotingFigures.model_validate(results[0].figures)
 
 
 def _run_stage(stage: Stage, ctx: StageContext, specs: list[ShardSpec]) -> list[ShardResult]:
@@ -201,18 +208,21 @@ def check_build(config: BuildConfig) -> StageContext:
 
 def audit_build(
     run_dir: Path, run_id: str, pairs: list[Pair], store: ShardStore, judge_keys: list[str]
-) -> dict[str, Any]:
+) -> AuditSummary:
     """The agreement audit of the finished pairs (``prefsynth audit`` computes the same from
     the run folder): report in RUN_DIR/audit/, Prefect artifacts, headline for the card."""
     from prefsynth.curation.audit import audit_pairs
-    from prefsynth.curation.report import publish_artifacts, write_report
+    from prefsynth.curation.report import write_report
+    from prefsynth.flows.artifacts import publish_artifacts
 
     judge = [a for key in judge_keys for a in store.read("judge", key, Annotation)]
     figures = {**audit_pairs(pairs, judge), "run_id": run_id}
     title = f"Annotation audit: {run_id}"
     write_report(run_dir / "audit", figures, title)
     publish_artifacts(figures, title)
-    return {"headline": figures["headline"], "report": "audit/report.md"}
+    return AuditSummary(
+        headline=AuditHeadline.model_validate(figures["headline"]), report="audit/report.md"
+    )
 
 
 def _resolved(config: BuildConfig) -> BuildConfig:
@@ -222,7 +232,7 @@ def _resolved(config: BuildConfig) -> BuildConfig:
     return resolved.model_copy(update={"run_id": config.resolved_run_id()})
 
 
-def run_build(config: BuildConfig) -> dict[str, Any]:
+def run_build(config: BuildConfig) -> RunRecord:
     """The flow body; see :func:`build_flow`. Returns the run record (also in run.json)."""
     t_start = time.perf_counter()
     config = _resolved(config)
@@ -231,33 +241,29 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
     store_root = str(config.shard_dir())
     ctx = check_build(config)
     stages = [stage for stage in pipeline() if stage.enabled(config)]
-    run: dict[str, Any] = {
-        "run_id": config.resolved_run_id(),
-        "status": "running",
-        "started_at": _now(),
-        "prefsynth_version": __version__,
-        "code_version": CODE_VERSION,
-        "config_hash": config.content_hash(),
-        "config": config.model_dump(mode="json"),
-        "packages": package_versions(),
-        "models": {role: m.model_dump() for role, m in ctx.models.items()},
-        "templates": {
-            name: sha for stage in stages for name, sha in stage.templates(config).items()
-        },
-        "store": store_root,
-        "stages": {},
-    }
+    run = RunRecord(
+        run_id=config.resolved_run_id(),
+        started_at=_now(),
+        prefsynth_version=__version__,
+        code_version=CODE_VERSION,
+        config_hash=config.content_hash(),
+        config=config.model_dump(mode="json"),
+        packages=package_versions(),
+        models=dict(ctx.models),
+        templates={name: sha for stage in stages for name, sha in stage.templates(config).items()},
+        store=store_root,
+    )
     run_json = run_dir / "run.json"
-    _write_json(run_json, run)
+    run.save(run_json)
     store = ShardStore(store_root)
     planned: dict[str, list[ShardSpec]] = {}
     try:
         for stage in stages:
-            for name in stage.artifacts(ctx):  # e.g. the SkillMix skill list
+            for name in stage.artifacts(ctx):  # the SkillMix skill list, the only artifact
                 t0 = time.perf_counter()
                 made = artifact_task(config, stage.name, name, store_root, ctx.models)
-                run[name] = {**made, "seconds": round(time.perf_counter() - t0, 2)}
-                _write_json(run_json, run)
+                run.skills = SkillsSummary(**made, seconds=round(time.perf_counter() - t0, 2))
+                run.save(run_json)
             # Planned now, not up front: a stage's keys may depend on what an earlier stage
             # decided (response shards are keyed by the instruction ids curation kept).
             planned[stage.name] = plan_stage(stage, ctx, planned)
@@ -265,49 +271,46 @@ def run_build(config: BuildConfig) -> dict[str, Any]:
                 continue
             t0 = time.perf_counter()
             results = _run_stage(stage, ctx, planned[stage.name])
-            run["stages"][stage.name] = _stage_summary(results, time.perf_counter() - t0)
-            if stage.name == "curation":
-                run["diversity"] = results[0].figures
-            if stage.name == "vote":
-                run["voting"] = results[0].figures
-            _write_json(run_json, run)
+            _record_stage(run, stage.name, results, time.perf_counter() - t0)
+            run.save(run_json)
 
         t0 = time.perf_counter()
         pairs = store.read("vote", planned["vote"][0].key, Pair)
         written = write_dataset(run_dir, pairs, config.annotators.enabled())
-        run["rows"] = _rows(run["stages"], pairs)
-        finish = run["stages"]["responses"]["counts"]
+        summaries = run.stage_summaries()
+        run.rows = _rows(summaries, pairs)
+        finish = summaries["responses"].counts
         sampled = finish.get("finish:length", 0) + finish.get("finish:stop", 0)
-        run["responses_cut_by_length"] = finish.get("finish:length", 0) / max(1, sampled)
-        run["dataset"] = {"path": "dataset", "splits": {"train": written["kept"]}}
-        run["stages"]["dataset"] = {"seconds": round(time.perf_counter() - t0, 2)}
-        run["engine_usage"] = _merge_usage(
-            [run["stages"][s.name]["engine_usage"] for s in stages if s.name in run["stages"]]
-            + [run.get("skills", {}).get("engine_usage", {})]
+        run.responses_cut_by_length = finish.get("finish:length", 0) / max(1, sampled)
+        run.dataset = DatasetInfo(path="dataset", splits={"train": written["kept"]})
+        run.stages["dataset"] = StepTiming(seconds=round(time.perf_counter() - t0, 2))
+        run.engine_usage = EngineUsage.merge(
+            [s.engine_usage for s in summaries.values()]
+            + ([run.skills.engine_usage] if run.skills else [])
         )
         judge_keys = [spec.key for spec in planned.get("judge", [])]
-        run["audit"] = audit_build(run_dir, run["run_id"], pairs, store, judge_keys)
-        run["status"] = "completed"
-        run["finished_at"] = _now()
-        run["seconds"] = round(time.perf_counter() - t_start, 2)
-        (run_dir / "README.md").write_text(render_card(run), encoding="utf-8")
-        _write_json(run_json, run)
+        run.audit = audit_build(run_dir, run.run_id, pairs, store, judge_keys)
+        run.status = "completed"
+        run.finished_at = _now()
+        run.seconds = round(time.perf_counter() - t_start, 2)
+        atomic_write_text(run_dir / "README.md", render_card(run))
+        run.save(run_json)
     except BaseException as e:
-        run["status"] = "failed"
-        run["error"] = f"{type(e).__name__}: {e}"
-        run["finished_at"] = _now()
-        _write_json(run_json, run)
+        run.status = "failed"
+        run.error = f"{type(e).__name__}: {e}"
+        run.finished_at = _now()
+        run.save(run_json)
         raise
     return run
 
 
 @flow(name="prefsynth-build", log_prints=True, validate_parameters=False)
-def build_flow(config: BuildConfig) -> dict[str, Any]:
+def build_flow(config: BuildConfig) -> RunRecord:
     """Build a preference dataset as configured; see the module docstring."""
     return run_build(config)
 
 
-def build(config: BuildConfig) -> dict[str, Any]:
+def build(config: BuildConfig) -> RunRecord:
     """Run the build flow with the configured task runner, holding the run directory's lock."""
     from filelock import FileLock, Timeout
 

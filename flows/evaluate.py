@@ -41,6 +41,7 @@ from prefsynth.curation.human_pairs import HumanPair, HumanSet, load_pairs, samp
 
 from prefsynth import CODE_VERSION
 from prefsynth.config import BuildConfig, FilterConfig
+from prefsynth.fileio import atomic_path
 from prefsynth.hashing import content_key
 from prefsynth.records import Annotation, Pair
 from prefsynth.store import ArtifactStore
@@ -318,10 +319,8 @@ def write_pair_rows(
     """One JSON line per pair: the human label, each annotator's margin for the first response,
     the vote, and the filter's decision (texts left out: HH-RLHF is offensive by design)."""
     import json
-    import os
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for i, (p, decided) in enumerate(zip(human.pairs, final, strict=True)):
             row = {
                 "pair_id": p.pair_id,
@@ -338,7 +337,6 @@ def write_pair_rows(
                 "len_second": len(p.second),
             }
             f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
 
 
 def default_out_dir(config: BuildConfig, pairs: str, n: int | None, seed: int) -> Path:
@@ -358,8 +356,9 @@ def eval_flow(
 ) -> dict[str, Any]:
     """Score a sample of human-labelled pairs with every configured annotator, vote, filter,
     and write the report; returns the figures (also in OUT/figures.json)."""
-    from prefsynth.curation.report import publish_artifacts, write_report
+    from prefsynth.curation.report import write_report
     from prefsynth.engines.device import resolve_dtypes
+    from prefsynth.flows.artifacts import publish_artifacts
 
     config = resolve_dtypes(config)  # cached chunks are keyed by the dtype that really runs
     logger = get_run_logger()

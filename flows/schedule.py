@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 
 from prefsynth.config import BuildConfig, load_config
+
+if TYPE_CHECKING:
+    from prefsynth.curation.card import PreviousRelease
+from prefsynth.fileio import atomic_write_json, atomic_write_text
 
 FLOW_NAME = "prefsynth-rebuild"
 
@@ -39,16 +42,14 @@ def _read_releases(config: BuildConfig) -> list[dict[str, Any]]:
 def _append_release(config: BuildConfig, entry: dict[str, Any]) -> None:
     path = releases_file(config)
     releases = [*_read_releases(config), entry]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(releases, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, releases, indent=1)
 
 
-def previous_release(config: BuildConfig) -> dict[str, Any] | None:
-    """The last completed release's run.json plus its pair ids, for the card's comparison."""
+def previous_release(config: BuildConfig) -> PreviousRelease | None:
+    """The last completed release's run record and pair ids, for the card's comparison."""
     from prefsynth.curation.publish import find_previous
 
-    return find_previous(config.run_dir(), {"config": {"name": config.name}, "run_id": None})
+    return find_previous(config.run_dir(), config.name)
 
 
 def release_config(config: BuildConfig, now: dt.datetime, vary_seed: bool) -> BuildConfig:
@@ -80,11 +81,11 @@ def rebuild_flow(
     run = build(config)
     run_dir = config.run_dir()
     # the card of a release compares it with the one before
-    (run_dir / "README.md").write_text(
+    atomic_write_text(
+        run_dir / "README.md",
         render_card(
             run, previous=previous, repo=config.publish.repo, pair_ids=train_pair_ids(run_dir)
         ),
-        encoding="utf-8",
     )
     published = None
     if publish and config.publish.repo:
@@ -92,16 +93,21 @@ def rebuild_flow(
 
         release = build_release(run_dir, config.publish, previous=previous)
         published = push_release(release, config.publish)
-        logger.info("published %s to %s", run["run_id"], config.publish.repo)
+        logger.info("published %s to %s", run.run_id, config.publish.repo)
+    pairs_kept = run.rows.pairs_kept if run.rows else 0
     _append_release(
         config,
         {
-            "run_id": run["run_id"],
+            "run_id": run.run_id,
             "run_dir": str(run_dir),
             "time": now.isoformat(),
-            "pairs_kept": run["rows"]["pairs_kept"],
+            "pairs_kept": pairs_kept,
             "published": published,
         },
     )
-    logger.info("release %s: %s pairs kept", run["run_id"], run["rows"]["pairs_kept"])
-    return {"run_id": run["run_id"], "run_dir": str(run_dir), "rows": run["rows"]}
+    logger.info("release %s: %s pairs kept", run.run_id, pairs_kept)
+    return {
+        "run_id": run.run_id,
+        "run_dir": str(run_dir),
+        "rows": run.rows.model_dump() if run.rows else {},
+    }

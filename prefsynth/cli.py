@@ -1,4 +1,9 @@
-"""``prefsynth`` command line.
+"""``prefsynth`` command line: the interface layer, on top of every other.
+
+The CLI lives in the ``prefsynth`` folder but is not core: it is the entry point that drives the
+flows, so it may import every layer (flows, curation, engines), and it does so lazily inside
+its commands. No other module imports it. See the layering table in :mod:`prefsynth` and
+``tests/test_layers.py``.
 
 Heavy imports (prefect, torch, transformers, datasets) happen inside the commands, so
 ``prefsynth --help`` stays fast. Errors meant for the user (bad config, missing model or data

@@ -12,11 +12,14 @@ import logging
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from prefsynth.run_record import RunRecord
 
 
 def _share_console(console: Console) -> None:
@@ -88,33 +91,32 @@ class BuildProgress:
             )
 
 
-def print_summary(run: dict[str, Any], run_dir: Path) -> None:
+def print_summary(run: RunRecord, run_dir: Path) -> None:
+    """The end-of-build table: per stage shards, rows and seconds, then pairs kept and dropped."""
     console = Console()
-    table = Table(title=f"prefsynth build {run['run_id']}: {run['status']}")
+    table = Table(title=f"prefsynth build {run.run_id}: {run.status}")
     for col in ("stage", "shards", "computed", "reused", "rows", "seconds"):
         table.add_column(col, justify="left" if col == "stage" else "right")
-    for stage, s in run.get("stages", {}).items():
-        if "shards" in s:
-            table.add_row(
-                stage, *(str(s[k]) for k in ("shards", "computed", "reused", "rows", "seconds"))
-            )
+    for stage, s in run.stage_summaries().items():
+        table.add_row(stage, *(str(v) for v in (s.shards, s.computed, s.reused, s.rows, s.seconds)))
     console.print(table)
-    rows = run.get("rows", {})
-    reasons = ", ".join(f"{k}: {v}" for k, v in rows.get("dropped_by_reason", {}).items())
-    console.print(
-        f"pairs kept: [bold]{rows.get('pairs_kept', 0)}[/]  dropped: "
-        f"{rows.get('pairs_dropped', 0)}{f' ({reasons})' if reasons else ''}  "
-        f"instructions failed: {rows.get('instructions_failed', 0)}"
-    )
-    voting = run.get("voting", {})
-    if voting.get("judged_pairs"):
-        rate = voting.get("canary_null_preferred_rate")
+    if run.rows is not None:
+        rows = run.rows
+        reasons = ", ".join(f"{k}: {v}" for k, v in rows.dropped_by_reason.items())
         console.print(
-            f"judge: position consistency {voting.get('position_consistency', 0):.0%}, "
-            f"picks A {voting.get('a_pick_rate') or 0:.0%}, abstained "
-            f"{voting.get('judge_abstained', 0)}; null-response canary preferred in "
+            f"pairs kept: [bold]{rows.pairs_kept}[/]  dropped: "
+            f"{rows.pairs_dropped}{f' ({reasons})' if reasons else ''}  "
+            f"instructions failed: {rows.instructions_failed}"
+        )
+    voting = run.voting
+    if voting is not None and voting.judged_pairs:
+        rate = voting.canary_null_preferred_rate
+        console.print(
+            f"judge: position consistency {voting.position_consistency or 0:.0%}, "
+            f"picks A {voting.a_pick_rate or 0:.0%}, abstained "
+            f"{voting.judge_abstained}; null-response canary preferred in "
             + (f"{rate:.0%}" if rate is not None else "n/a")
-            + f" of {2 * voting.get('canary_pairs', 0)} orders"
+            + f" of {2 * voting.canary_pairs} orders"
         )
     console.print(f"dataset: {run_dir / 'dataset'}  (card: {run_dir / 'README.md'})")
-    console.print(f"total: {run.get('seconds', 0)} s")
+    console.print(f"total: {run.seconds or 0} s")

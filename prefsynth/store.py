@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from prefsynth.fileio import atomic_path, atomic_write_json
 from prefsynth.records import Record
 
 log = logging.getLogger(__name__)
@@ -87,18 +88,11 @@ class ShardStore:
             }
         )
         table = pa.Table.from_pylist([r.to_row() for r in records], schema=schema)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-        try:
+        with atomic_path(path, fsync=True) as tmp:
             pq.write_table(table, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
             problem = self._check(tmp, key, record_cls)
             if problem is not None:
                 raise OSError(f"shard {path} failed validation after writing: {problem}")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -140,11 +134,4 @@ class ArtifactStore:
             return None
 
     def write(self, kind: str, key: str, data: dict) -> Path:  # type: ignore[type-arg]
-        import json
-
-        path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(self.path(kind, key), data, indent=1, ensure_ascii=False)

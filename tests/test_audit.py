@@ -28,8 +28,10 @@ from prefsynth.curation.audit import (
     wilson_interval,
 )
 
+from prefsynth.errors import InputDataError, RunFolderError
 from prefsynth.records import Annotation, Pair
 from prefsynth.store import ShardStore
+from tests.helpers import JUDGE_ROWS, hand_pairs, make_pair, make_record
 
 # Two annotators, 7 items: B abstains on nothing, A abstains on item 5; item 3 is a tie for both.
 A = [1.0, 2.0, -1.0, 0.0, 0.5, None, -3.0]
@@ -360,41 +362,6 @@ def test_length_bias_degenerate() -> None:
 # --------------------------------------------------------------------------- judge, histogram
 
 
-def _judge(
-    name: str, v1: int | None, v2: int | None, status: str = "ok", pair: str = "p"
-) -> Annotation:
-    """A judge row as annotators/judge.py writes it (order 2 un-swapped by negation)."""
-    s1, s2 = v1, (None if v2 is None else -v2)
-    consistent = None if None in (s1, s2) else (np.sign(s1) == np.sign(s2))
-    return Annotation(
-        annotation_id=f"ann-{name}-{pair}",
-        annotator=name,
-        instruction_id="ins",
-        response_id="rsp",
-        pair_id=pair,
-        score=None if status != "ok" else (s1 + s2) / 2,  # type: ignore[operator]
-        status=status,  # type: ignore[arg-type]
-        evidence={
-            "verdict_order1": v1,
-            "verdict_order2": v2,
-            "strength_order1": s1,
-            "strength_order2": s2,
-            "consistent": None if consistent is None else bool(consistent),
-        },
-    )
-
-
-JUDGE_ROWS = [
-    _judge("judge", 2, -1, pair="p0"),  # y1 wins in both orders -> consistent
-    _judge("judge", 1, 1, pair="p1"),  # A wins in both orders -> inconsistent
-    _judge("judge", 0, 0, pair="p2"),  # tie in both -> consistent
-    _judge("judge", -1, 1, pair="p3"),  # y2 wins in both orders -> consistent
-    _judge("judge", 1, None, status="abstain", pair="p4"),  # second order unparsable
-    _judge("judge_canary", -2, 2, pair="p0"),  # canary: ignored
-    _judge("cdr", -2, -2, pair="p1"),  # another annotator: ignored
-]
-
-
 def test_judge_figures_by_hand() -> None:
     res = judge_figures(JUDGE_ROWS)
     assert res is not None
@@ -416,50 +383,6 @@ def test_histogram() -> None:
 
 
 # --------------------------------------------------------------------------- pairs and runs
-
-
-def make_pair(
-    i: int,
-    margins: dict[str, float],
-    status: str,
-    reason: str | None = None,
-    mu: float | None = None,
-    sigma: float | None = None,
-    lens: tuple[int, int] | None = (100, 100),
-    responses: bool = True,
-    flipped: bool = False,
-) -> Pair:
-    return Pair(
-        pair_id=f"p{i}",
-        instruction_id=f"ins{i}",
-        prompt=f"prompt {i}",
-        chosen="chosen text" if responses else None,
-        rejected="rejected text" if responses else None,
-        annotator_margins=margins,
-        mu=mu,
-        sigma=sigma,
-        status=status,  # type: ignore[arg-type]
-        reason=reason,
-        flipped=flipped,
-        len_chosen=lens[0] if lens else None,
-        len_rejected=lens[1] if lens else None,
-    )
-
-
-def hand_pairs() -> list[Pair]:
-    return [
-        make_pair(0, {"cdr": 1.0, "flr": 0.5, "judge": 1.0}, "kept", None, 0.8, 0.1, (120, 100)),
-        make_pair(1, {"cdr": 2.0, "flr": 1.0, "judge": 0.5}, "kept", None, 1.2, 0.3, (90, 100)),
-        make_pair(
-            2, {"cdr": 0.5, "flr": -0.5, "judge": 0.0}, "dropped", "annotators_disagree", 0.1, 0.5
-        ),
-        make_pair(
-            3, {"cdr": -1.0, "flr": -0.2, "judge": -1.5}, "dropped", "negative_mu", -1.0, 0.2
-        ),
-        make_pair(4, {"cdr": 0.3, "flr": 0.1}, "kept", "flipped", 0.4, 0.2, flipped=True),
-        make_pair(5, {}, "dropped", "too_few_responses", lens=None, responses=False),
-        make_pair(6, {"cdr": 1.0}, "candidate"),  # not voted: counted, not audited
-    ]
 
 
 def test_audit_pairs_on_hand_made_pairs() -> None:
@@ -503,28 +426,26 @@ def test_audit_pairs_without_judge_or_pairs() -> None:
     assert res["headline"]["kept_share"] is None
 
 
-def _write_run(run_dir: Path, store_root: Path, record_keys: bool, store_field: str) -> None:
+def _write_run(run_dir: Path, store_root: Path, store_field: str) -> None:
+    """A store with one vote and two judge shards, plus a shard of another build the record
+    does not list, and a run.json that lists the build's keys."""
     store = ShardStore(store_root)
     store.write("vote", "votekey", hand_pairs(), Pair)
+    store.write("vote", "otherbuild", hand_pairs()[:2], Pair)
     store.write("judge", "judgeA", JUDGE_ROWS[:2], Annotation)
     store.write("judge", "judgeB", JUDGE_ROWS[2:], Annotation)
-    stages: dict[str, Any] = {"vote": {"shards": 1}, "judge": {"shards": 2}}
-    if record_keys:
-        stages["vote"]["keys"] = ["votekey"]
-        stages["judge"]["keys"] = ["judgeA", "judgeB"]
-    run = {"run_id": "hand-run", "store": store_field, "stages": stages}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps(run))
+    keys = {"vote": ["votekey"], "judge": ["judgeA", "judgeB"]}
+    make_record("hand-run", store=store_field, keys=keys).save(run_dir / "run.json")
 
 
-@pytest.mark.parametrize("record_keys", [True, False])
-def test_audit_run_on_a_hand_made_run_dir(tmp_path: Path, record_keys: bool) -> None:
+def test_audit_run_on_a_hand_made_run_dir(tmp_path: Path) -> None:
     run_dir = tmp_path / "out" / "hand-run"
-    _write_run(run_dir, run_dir / "shards", record_keys, str(run_dir / "shards"))
+    _write_run(run_dir, run_dir / "shards", str(run_dir / "shards"))
     res = audit_run(run_dir)
     _dumps(res)
     assert res["run_id"] == "hand-run"
-    assert res["source"]["keys_from"] == ("run.json" if record_keys else "listing")
+    assert res["n_pairs"] == len(hand_pairs())  # the other build's vote shard is not read
+    assert res["source"]["vote_keys"] == ["votekey"]
     assert sorted(res["source"]["judge_keys"]) == ["judgeA", "judgeB"]
     expected = audit_pairs(hand_pairs(), JUDGE_ROWS)
     assert res["agreement"] == expected["agreement"] and res["judge"] == expected["judge"]
@@ -534,14 +455,23 @@ def test_audit_run_on_a_hand_made_run_dir(tmp_path: Path, record_keys: bool) -> 
 def test_audit_run_finds_a_moved_store(tmp_path: Path) -> None:
     # run.json records a relative store path from another working directory
     run_dir = tmp_path / "elsewhere" / "hand-run"
-    _write_run(run_dir, run_dir / "shards", True, "output/hand-run/shards")
+    _write_run(run_dir, run_dir / "shards", "output/hand-run/shards")
     assert audit_run(run_dir)["n_pairs"] == 7
 
 
 def test_audit_run_without_vote_shard(tmp_path: Path) -> None:
     (tmp_path / "shards").mkdir()
-    (tmp_path / "run.json").write_text(json.dumps({"run_id": "x", "store": str(tmp_path)}))
-    with pytest.raises(FileNotFoundError):
+    make_record("x", store=str(tmp_path), status="running").save(tmp_path / "run.json")
+    with pytest.raises(RunFolderError, match="records no vote shard"):
+        audit_run(tmp_path)
+
+
+def test_audit_run_names_a_broken_run_json(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(InputDataError, match=r"run\.json.*not a readable run record"):
+        audit_run(tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "x", "store": "s"}))
+    with pytest.raises(InputDataError, match=r"run\.json.*not a valid run record.*started_at"):
         audit_run(tmp_path)
 
 
@@ -552,21 +482,21 @@ def test_audit_run_on_a_real_tiny_build(
     from prefsynth.flows.build import build
 
     from prefsynth.config import load_config
-    from tests.conftest import tiny_overrides
+    from tests.helpers import tiny_overrides
 
     cfg = load_config(None, [*tiny_overrides(tiny_models), f"output_dir={tmp_path}"])
     run = build(cfg)
     res = audit_run(cfg.run_dir())
     _dumps(res)
-    assert res["run_id"] == run["run_id"] and res["source"]["keys_from"] == "run.json"
-    assert res["filter"]["kept"] == run["voting"]["kept"]
-    assert res["filter"]["dropped_by_reason"] == run["voting"]["dropped_by_reason"]
+    assert res["run_id"] == run.run_id and res["source"]["vote_keys"] == run.stage_keys("vote")
+    assert res["filter"]["kept"] == run.voting.kept
+    assert res["filter"]["dropped_by_reason"] == run.voting.dropped_by_reason
     assert set(res["agreement"]["annotators"]) == {"cdr", "flr", "judge"}
     judge = res["judge"]
-    assert judge["pairs"] - judge["abstained"] - judge["errors"] == run["voting"]["judged_pairs"]
+    assert judge["pairs"] - judge["abstained"] - judge["errors"] == run.voting.judged_pairs
     if judge["abstained"] == 0:  # the vote stage counts verdicts of parsed rows only
-        assert judge["a_pick_rate"] == pytest.approx(run["voting"]["a_pick_rate"])
-        assert judge["position_consistency"] == pytest.approx(run["voting"]["position_consistency"])
+        assert judge["a_pick_rate"] == pytest.approx(run.voting.a_pick_rate)
+        assert judge["position_consistency"] == pytest.approx(run.voting.position_consistency)
 
 
 def test_audit_kappa_is_defined_when_the_build_oriented_every_pair_one_way() -> None:
@@ -596,7 +526,7 @@ def test_audit_cli_writes_the_report_and_names_a_bad_folder(tmp_path: Path) -> N
     from prefsynth.cli import app
 
     run_dir = tmp_path / "out" / "hand-run"
-    _write_run(run_dir, run_dir / "shards", True, str(run_dir / "shards"))
+    _write_run(run_dir, run_dir / "shards", str(run_dir / "shards"))
     result = CliRunner().invoke(app, ["audit", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "fleiss_kappa" in result.output

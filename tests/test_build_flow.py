@@ -13,7 +13,7 @@ from prefsynth.flows.build import build
 from prefsynth.config import BuildConfig, load_config
 from prefsynth.records import Instruction, Response
 from prefsynth.store import ShardStore
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 
 def _config(tiny: dict[str, Path], out: Path, *extra: str) -> BuildConfig:
@@ -51,7 +51,7 @@ def test_each_model_loads_once_and_every_stage_shares_it(first_run, tiny_models)
 def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-untyped-def]
     cfg, run = first_run
     run_dir = cfg.run_dir()
-    assert run["status"] == "completed"
+    assert run.status == "completed"
     for name in (
         "run.json",
         "README.md",
@@ -62,7 +62,7 @@ def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-unt
         assert (run_dir / name).exists(), name
     ds = load_from_disk(str(run_dir / "dataset"))
     train = ds["train"]
-    assert train.num_rows == run["rows"]["pairs_kept"] > 0
+    assert train.num_rows == run.rows.pairs_kept > 0
     row = train[0]
     assert row["prompt"][0]["role"] == "user"
     assert row["chosen"][0]["role"] == "assistant" and row["rejected"][0]["role"] == "assistant"
@@ -108,9 +108,9 @@ def test_build_ends_with_the_audit_in_its_card(first_run) -> None:  # type: igno
     for name in ("report.md", "report.html", "figures.json", "strength.png"):
         assert (run_dir / "audit" / name).exists(), name
     figures = json.loads((run_dir / "audit" / "figures.json").read_text())
-    assert figures["n_pairs"] == run["voting"]["kept"] + run["voting"]["dropped"]
+    assert figures["n_pairs"] == run.voting.kept + run.voting.dropped
     assert figures["agreement"]["annotators"] == ["cdr", "flr", "judge"]
-    assert run["audit"]["headline"] == figures["headline"]
+    assert run.audit.headline.model_dump() == figures["headline"]
     # `prefsynth audit` recomputes the same figures from the run folder alone
     assert audit_run(run_dir)["headline"] == figures["headline"]
     card = (run_dir / "README.md").read_text()
@@ -119,7 +119,7 @@ def test_build_ends_with_the_audit_in_its_card(first_run) -> None:  # type: igno
 
 def test_every_row_traces_to_its_instruction_and_responses(first_run) -> None:  # type: ignore[no-untyped-def]
     cfg, run = first_run
-    keys = {stage: s["keys"] for stage, s in run["stages"].items() if "keys" in s}
+    keys = {stage: s.shard_keys for stage, s in run.stage_summaries().items()}
     store = ShardStore(cfg.shard_dir())
     instructions = {
         i.instruction_id: i
@@ -150,10 +150,10 @@ def test_rerun_reuses_every_shard_and_calls_no_engine(first_run) -> None:  # typ
     cfg, run = first_run
     again = build(cfg)
     for stage in ("instructions", "curation", "responses", "annotations", "pairs", "judge", "vote"):
-        assert again["stages"][stage]["computed"] == 0
-        assert again["stages"][stage]["reused"] == run["stages"][stage]["shards"]
-    assert again["engine_usage"]["calls"] == {}
-    assert again["rows"] == run["rows"]
+        assert again.stages[stage].computed == 0
+        assert again.stages[stage].reused == run.stages[stage].shards
+    assert again.engine_usage.calls == {}
+    assert again.rows == run.rows
 
 
 def test_changed_setting_recomputes_only_what_it_touches(
@@ -163,17 +163,17 @@ def test_changed_setting_recomputes_only_what_it_touches(
     store = f"store_dir={cfg.shard_dir()}"
     changed = _config(tiny_models, tmp_path, store, "responses.sampling.temperature=0.5")
     run = build(changed)
-    assert run["stages"]["instructions"]["computed"] == 0
-    assert run["stages"]["responses"]["computed"] == 3
-    assert run["stages"]["annotations"]["computed"] == 6
+    assert run.stages["instructions"].computed == 0
+    assert run.stages["responses"].computed == 3
+    assert run.stages["annotations"].computed == 6
     flr_only = _config(tiny_models, tmp_path, store, "annotators.flr.max_per_polarity=1")
     run = build(flr_only)
-    assert run["stages"]["responses"]["computed"] == 0
-    assert run["stages"]["annotations"]["computed"] == 3  # FLR's shards only, CDR's reused
-    assert run["stages"]["annotations"]["reused"] == 3
+    assert run.stages["responses"].computed == 0
+    assert run.stages["annotations"].computed == 3  # FLR's shards only, CDR's reused
+    assert run.stages["annotations"].reused == 3
     judge_only = _config(tiny_models, tmp_path, store, "annotators.judge.length_k=100")
     run = build(judge_only)
-    assert [run["stages"][s]["computed"] for s in ("annotations", "pairs", "judge", "vote")] == [
+    assert [run.stages[s].computed for s in ("annotations", "pairs", "judge", "vote")] == [
         0,
         0,
         3,
@@ -181,19 +181,19 @@ def test_changed_setting_recomputes_only_what_it_touches(
     ]
     pairs_only = _config(tiny_models, tmp_path, store, "pairs.min_margin=0.5")
     run = build(pairs_only)
-    assert [run["stages"][s]["computed"] for s in ("instructions", "responses", "annotations")] == [
+    assert [run.stages[s].computed for s in ("instructions", "responses", "annotations")] == [
         0,
         0,
         0,
     ]
-    assert run["stages"]["pairs"]["computed"] == 3
+    assert run.stages["pairs"].computed == 3
 
 
 def test_corrupt_shard_is_recomputed(first_run) -> None:  # type: ignore[no-untyped-def]
     cfg, first = first_run
-    key = first["stages"]["annotations"]["keys"][1]
+    key = first.stage_summaries()["annotations"].shard_keys[1]
     path = ShardStore(cfg.shard_dir()).path("annotations", key)
     path.write_bytes(path.read_bytes()[:100])
     run = build(cfg)
-    assert run["stages"]["annotations"]["computed"] == 1
+    assert run.stages["annotations"].computed == 1
     assert list(path.parent.glob(f"{key}.parquet.invalid-*"))

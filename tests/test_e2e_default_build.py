@@ -29,13 +29,13 @@ def test_default_build_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / BuildConfig().resolved_run_id()
     run = json.loads((run_dir / "run.json").read_text())
-    assert run["status"] == "completed"
+    assert run.status == "completed"
     assert "pairs kept" in proc.stdout
 
     train = load_from_disk(str(run_dir / "dataset"))["train"]
-    n_instructions = run["rows"]["instructions"]
+    n_instructions = run.rows.instructions
     assert n_instructions == BuildConfig().instructions.n
-    assert train.num_rows == run["rows"]["pairs_kept"]
+    assert train.num_rows == run.rows.pairs_kept
     assert 2 * train.num_rows >= n_instructions, "fewer than one pair per two instructions"
     for row in train:
         assert [m["role"] for m in row["prompt"]] == ["user"]
@@ -43,10 +43,10 @@ def test_default_build_end_to_end(tmp_path: Path) -> None:
         assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
         assert row["margin"] > 0 and row["instruction_id"].startswith("ins-")
 
-    models = run["models"]
-    assert models["cdr.strong"]["model_id"] == "smollm2-135m-instruct"
-    assert models["cdr.weak"]["model_id"] == "gemma3-270m"
-    assert models["cdr.weak"]["sha256"].startswith("a5fd3b62")
+    models = run.models
+    assert models["cdr.strong"].model_id == "smollm2-135m-instruct"
+    assert models["cdr.weak"].model_id == "gemma3-270m"
+    assert models["cdr.weak"].sha256.startswith("a5fd3b62")
     card = (run_dir / "README.md").read_text()
     assert "license: apache-2.0" in card and "gemma3-270m" in card
-    print(f"default build: {run['seconds']} s, {train.num_rows} pairs")
+    print(f"default build: {run.seconds} s, {train.num_rows} pairs")

@@ -32,15 +32,15 @@ def test_mixed_styles_build_with_full_provenance(prefect_api_url: str, tmp_path:
         ],
     )
     run = build(cfg)
-    assert run["status"] == "completed"
-    assert run["skills"]["skills"] >= 2
-    keys = {stage: s["keys"] for stage, s in run["stages"].items() if "keys" in s}
+    assert run.status == "completed"
+    assert run.skills.skills >= 2
+    keys = {stage: s.shard_keys for stage, s in run.stage_summaries().items()}
     store = ShardStore(cfg.shard_dir())
     instructions = [
         i for key in keys["instructions"] for i in store.read("instructions", key, Instruction)
     ]
     assert sorted(i.method for i in instructions) == ["instruct_skillmix"] * 2 + ["pika"] * 2
-    saved = ArtifactStore(cfg.shard_dir()).read("skills", run["skills"]["key"])
+    saved = ArtifactStore(cfg.shard_dir()).read("skills", run.skills.key)
     assert saved is not None
     skill_set = SkillSet.model_validate({k: v for k, v in saved.items() if k != "sha256"})
     for ins in instructions:
@@ -63,7 +63,7 @@ def test_mixed_styles_build_with_full_provenance(prefect_api_url: str, tmp_path:
     refs = [r for r in responses if r.origin == "reference"]
     ok_skillmix = [i for i in instructions if i.method == "instruct_skillmix" and i.status == "ok"]
     assert len(refs) <= len(ok_skillmix)
-    diversity = run["diversity"]
+    diversity = run.diversity.model_dump()
     assert diversity["instructions"] == 4
     assert "distinct_1" in diversity or "distinct" in str(diversity)
     card = (cfg.run_dir() / "README.md").read_text()

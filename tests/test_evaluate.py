@@ -11,7 +11,7 @@ import pytest
 from prefsynth.flows.evaluate import eval_flow
 
 from prefsynth.config import load_config
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 PAIRS = [
     ("Name a fruit.", "An apple is a fruit.", "Carrots."),

@@ -15,7 +15,7 @@ from prefsynth.engines import get_engine
 from prefsynth.engines.transformers_engine import TransformersEngine
 
 from prefsynth.config import EngineSpec, FLRConfig
-from tests.conftest import one_instruction
+from tests.helpers import one_instruction
 
 
 def _scores(pos: list[float], neg: list[float]) -> dict[str, dict[str, list[float]]]:

@@ -23,7 +23,7 @@ import pytest
 from prefsynth.flows.build import build
 
 from prefsynth.config import load_config
-from tests.conftest import _tiny_model
+from tests.helpers import tiny_model
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_tiny_build.json"
 # The same code on the same CPU computes bit-identical float32 sums; 1e-6 leaves room only for
@@ -119,11 +119,11 @@ def test_tiny_build_matches_the_recorded_dataset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    _tiny_model(tmp_path / "tiny-a", smollm2_folder, seed=1)
-    _tiny_model(tmp_path / "tiny-b", smollm2_folder, seed=2)
+    tiny_model(tmp_path / "tiny-a", smollm2_folder, seed=1)
+    tiny_model(tmp_path / "tiny-b", smollm2_folder, seed=2)
     config = load_config(None, _overrides())
     run = build(config)
-    assert run["status"] == "completed"
+    assert run.status == "completed"
     rows = _rows(config.run_dir())
     assert rows, "the tiny build wrote no pairs at all"
     keys = _keys(config.run_dir())

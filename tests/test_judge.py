@@ -91,7 +91,7 @@ def _pair(k: int) -> Pair:
 
 
 @pytest.mark.parametrize("mode", ["choice", "generate"])
-def test_judge_shard_on_a_tiny_model(tiny_models: dict[str, Path], mode: str) -> None:
+def test_judge_shard_on_atiny_model(tiny_models: dict[str, Path], mode: str) -> None:
     engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
     cfg = JudgeConfig(mode=mode, canary_share=1.0)  # type: ignore[arg-type]
     cfg.sampling.max_new_tokens = 8

@@ -7,7 +7,7 @@ from prefsynth.curation.pairs import build_pairs, consensus_scores
 
 from prefsynth.config import PairsConfig
 from prefsynth.records import Annotation
-from tests.conftest import one_instruction
+from tests.helpers import one_instruction
 
 
 def _case(texts: list[str], scores: dict[str, list[float | None]]):  # type: ignore[no-untyped-def]

@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from fnmatch import fnmatch
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,61 +27,12 @@ from prefsynth.curation.publish import (
 
 from prefsynth.config import PublishConfig
 from prefsynth.errors import InputDataError
-from prefsynth.records import Pair
-from tests.test_card import front_matter, make_run
+from tests.helpers import COMMIT_URL, FakeApi, front_matter, make_pairs, make_record
 
 TOKEN = "hf_SecretToken1234567890abcdefXYZ"
-COMMIT_URL = "https://huggingface.co/datasets/org/name/commit/abc123"
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def make_pairs(n: int, per_instruction: int, dropped: int = 0) -> list[Pair]:
-    """``n`` instructions with ``per_instruction`` kept pairs each, plus dropped pairs."""
-    pairs = [
-        Pair(
-            pair_id=f"pair-{i:03d}-{slot}",
-            instruction_id=f"ins-{i:03d}",
-            prompt=f"prompt {i}",
-            chosen_response_id=f"r-{i}-{slot}-c",
-            rejected_response_id=f"r-{i}-{slot}-r",
-            chosen=f"good answer {i}.{slot}",
-            rejected="bad",
-            score_chosen=float(slot),
-            score_rejected=-1.0,
-            margin=0.5,
-            mu=0.5,
-            sigma=0.1,
-            wco=0.4,
-            n_voters=1,
-            n_agree=1,
-            standardized_margins={"cdr": 0.5},
-            status="kept",
-            source_method="seed_self_instruct",
-            len_chosen=4,
-            len_rejected=1,
-        )
-        for i in range(n)
-        for slot in range(per_instruction)
-    ]
-    pairs += [
-        Pair(
-            pair_id=f"pair-drop-{j}",
-            instruction_id=f"drop-{j}",
-            prompt=f"dropped prompt {j}",
-            chosen_response_id=f"d-{j}-c",
-            rejected_response_id=f"d-{j}-r",
-            chosen="meh",
-            rejected="meh too",
-            score_chosen=0.0,
-            score_rejected=0.0,
-            status="dropped",
-            reason="low_margin",
-        )
-        for j in range(dropped)
-    ]
-    return pairs
 
 
 def make_run_dir(
@@ -98,10 +47,10 @@ def make_run_dir(
 
     run_dir = root / run_id
     write_dataset(run_dir, make_pairs(n, per_instruction, dropped), ["cdr"])
-    run = make_run(run_id, pairs_kept=n * per_instruction)
+    run = make_record(run_id, pairs_kept=n * per_instruction, pairs_dropped=dropped)
     if publish_block is not None:
-        run["config"]["publish"] = publish_block
-    (run_dir / "run.json").write_text(json.dumps(run))
+        run.config["publish"] = publish_block
+    run.save(run_dir / "run.json")
     return run_dir
 
 
@@ -119,40 +68,6 @@ def http_error(status: int, message: str = "error") -> Exception:
         import httpx as hx
     request = hx.Request("POST", "https://huggingface.co/api/datasets/org/name/commit/main")
     return HfHubHTTPError(message, response=hx.Response(status, request=request))
-
-
-class FakeApi:
-    """Records every Hub call; ``failures[name]`` are raised by that method, in order."""
-
-    def __init__(self, failures: dict[str, list[Exception]] | None = None, token: str = ""):
-        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        self.failures = failures or {}
-        self.token = token
-        self.uploaded: list[str] = []
-
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
-        self.calls.append((name, args, kwargs))
-        if self.failures.get(name):
-            raise self.failures[name].pop(0)
-
-    def names(self) -> list[str]:
-        return [c[0] for c in self.calls]
-
-    def create_repo(self, repo_id: str, **kwargs: Any) -> str:
-        self._call("create_repo", repo_id, **kwargs)
-        return f"https://huggingface.co/datasets/{repo_id}"
-
-    def create_branch(self, repo_id: str, **kwargs: Any) -> None:
-        self._call("create_branch", repo_id, **kwargs)
-
-    def upload_folder(self, **kwargs: Any) -> Any:
-        self._call("upload_folder", **kwargs)
-        folder = Path(kwargs["folder_path"])
-        files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-        self.uploaded = sorted(
-            f for f in files if any(fnmatch(f, pat) for pat in kwargs["allow_patterns"])
-        )
-        return SimpleNamespace(commit_url=COMMIT_URL, oid="abc123")
 
 
 def _configs(release_dir: Path) -> dict[str, dict[str, str]]:
@@ -221,7 +136,7 @@ def test_configs_hold_the_right_rows(run_dir: Path) -> None:
     assert set(release.datasets) == {"default", "dropped_pairs", "sft"}
     assert sum(release.rows["default"].values()) == 40
     dropped = _read(release.release_dir / "data" / "dropped_pairs" / "train.parquet")
-    assert len(dropped) == 3 and {r["reason"] for r in dropped} == {"low_margin"}
+    assert len(dropped) == 3 and {r["reason"] for r in dropped} == {"weak_preference"}
     sft = [
         r
         for split in release.rows["sft"]

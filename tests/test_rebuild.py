@@ -13,8 +13,7 @@ import pytest
 import yaml
 from prefsynth.flows.schedule import rebuild_flow
 
-from tests.conftest import tiny_overrides
-from tests.test_publish import FakeApi
+from tests.helpers import FakeApi, tiny_overrides
 
 
 def test_second_release_compares_with_the_first_and_is_pushed(

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from prefsynth.curation import report
 from prefsynth.curation.audit import accuracy, accuracy_by_decile, audit_pairs
-from prefsynth.curation.report import artifact_key, fmt, json_safe, publish_artifacts, write_report
+from prefsynth.curation.report import fmt, json_safe, write_report
+from prefsynth.flows.artifacts import artifact_key, publish_artifacts
 
-from tests.test_audit import JUDGE_ROWS, hand_pairs
+from tests.helpers import JUDGE_ROWS, hand_pairs
 
 TITLE = "Audit <tiny> & run"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from datasets import load_from_disk
 
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 
 def _build(
@@ -47,19 +47,19 @@ def test_kill_9_during_annotation_then_resume(
     resumed = _build(out, tiny_models, prefect_env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     run = _run_json(out)
-    assert run["status"] == "completed"
+    assert run.status == "completed"
     # no instruction or response shard is regenerated, and those stages call no engine
-    assert run["stages"]["instructions"]["computed"] == 0
-    assert run["stages"]["responses"]["computed"] == 0
+    assert run.stages["instructions"].computed == 0
+    assert run.stages["responses"].computed == 0
     for stage in ("instructions", "curation", "responses"):
-        assert run["stages"][stage]["engine_usage"]["calls"] == {}
-    assert run["stages"]["curation"]["computed"] == 0
+        assert run.stages[stage].engine_usage.calls == {}
+    assert run.stages["curation"].computed == 0
     # the annotation shard finished before the kill is reused; the other five are computed
     # (3 instruction shards x 2 annotators, CDR and FLR)
-    assert run["stages"]["annotations"]["shards"] == 6
-    assert run["stages"]["annotations"]["reused"] == 1
-    assert run["stages"]["annotations"]["computed"] == 5
-    assert run["engine_usage"]["calls"]["logprobs"] > 0
+    assert run.stages["annotations"].shards == 6
+    assert run.stages["annotations"].reused == 1
+    assert run.stages["annotations"].computed == 5
+    assert run.engine_usage.calls["logprobs"] > 0
 
     fresh = tmp_path / "uninterrupted"
     assert _build(fresh, tiny_models, prefect_env).returncode == 0

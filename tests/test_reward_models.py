@@ -11,7 +11,7 @@ from prefsynth.annotators import reward_models as rm
 from prefsynth.annotators.base import annotate
 
 from prefsynth.config import RewardModelSpec
-from tests.conftest import one_instruction
+from tests.helpers import one_instruction
 
 
 @pytest.fixture(scope="module")

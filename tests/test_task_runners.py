@@ -9,7 +9,7 @@ from datasets import load_from_disk
 from prefsynth.flows.build import build
 
 from prefsynth.config import load_config
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def _rows(tiny: dict[str, Path], out: Path, *extra: str) -> tuple[list[dict], dict]:  # type: ignore[type-arg]
     cfg = load_config(None, [*tiny_overrides(tiny), f"output_dir={out}", *extra])
     run = build(cfg)
-    assert run["status"] == "completed"
+    assert run.status == "completed"
     return list(load_from_disk(str(cfg.run_dir() / "dataset"))["train"]), run
 
 
@@ -32,7 +32,7 @@ def test_cluster_runner_matches_threads(
 ) -> None:  # type: ignore[no-untyped-def]
     rows, run = _rows(tiny_models, tmp_path, f"task_runner.kind={kind}", "task_runner.n_workers=2")
     assert len(rows) == len(threaded[0]) > 0
-    assert run["rows"] == threaded[1]["rows"]
+    assert run.rows == threaded[1].rows
     for got, want in zip(rows, threaded[0], strict=True):
         # texts, ids, counts and flags are identical; float32 scores may differ in the last
         # bits because worker processes run torch with another thread count

@@ -12,7 +12,7 @@ from prefsynth.flows.build import build
 
 from prefsynth.config import load_config
 from prefsynth.errors import ConfigError
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 ENTRY = (
     "annotators.custom=[{name: toy, kind: toy_length, module: tests.toy_annotator, "
@@ -30,9 +30,9 @@ def test_a_registered_toy_annotator_votes_in_a_build(
 ) -> None:
     config = load_config(None, [*tiny_overrides(tiny_models), ENTRY, f"output_dir={tmp_path}"])
     run = build(config)
-    assert run["status"] == "completed"
-    counts = run["stages"]["annotations"]["counts"]
-    assert counts["toy:status:ok"] == run["stages"]["responses"]["rows"]
+    assert run.status == "completed"
+    stages = run.stage_summaries()
+    assert stages["annotations"].counts["toy:status:ok"] == stages["responses"].rows
     rows = [
         r
         for name in ("train", "dropped_pairs")

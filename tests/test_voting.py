@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from prefsynth.annotators.voting import rms_scales, vote
 from prefsynth.curation.filtering import vote_and_filter
+from prefsynth.curation.voting import rms, rms_scales, vote
 
 from prefsynth.config import FilterConfig
 from prefsynth.records import Annotation, Pair
@@ -121,3 +121,17 @@ def test_filter_reason_codes_and_actions() -> None:
     uncertain, _ = vote_and_filter(pairs, [], FilterConfig(max_sigma=0.1))
     assert {p.pair_id: p for p in uncertain}["p2"].reason == "uncertain"
     assert all(p.status in ("kept", "dropped") for p in uncertain)
+
+
+def test_the_audit_standardises_with_the_votes_scale() -> None:
+    """One standardisation: the audit's grades divide by the scale the vote uses."""
+    from prefsynth.curation.audit import _standardize
+
+    margins = [0.5, -2.0, None, float("nan"), 3.0, 0.0]
+    present = [m for m in margins if m is not None and m == m]
+    scale = rms_scales([{"cdr": m} for m in present])["cdr"]
+    assert scale == rms(present) and scale != 1.0
+    z = _standardize(margins)
+    assert z[2] is None and z[3] is None
+    assert [v for v in z if v is not None] == [m / scale for m in present]
+    assert rms([]) == 1.0 and rms([0.0, 0.0]) == 1.0

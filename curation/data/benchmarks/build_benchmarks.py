@@ -43,6 +43,8 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from prefsynth.fileio import atomic_write_bytes
+
 HERE = Path(__file__).resolve().parent
 
 Record = tuple[str, str]  # (id, prompt)
@@ -148,9 +150,7 @@ def build(name: str, src: Path, out_dir: Path) -> tuple[int, int, int]:
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=9, mtime=0) as gz:
         gz.write(("\n".join(lines) + "\n").encode("utf-8"))
     target = out_dir / f"{name}.jsonl.gz"
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(target)
+    atomic_write_bytes(target, buf.getvalue())
     return total, len(lines), target.stat().st_size
 
 

@@ -1,5 +1,8 @@
 """Voting: every annotator that labelled a pair is a voter (Secrets of RLHF II; WCO/UWO).
 
+This is curation (it turns annotations into a preference strength), so it lives here beside the
+filter that uses it and the audit that standardises margins the same way.
+
 Annotators speak in different units (nats for CDR, per-token nats for FLR, -2..2 for the judge,
 arbitrary for reward models), so each annotator's margins are standardised over the dataset:
 divided by their root mean square. RMS is a scale that ignores sign, so swapping a pair's chosen
@@ -31,15 +34,23 @@ class Vote:
     n_agree: int
 
 
+def rms(values: Iterable[float]) -> float:
+    """Root mean square of ``values``; 1.0 when there are none or all are zero, so dividing by it
+    is always defined. The one standardisation scale: the vote and the audit both use it."""
+    total, n = 0.0, 0
+    for v in values:
+        total += v * v
+        n += 1
+    return (math.sqrt(total / n) or 1.0) if n else 1.0
+
+
 def rms_scales(margins: Iterable[Mapping[str, float]]) -> dict[str, float]:
     """Per annotator, the root mean square of its margins over all pairs (1.0 if all zero)."""
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
+    by_annotator: dict[str, list[float]] = {}
     for m in margins:
         for name, value in m.items():
-            sums[name] = sums.get(name, 0.0) + value * value
-            counts[name] = counts.get(name, 0) + 1
-    return {n: (math.sqrt(sums[n] / counts[n]) or 1.0) for n in sums}
+            by_annotator.setdefault(name, []).append(value)
+    return {n: rms(values) for n, values in by_annotator.items()}
 
 
 def vote(margins: Mapping[str, float], scales: Mapping[str, float], lam: float) -> Vote | None:

@@ -1,0 +1,108 @@
+"""Atomic file writes: the one place a file is written beside its target and renamed over it.
+
+A reader (another shard task, a resumed build, ``prefsynth audit``) must never see half a file,
+so every file prefsynth writes for later reading goes through here. The temporary name starts
+with a dot and carries the process id, the thread id and a clock tick, so concurrent writers
+(processes or threads) never share one, and listings that skip dot files never see it. A failed
+write removes its temporary file or folder and leaves the target as it was.
+
+* :func:`atomic_path` yields the temporary path for writers that need a path (Parquet,
+  ``save_pretrained``, ``np.save``); the rename happens when the block ends without an error;
+* :func:`atomic_write_bytes`, :func:`atomic_write_text`, :func:`atomic_write_json` for data in
+  memory;
+* :func:`replace_dir` swaps a finished folder into place (the old one is removed afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "replace_dir",
+    "temp_name",
+]
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden name beside ``path`` that no other writer (process or thread) uses."""
+    path = Path(path)
+    tag = f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+    return path.with_name(f".{path.name}.tmp-{tag}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
+
+    The parent folder is created. The temporary path may become a file or a folder (a folder
+    replaces only a missing target or an empty one; use :func:`replace_dir` otherwise). With
+    ``fsync`` a file is flushed to disk before the rename.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    try:
+        yield tmp
+        if fsync and tmp.is_file():
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        _remove(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_path(path, fsync=fsync) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8", fsync: bool = False
+) -> Path:
+    """Write ``text`` to ``path`` atomically; returns the path."""
+    return atomic_write_bytes(path, text.encode(encoding), fsync=fsync)
+
+
+def atomic_write_json(
+    path: str | os.PathLike[str], data: Any, *, indent: int | None = 2, **dumps: Any
+) -> Path:
+    """Write ``data`` as JSON (plus a final newline) to ``path`` atomically; ``dumps`` go to
+    :func:`json.dumps` (e.g. ``default=str``, ``ensure_ascii=False``)."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, **dumps) + "\n")
+
+
+def replace_dir(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Move the finished folder ``tmp`` to ``target``, replacing what was there.
+
+    The old folder is first renamed aside (a rename cannot replace a non-empty folder), then
+    removed, so ``target`` is always either the old folder or the new one.
+    """
+    tmp, target = Path(tmp), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{time.monotonic_ns()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
