@@ -5,9 +5,9 @@ The stages are the declarations in :mod:`prefsynth.flows.stages`, run in the ord
 declared inputs. Each stage is planned when the stages it reads have finished
 (:func:`prefsynth.flows.pipeline.plan_stage`); its shards run as one Prefect task each (never
 one per row), and the flow waits for the stage before starting the next, so a GPU holds one
-stage's model at a time and a progress bar per stage means what it says. Two steps are global: Instruct-SkillMix's
-skill extraction (an artifact every SkillMix shard shares) and curation (dedup and
-decontamination see every instruction). Annotation shards are one per (shard, annotator). The
+stage's model at a time and a progress bar per stage means what it says. Two steps are
+global: Instruct-SkillMix's skill extraction (an artifact every SkillMix shard shares) and
+curation (dedup and decontamination see every instruction). Annotation shards are one per (shard, annotator). The
 dataset step reads the voted pairs and writes ``dataset/`` and the Parquet files; the audit
 (agreement between annotators, judge position bias, length bias) writes ``audit/`` and its
 headline goes into the card (``README.md``) and ``run.json``.
