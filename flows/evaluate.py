@@ -51,21 +51,22 @@ def annotator_names(config: AnnotatorsConfig) -> list[str]:
     return [*config.pointwise(), *(["judge"] if config.judge.enabled else [])]
 
 
-def _annotator_config(config: AnnotatorsConfig, name: str) -> dict[str, Any]:
+def _annotator_config(config: BuildConfig, name: str) -> dict[str, Any]:
+    ann = config.annotators
     if name == "judge":
-        return config.judge.model_dump(mode="json")
+        return config.key_view(ann.judge)
     if name in ("cdr", "flr"):
-        return getattr(config, name).model_dump(mode="json")
-    return next(s.model_dump(mode="json") for s in config.reward_models if f"rm_{s.name}" == name)
+        return config.key_view(getattr(ann, name))
+    return next(config.key_view(s) for s in ann.reward_models if f"rm_{s.name}" == name)
 
 
-def _score_judge(config: AnnotatorsConfig, pairs: Sequence[HumanPair]) -> dict[str, Any]:
+def _score_judge(config: BuildConfig, pairs: Sequence[HumanPair]) -> dict[str, Any]:
     from prefsynth.annotators.judge import judge_pairs
     from prefsynth.engines import get_engine
 
-    engine = get_engine(config.judge.engine)
+    engine = get_engine(config.engine_spec(config.annotators.judge.model))
     results = judge_pairs(
-        engine, config.judge, [(transcript(p.context), p.first, p.second) for p in pairs]
+        engine, config.annotators.judge, [(transcript(p.context), p.first, p.second) for p in pairs]
     )
     return {
         p.pair_id: {
@@ -78,9 +79,7 @@ def _score_judge(config: AnnotatorsConfig, pairs: Sequence[HumanPair]) -> dict[s
     }
 
 
-def _score_pointwise(
-    config: AnnotatorsConfig, name: str, pairs: Sequence[HumanPair]
-) -> dict[str, Any]:
+def _score_pointwise(config: BuildConfig, name: str, pairs: Sequence[HumanPair]) -> dict[str, Any]:
     from prefsynth.annotators.pointwise import score_items
 
     items = []
@@ -104,7 +103,7 @@ def _score_pointwise(
     return out
 
 
-def chunk_key(config: AnnotatorsConfig, name: str, pairs: Sequence[HumanPair]) -> str:
+def chunk_key(config: BuildConfig, name: str, pairs: Sequence[HumanPair]) -> str:
     """Content key of one annotator's margins on one chunk: its config (models, prompts,
     dtype) and the pairs in their order. The vote and the filter are not in it, so changing
     only those re-reads every chunk and calls no model."""
@@ -119,7 +118,7 @@ def chunk_key(config: AnnotatorsConfig, name: str, pairs: Sequence[HumanPair]) -
 
 @task(name="eval-score-chunks", cache_policy=NO_CACHE)
 def score_chunks(
-    config: AnnotatorsConfig, name: str, chunks: list[list[HumanPair]], store_root: str
+    config: BuildConfig, name: str, chunks: list[list[HumanPair]], store_root: str
 ) -> list[dict[str, Any]]:
     """One annotator on several chunks of pairs: per chunk and pair the margin for the first
     response over the second (None when it abstained). Cached chunks are read; the others are
@@ -372,7 +371,7 @@ def eval_flow(
     for g in range(0, len(chunks), group_chunks):
         group = chunks[g : g + group_chunks]
         for name in names:
-            results = score_chunks(config.annotators, name, group, store_root)
+            results = score_chunks(config, name, group, store_root)
             for k, result in enumerate(results, g + 1):
                 rows[name].update(result["rows"])
                 seconds[name] += result["seconds"]
@@ -396,7 +395,7 @@ def eval_flow(
     figures.update(
         {
             "seed": seed,
-            "annotator_config": {n: _annotator_config(config.annotators, n) for n in names},
+            "annotator_config": {n: _annotator_config(config, n) for n in names},
             "filter_config": config.filter.model_dump(mode="json"),
             "compute_seconds_by_annotator": {k: round(v, 1) for k, v in seconds.items()},
             "chunks": work,

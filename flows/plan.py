@@ -31,7 +31,7 @@ from prefsynth.engines.device import resolve_dtypes
 from prefsynth.generators.prompts import load_template
 
 from prefsynth import __version__
-from prefsynth.config import BuildConfig, EngineSpec
+from prefsynth.config import BuildConfig
 from prefsynth.hashing import content_key, file_sha256
 from prefsynth.records import CurationDecision, ModelRef
 
@@ -113,26 +113,26 @@ def skills_artifact_key(config: BuildConfig, model: ModelRef) -> str:
 def make_plan(config: BuildConfig) -> BuildPlan:
     config = resolve_dtypes(config)  # keys name the dtype that really runs, never "auto"
     ins = config.instructions
-    models = {"instructions": describe_engine(ins.engine)}
+    models = {"instructions": describe_engine(config.engine_spec(ins.model))}
     policies = config.responses.policies()
     for p, (engine, _, _) in enumerate(policies):
-        models["responses" if len(policies) == 1 else f"responses.{p}"] = describe_engine(engine)
+        models["responses" if len(policies) == 1 else f"responses.{p}"] = describe_engine(
+            config.engine_spec(engine)
+        )
     ann = config.annotators
     if ann.cdr.enabled:
-        models["cdr.strong"] = describe_engine(ann.cdr.strong)
-        models["cdr.weak"] = describe_engine(ann.cdr.weak)
+        models["cdr.strong"] = describe_engine(config.engine_spec(ann.cdr.strong))
+        models["cdr.weak"] = describe_engine(config.engine_spec(ann.cdr.weak))
         if ann.cdr.prompting == "routed":
-            models["cdr.router"] = describe_engine(ann.cdr.router)
+            models["cdr.router"] = describe_engine(config.engine_spec(ann.cdr.router))
             cdr.load_domains(ann.cdr.domains_file)  # a bad domains file fails here
     if ann.flr.enabled:
-        models["flr"] = describe_engine(ann.flr.engine)
+        models["flr"] = describe_engine(config.engine_spec(ann.flr.model))
         flr.selected(flr.load_followups(ann.flr.followups_file), ann.flr)  # fails early if bad
     if ann.judge.enabled:
-        models["judge"] = describe_engine(ann.judge.engine)
+        models["judge"] = describe_engine(config.engine_spec(ann.judge.model))
     for rm in ann.reward_models:
-        models[f"rm.{rm.name}"] = describe_engine(
-            EngineSpec(model=rm.model, backend=rm.backend, dtype=rm.dtype)
-        )
+        models[f"rm.{rm.name}"] = describe_engine(config.engine_spec(rm.model))
     counts = ins.counts()
     skills_key = (
         skills_artifact_key(config, models["instructions"]) if "skillmix" in counts else None
@@ -153,7 +153,7 @@ def make_plan(config: BuildConfig) -> BuildPlan:
                 total,
                 style_inputs,
                 models["instructions"].fingerprint,
-                ins.engine.model_dump(mode="json"),
+                config.key_view(config.engine_spec(ins.model)),
                 config.seed,
                 GENERATOR_VERSION[style],
                 CODE_VERSION,
@@ -210,7 +210,7 @@ def plan_downstream(
             "responses",
             ins_key,
             sorted(kept.get(ins_key, [])),
-            config.responses.model_dump(mode="json"),
+            config.key_view(config.responses),
             policy_fps,
             config.seed,
             responses_mod.VERSION,
@@ -257,7 +257,7 @@ def plan_downstream(
             judge_key = content_key(
                 "judge",
                 pair_key,
-                config.annotators.judge.model_dump(mode="json"),
+                config.key_view(config.annotators.judge),
                 plan.models["judge"].fingerprint,
                 judge_mod.VERSION,
                 CODE_VERSION,
@@ -296,17 +296,17 @@ def _annotator_identity(config: BuildConfig, plan: BuildPlan, name: str) -> list
             if r in plan.models
         ]
         domains = cdr.load_domains(cfg.domains_file).sha256() if cfg.prompting == "routed" else None
-        return [cfg.model_dump(mode="json"), fps, domains, cdr.VERSION]
+        return [config.key_view(cfg), fps, domains, cdr.VERSION]
     if name.startswith("rm_"):
         (rm,) = [r for r in config.annotators.reward_models if f"rm_{r.name}" == name]
         return [
-            rm.model_dump(mode="json"),
+            config.key_view(rm),
             plan.models[f"rm.{rm.name}"].fingerprint,
             rm_mod.VERSION,
         ]
     cfg_flr = config.annotators.flr
     followups = flr.load_followups(cfg_flr.followups_file).sha256()
-    return [cfg_flr.model_dump(mode="json"), plan.models["flr"].fingerprint, followups, flr.VERSION]
+    return [config.key_view(cfg_flr), plan.models["flr"].fingerprint, followups, flr.VERSION]
 
 
 def full_plan(config: BuildConfig) -> BuildPlan:

@@ -121,7 +121,9 @@ def skills_task(config: BuildConfig, key: str, store_root: str) -> dict[str, Any
     if saved is not None:
         return {"key": key, "reused": True, "skills": len(saved["skills"])}
     cfg = config.instructions.skillmix.skills
-    engine = None if cfg.source == "file" else get_engine(config.instructions.engine)
+    engine = (
+        None if cfg.source == "file" else get_engine(config.engine_spec(config.instructions.model))
+    )
     with track_usage() as usage:
         skill_set = skillmix.extract_skill_set(engine, cfg, shard_seed(config.seed, "skills", 0))
     data = skill_set.model_dump()
@@ -139,7 +141,7 @@ def skills_task(config: BuildConfig, key: str, store_root: str) -> dict[str, Any
 def instructions_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
     def compute(store: ShardStore) -> list[Instruction]:
         ins = config.instructions
-        engine = get_engine(ins.engine)
+        engine = get_engine(config.engine_spec(ins.model))
         indices = range(spec.start, spec.stop)
         if spec.style == "seed_self_instruct":
             return seed_instructions.generate_shard(
@@ -206,7 +208,7 @@ def _kept(store: ShardStore, spec: ShardSpec) -> list[Instruction]:
 def responses_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardResult:
     def compute(store: ShardStore) -> list[Response]:
         policies = [
-            (get_engine(engine), sampling, count)
+            (get_engine(config.engine_spec(engine)), sampling, count)
             for engine, sampling, count in config.responses.policies()
         ]
         return responses_mod.sample_shard(policies, _kept(store, spec), spec.seed, CODE_VERSION)
@@ -219,7 +221,7 @@ def annotations_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> S
     def compute(store: ShardStore) -> list[Annotation]:
         responses = store.read("responses", spec.inputs["responses"], Response)
         items = items_from(_kept(store, spec), responses)
-        verdicts, provenance = pointwise.score_items(spec.annotator, config.annotators, items)
+        verdicts, provenance = pointwise.score_items(spec.annotator, config, items)
         return to_annotations(spec.annotator, responses, verdicts, provenance, spec.key)
 
     return _run_shard(store_root, spec, compute)
@@ -251,7 +253,8 @@ def judge_task(config: BuildConfig, spec: ShardSpec, store_root: str) -> ShardRe
     def compute(store: ShardStore) -> list[Annotation]:
         cfg = config.annotators.judge
         pairs = store.read("pairs", spec.inputs["pairs"], Pair)
-        return judge_mod.annotate_shard(get_engine(cfg.engine), cfg, pairs, spec.key, spec.seed)
+        engine = get_engine(config.engine_spec(cfg.model))
+        return judge_mod.annotate_shard(engine, cfg, pairs, spec.key, spec.seed)
 
     return _run_shard(store_root, spec, compute)
 

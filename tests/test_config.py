@@ -16,9 +16,10 @@ from prefsynth.errors import ConfigError
 def test_defaults_are_the_embedded_build() -> None:
     cfg = load_config()
     assert cfg == BuildConfig()
-    assert cfg.instructions.engine.model == "smollm2-135m-instruct"
-    assert cfg.annotators.cdr.strong.model == "smollm2-135m-instruct"
-    assert cfg.annotators.cdr.weak.model == "gemma3-270m"
+    assert cfg.engine_spec(cfg.instructions.model).model == "smollm2-135m-instruct"
+    assert cfg.engine_spec(cfg.annotators.cdr.strong).model == "smollm2-135m-instruct"
+    assert cfg.engine_spec(cfg.annotators.cdr.weak).model == "gemma3-270m"
+    assert sorted(cfg.models) == ["gemma3", "smollm2"]  # each packaged model declared once
     assert cfg.run_dir() == Path("output") / f"default-{cfg.content_hash()[:8]}"
 
 
@@ -46,7 +47,18 @@ def test_override_values_are_yaml() -> None:
     [
         (["responses.n=abc"], "responses.n: Input should be a valid integer"),
         (["responses.sampling.tempreature=1"], "responses.sampling.tempreature: unknown field"),
-        (["annotators.cdr.weak.backend=tpu"], "annotators.cdr.weak.backend: Input should be"),
+        (["models.gemma3.backend=tpu"], "models.gemma3: Input tag 'tpu' found using 'backend'"),
+        (["annotators.cdr.weak=gemma"], "annotators.cdr.weak: unknown model 'gemma'"),
+        (["responses.mixture=[{model: nope}]"], "responses.mixture.0.model: unknown model 'nope'"),
+        (
+            ["models.smollm2.base_url=http://x"],
+            "models.smollm2.transformers.base_url: unknown field",
+        ),
+        (["models.api.backend=openai", "models.api.model=m"], "models.api.openai.base_url: Field"),
+        (
+            ["models.g.model=/g", "annotators.reward_models=[{name: g, model: g}]"],
+            "annotators.reward_models.0.model: model 'g' has task 'generate'",
+        ),
         (["responses.n=0"], "responses.n: Input should be greater than or equal to 1"),
         (["nosuchstage.x=1"], "nosuchstage: unknown field"),
         (["responses.n.deeper=1"], "responses.n: Input should be a valid integer"),
@@ -135,7 +147,7 @@ def test_shipped_example_configs_validate() -> None:
 
 
 def test_cli_missing_model_and_seed_file_exit_2(tmp_path: Path) -> None:
-    proc = _cli("build", "--out", str(tmp_path), "--set", "responses.engine.model=/no/such/model")
+    proc = _cli("build", "--out", str(tmp_path), "--set", "models.smollm2.model=/no/such/model")
     assert proc.returncode == 2
     assert "/no/such/model" in proc.stderr and "Traceback" not in proc.stderr
     proc = _cli(
