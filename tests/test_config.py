@@ -159,3 +159,39 @@ def test_cli_missing_model_and_seed_file_exit_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "seeds file" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_key_view_is_the_flat_engine_dict_of_before_the_models_table() -> None:
+    """Shard keys hash key_view: each alias expanded to the old 16-field engine dict under the
+    field's old name, fields of other backends at their old defaults."""
+    from prefsynth.config import LEGACY_ENGINE_FIELDS
+
+    cfg = load_config(
+        None,
+        [
+            "models.api={backend: openai, model: m, base_url: 'http://x/v1', max_retries: 2}",
+            "annotators.judge.model=api",
+            "models.gemma3.dtype=float32",
+        ],
+    )
+    judge = cfg.key_view(cfg.annotators.judge)
+    assert "model" not in judge and list(judge)[:2] == ["enabled", "engine"]
+    assert judge["engine"] == {
+        **LEGACY_ENGINE_FIELDS,
+        "model": "m",
+        "backend": "openai",
+        "base_url": "http://x/v1",
+        "max_retries": 2,
+    }
+    cdr = cfg.key_view(cfg.annotators.cdr)
+    assert list(cdr["weak"]) == list(LEGACY_ENGINE_FIELDS)
+    assert cdr["weak"]["model"] == "gemma3-270m" and cdr["weak"]["dtype"] == "float32"
+    assert cfg.key_view(cfg.instructions.dedup) == cfg.instructions.dedup.model_dump(mode="json")
+
+
+def test_one_override_swaps_a_model_everywhere_it_is_used() -> None:
+    cfg = load_config(None, ["models.smollm2.model=/my/model"])
+    for alias in (cfg.instructions.model, cfg.responses.model, cfg.annotators.judge.model):
+        assert cfg.engine_spec(alias).model == "/my/model"
+    assert cfg.engine_spec("smollm2").backend == "transformers"  # merged over the default
+    assert cfg.engine_spec(cfg.annotators.cdr.weak).model == "gemma3-270m"
