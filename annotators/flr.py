@@ -179,7 +179,7 @@ class FLR(PointwiseAnnotator):
         c = config.annotators.flr
         if not c.enabled:
             return []
-        return [cls(c, config.engine_spec(c.engine), config.key_view(c))]
+        return [cls(c, config.engine_spec(c.model), config.key_view(c))]
 
     def models(self) -> dict[str, EngineSpec]:
         return {NAME: self.engine}

@@ -30,7 +30,7 @@ from prefsynth.annotators import flr
 from prefsynth.engines import Engine, ScoreRequest, get_engine
 from prefsynth.engines.registry import hf_folder, resolve_model
 
-from prefsynth.config import EngineSpec, FLRConfig
+from prefsynth.config import FLRConfig, OpenAISpec, TransformersSpec, VLLMSpec
 from prefsynth.records import Message, SamplingParams
 
 QUESTIONS = [
@@ -190,12 +190,12 @@ def main() -> None:
     rows, flr_rows = [], []
     for backend in args.backends:
         if backend == "transformers":
-            spec = EngineSpec(model=args.model, device=args.device, dtype=args.dtype)
+            spec = TransformersSpec(model=args.model, device=args.device, dtype=args.dtype)
             engine = get_engine(spec)
             rows.append(bench_engine(engine, "transformers", args.repeats, _params(engine)))
             flr_rows.append({"backend": "transformers", **bench_flr(engine, args.repeats)})
         elif backend == "vllm":
-            engine = get_engine(EngineSpec(model=args.model, backend="vllm", dtype="float32"))
+            engine = get_engine(VLLMSpec(model=args.model, dtype="float32"))
             rows.append(bench_engine(engine, "vllm (sidecar)", args.repeats, None))
             flr_rows.append({"backend": "vllm (sidecar)", **bench_flr(engine, args.repeats)})
             engine.close()
@@ -205,10 +205,8 @@ def main() -> None:
             folder = hf_folder(resolve_model(args.model))
             proc, url = start_server(sidecar_python(), folder)
             try:
-                spec = EngineSpec(
-                    backend="openai", model="bench", base_url=url, tokenizer=args.model
-                )
-                engine = get_engine(spec)
+                api = OpenAISpec(model="bench", base_url=url, tokenizer=args.model)
+                engine = get_engine(api)
                 rows.append(bench_engine(engine, "openai (vllm server)", args.repeats, None))
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -20,11 +20,8 @@ print(f"gpu: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
       f"bf16: {torch.cuda.is_bf16_supported()}")
 PY
 
-sets=()
-for engine in instructions.engine responses.engine annotators.cdr.strong annotators.cdr.weak \
-              annotators.cdr.router annotators.flr.engine annotators.judge.engine; do
-  sets+=(--set "$engine.device=cuda")
-done
+# every model of the default build is declared once in the models table
+sets=(--set models.smollm2.device=cuda --set models.gemma3.device=cuda)
 
 start=$(date +%s)
 "$PYTHON" -m prefsynth.cli build --out "$OUT" "${sets[@]}"

@@ -10,7 +10,7 @@ What it measures
 packaged GGUF; both systems load that same folder): 32 short chat prompts x 4 samples x up to
 128 new tokens, temperature 0.8, top-p 0.95, no top-k, no repetition penalty, seed 0.
 
-* ``prefsynth``: ``get_engine(EngineSpec(backend="transformers", dtype=..., device="cpu"))`` with
+* ``prefsynth``: ``get_engine(TransformersSpec(dtype=..., device="cpu"))`` with
   its defaults otherwise (``batch_size`` 64: 16 prompts x 4 samples per ``generate`` call), then
   ``engine.generate(chats, SamplingParams(...), n=4)``.
 * ``distilabel``: ``distilabel.models.TransformersLLM(model=folder, torch_dtype=...,
@@ -203,7 +203,7 @@ def worker_prefsynth(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     _set_threads(args.threads)
     from prefsynth.engines import get_engine
 
-    from prefsynth.config import EngineSpec
+    from prefsynth.config import parse_engine_spec
     from prefsynth.records import Message, SamplingParams
 
     import_s = time.perf_counter() - t0
@@ -213,7 +213,7 @@ def worker_prefsynth(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     else:
         spec["python"] = args.vllm_python
     t0 = time.perf_counter()
-    engine = get_engine(EngineSpec(**spec))
+    engine = get_engine(parse_engine_spec(spec))
     load_s = time.perf_counter() - t0
     threads = _set_threads(args.threads)
     prompts = _prompts(args.prompts)
@@ -444,14 +444,12 @@ def worker_score(args: argparse.Namespace) -> dict[str, Any]:
     from prefsynth.engines import ScoreRequest, get_engine
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prefsynth.config import EngineSpec
+    from prefsynth.config import TransformersSpec
     from prefsynth.records import Message
 
     matmul = _matmul_flops(args.threads)
     pairs = json.loads(Path(args.pairs_file).read_text(encoding="utf-8"))
-    engine = get_engine(
-        EngineSpec(model=args.model, backend="transformers", dtype="float32", device="cpu")
-    )
+    engine = get_engine(TransformersSpec(model=args.model, dtype="float32", device="cpu"))
     threads = _set_threads(args.threads)
     requests = [
         ScoreRequest(

@@ -6,6 +6,9 @@
   assistant's answer already filled in.
 * ``logprobs(requests)`` -> for each (context, continuation), the sum and count of the
   continuation's token log-probs given the context (and optionally the per-token values).
+* ``rewards(texts, max_length)`` -> a reward model's scalar for each rendered text; only
+  reward models (``task: reward`` in the models table) have it, and they have only it and
+  ``render_chat``.
 
 A context is either a chat (list of messages, rendered with the engine's own chat template and
 generation prompt) or an already rendered string, used verbatim. CDR needs the second form:
@@ -163,6 +166,21 @@ class Engine(ABC):
         """Default: no cache to share, score each continuation with the full context."""
         requests = [ScoreRequest(context=context, continuation=c) for c in continuations]
         return self._logprobs(requests, per_token)
+
+    def rewards(self, texts: Sequence[str], max_length: int) -> list[float]:
+        """A reward model's score of each text (rendered with :meth:`render_chat`, cut to
+        ``max_length`` tokens from the left so the response is kept)."""
+        if not texts:
+            return []
+        with self._lock:
+            out = self._rewards(list(texts), max_length)
+        if len(out) != len(texts):
+            raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of rewards")
+        _record("reward", self.info.model_id, len(out))
+        return out
+
+    def _rewards(self, texts: list[str], max_length: int) -> list[float]:
+        raise TypeError(f"{self.info.model_id} is not a reward model (models table: task reward)")
 
     @abstractmethod
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:

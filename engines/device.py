@@ -142,9 +142,10 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 
 def resolve_dtypes(model: BaseModel) -> Any:
-    """A copy of a config with every ``dtype: auto`` of a transformers model replaced by the
-    dtype it resolves to here, so shard keys and records name what really ran. vLLM and
-    OpenAI-compatible servers keep ``auto``: they choose for themselves."""
+    """A copy of a config with every ``dtype: auto`` of a transformers model (the entries of
+    its models table, reward models included) replaced by the dtype it resolves to here, so
+    shard keys and records name what really ran. vLLM and OpenAI-compatible servers keep
+    ``auto``: they choose for themselves. Works on any config object or engine spec."""
     changed: dict[str, Any] = {}
     for name in type(model).model_fields:
         value = getattr(model, name)
@@ -166,6 +167,9 @@ def _resolve_value(value: Any) -> Any:
     if isinstance(value, list):
         items = [_resolve_value(v) for v in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if isinstance(value, dict):  # the models table: alias -> engine spec
+        entries = {k: _resolve_value(v) for k, v in value.items()}
+        return entries if any(entries[k] is not value[k] for k in value) else value
     return value
 
 

@@ -3,9 +3,9 @@
 * ``generate``: chats go to ``/chat/completions`` (the server applies its chat template);
   pre-rendered string prompts go to ``/completions``. ``n``, temperature, top_p, max_tokens,
   seed and stop are sent as standard fields; ``top_k`` (not in OpenAI's API, accepted by vLLM)
-  only when set. Extra server fields can be added with ``EngineSpec.extra_body``.
+  only when set. Extra server fields can be added with ``OpenAISpec.extra_body``.
 * ``logprobs``: ``/completions`` with ``echo``, ``logprobs=0`` and ``max_tokens=0`` returns the
-  log-prob of every prompt token. With a local tokenizer (``EngineSpec.tokenizer``) the prompt is
+  log-prob of every prompt token. With a local tokenizer (``OpenAISpec.tokenizer``) the prompt is
   sent as token ids, so the continuation's tokens are known exactly (the sums then equal the
   offline engines'); without one, the prompt is sent as text and the continuation starts at the
   first token whose ``text_offset`` is at or after the end of the context.
@@ -29,7 +29,7 @@ from typing import Any
 from prefsynth.engines.base import Chat, Completion, Engine, ScoreRequest, ScoreResult
 from prefsynth.engines.tokenizer import ChatTokenizer
 
-from prefsynth.config import EngineSpec
+from prefsynth.config import OpenAISpec
 from prefsynth.errors import PrefsynthError
 from prefsynth.records import Message, ModelRef, SamplingParams
 
@@ -65,7 +65,7 @@ class RateLimiter:
 
 
 class OpenAIEngine(Engine):
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: OpenAISpec) -> None:
         import httpx
 
         self.spec = spec
@@ -135,8 +135,8 @@ class OpenAIEngine(Engine):
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         if self.chat is None:
             raise APIError(
-                f"engine {self.spec.model!r}: rendering a chat locally needs "
-                "EngineSpec.tokenizer (a registry name or HF folder with the chat template)"
+                f"engine {self.spec.model!r}: rendering a chat locally needs a tokenizer "
+                "in its models entry (a registry name or HF folder with the chat template)"
             )
         return self.chat.render_chat(messages, add_generation_prompt)
 

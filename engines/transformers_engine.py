@@ -31,7 +31,7 @@ from prefsynth.engines.device import configure_threads, resolve_device, resolve_
 from prefsynth.engines.registry import ResolvedModel, hf_folder
 from prefsynth.engines.tokenizer import ChatTokenizer
 
-from prefsynth.config import EngineSpec
+from prefsynth.config import TransformersSpec
 from prefsynth.records import Message, ModelRef, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ _SCORE_TOKENS = 2_048
 
 
 class TransformersEngine(Engine):
-    def __init__(self, spec: EngineSpec, model: ResolvedModel) -> None:
+    def __init__(self, spec: TransformersSpec, model: ResolvedModel) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 

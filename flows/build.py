@@ -7,8 +7,8 @@ declared inputs. Each stage is planned when the stages it reads have finished
 one per row), and the flow waits for the stage before starting the next, so a GPU holds one
 stage's model at a time and a progress bar per stage means what it says. Two steps are
 global: Instruct-SkillMix's skill extraction (an artifact every SkillMix shard shares) and
-curation (dedup and decontamination see every instruction). Annotation shards are one per (shard, annotator). The
-dataset step reads the voted pairs and writes ``dataset/`` and the Parquet files; the audit
+curation (dedup and decontamination see every instruction). Annotation shards are one per
+(shard, annotator). The dataset step reads the voted pairs and writes ``dataset/`` and the Parquet files; the audit
 (agreement between annotators, judge position bias, length bias) writes ``audit/`` and its
 headline goes into the card (``README.md``) and ``run.json``.
 

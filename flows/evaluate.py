@@ -73,7 +73,7 @@ def _score_judge(config: BuildConfig, pairs: Sequence[HumanPair]) -> dict[str, A
     from prefsynth.engines import get_engine
 
     cfg = config.annotators.judge
-    engine = get_engine(config.engine_spec(cfg.engine))
+    engine = get_engine(config.engine_spec(cfg.model))
     results = judge_pairs(engine, cfg, [(transcript(p.context), p.first, p.second) for p in pairs])
     return {
         p.pair_id: {

@@ -4,58 +4,114 @@ The defaults *are* the embedded default build (``prefsynth build`` with no argum
 packaged SmolLM2-135M-Instruct writes instructions and responses on CPU, CDR scores them with
 SmolLM2 (strong) over Gemma 3 270M base (weak). A config file only needs the fields it changes.
 
-Errors name the field path (``responses.n: Input should be a valid integer``) and exit with
-status 2 from the CLI; unknown fields are errors, so a typo never silently does nothing.
+Models are declared once, under an alias, in the ``models:`` table (:data:`EngineSpec`, a union
+told apart by ``backend``: transformers, vllm, openai or fake); stages name the alias
+(``instructions.model: smollm2``, ``annotators.cdr.weak: gemma3``) and resolve it with
+:meth:`BuildConfig.engine_spec`. Shard keys see each reference expanded to the flat engine dict
+of earlier versions (:meth:`BuildConfig.key_view`), so the layout change kept every key.
+
+Errors name the field path (``responses.n: Input should be a valid integer``,
+``annotators.cdr.weak: unknown model 'gema3'``) and exit with status 2 from the CLI; unknown
+fields are errors (a field of another backend too), so a typo never silently does nothing.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prefsynth.errors import ConfigError
 from prefsynth.hashing import content_key
 from prefsynth.records import SamplingParams, StrictModel
 
+DType = Literal["float32", "bfloat16", "float16", "auto"]
+Task = Literal["generate", "reward"]
+#: How a model alias is spelled: a --set path segment, so no dots.
+ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
-class EngineSpec(StrictModel):
-    """Which model runs where. Identical specs share one loaded engine per worker process."""
 
+class _EngineSpecBase(StrictModel):
+    """Fields every backend has. Subclasses narrow ``backend`` to one value (the union's tag)."""
+
+    backend: str
     model: str = Field(
-        "smollm2-135m-instruct",
         description="registry name (prefsynth models), local HF folder, .gguf file, "
         "or the served model name for backend=openai",
     )
-    backend: Literal["transformers", "vllm", "openai"] = "transformers"
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+
+    def key(self) -> str:
+        """Identity for the per-process engine cache (batching knobs excluded)."""
+        return content_key(
+            self.model_dump(
+                mode="json", exclude={"batch_size", "max_concurrency", "requests_per_second"}
+            )
+        )
+
+
+def _dtype_field() -> Any:
+    return Field(
         "auto",
         description="auto: float32 on a CPU without native bfloat16 (emulated bf16 is several "
         "times slower), bfloat16 on one with it when measured faster, bfloat16 (or float16) on "
         "a GPU; resolved before a build keys its shards. float32 keeps log-prob sums exact",
     )
-    device: str = Field("auto", description="transformers: cpu, cuda, cuda:1 or auto")
+
+
+def _task_field() -> Any:
+    return Field(
+        "generate",
+        description="generate: a causal LM (generation and log-probs); reward: a Hugging Face "
+        "sequence-classification model with one output, used by annotators.reward_models",
+    )
+
+
+def _chat_template_field() -> Any:
+    return Field(
+        None, description="Jinja chat template overriding the model's (or for models without one)"
+    )
+
+
+class TransformersSpec(_EngineSpecBase):
+    """A model run in this process with Hugging Face transformers."""
+
+    backend: Literal["transformers"] = "transformers"
+    task: Task = _task_field()
+    dtype: DType = _dtype_field()
+    device: str = Field("auto", description="cpu, cuda, cuda:1 or auto")
     batch_size: int = Field(
         64,
         ge=1,
-        description="sequences per forward pass (transformers); scoring passes are also capped "
-        "at 2k padded tokens. Decoding on CPU is bound by skinny matmuls: 64 sequences "
-        "sample 1.6x faster than 16",
+        description="sequences per forward pass (default 64; 16 for task: reward); scoring "
+        "passes are also capped at 2k padded tokens. Decoding on CPU is bound by skinny "
+        "matmuls: 64 sequences sample 1.6x faster than 16",
     )
-    chat_template: str | None = Field(
-        None, description="Jinja chat template overriding the model's (or for models without one)"
-    )
-    tokenizer: str | None = Field(
-        None,
-        description="openai backend: local tokenizer (registry name or HF folder) used to "
-        "render chat templates and split echoed log-probs exactly",
-    )
-    # vLLM sidecar
+    chat_template: str | None = _chat_template_field()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reward_batch(cls, data: Any) -> Any:
+        # A reward model's default batch was 16 before the models table; keep it (and its keys).
+        if isinstance(data, dict) and data.get("task") == "reward" and "batch_size" not in data:
+            data = {**data, "batch_size": 16}
+        return data
+
+
+class VLLMSpec(_EngineSpecBase):
+    """A model run by vLLM's offline engine in the vLLM sidecar environment."""
+
+    backend: Literal["vllm"] = "vllm"
+    task: Task = _task_field()
+    dtype: DType = _dtype_field()
+    chat_template: str | None = _chat_template_field()
     python: str | None = Field(
         None,
-        description="vllm backend: interpreter of the vLLM environment "
+        description="interpreter of the vLLM environment "
         "(default $PREFSYNTH_VLLM_PYTHON, then ./.venv-vllm/bin/python)",
     )
     vllm_kwargs: dict[str, Any] = Field(
@@ -63,31 +119,141 @@ class EngineSpec(StrictModel):
         description="extra keyword arguments for vllm.LLM (enforce_eager, max_model_len, "
         "gpu_memory_utilization, tensor_parallel_size, ...)",
     )
-    # OpenAI-compatible server
-    base_url: str | None = Field(None, description="openai backend: e.g. http://127.0.0.1:8000/v1")
+
+
+class OpenAISpec(_EngineSpecBase):
+    """A model behind an OpenAI-compatible server (``model`` is its served name)."""
+
+    backend: Literal["openai"] = "openai"
+    base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
+    tokenizer: str | None = Field(
+        None,
+        description="local tokenizer (registry name or HF folder) used to render chat "
+        "templates and split echoed log-probs exactly",
+    )
+    chat_template: str | None = _chat_template_field()
     api_key_env: str = Field("OPENAI_API_KEY", description="env var holding the API key, if any")
     timeout_s: float = Field(300.0, gt=0)
     max_retries: int = Field(4, ge=0)
-    max_concurrency: int = Field(8, ge=1, description="openai backend: requests in flight")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight")
     requests_per_second: float | None = Field(
-        None, gt=0, description="openai backend: rate limit across this engine's requests"
+        None, gt=0, description="rate limit across this engine's requests"
     )
     extra_body: dict[str, Any] = Field(
         default_factory=dict,
-        description="openai backend: extra JSON fields for every request (server-specific)",
+        description="extra JSON fields for every request (server-specific)",
     )
 
-    @model_validator(mode="after")
-    def _backend_needs(self) -> EngineSpec:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        return self
 
-    def key(self) -> str:
-        """Identity for the per-process engine cache (batching knobs excluded)."""
-        return content_key(
-            self.model_dump(exclude={"batch_size", "max_concurrency", "requests_per_second"})
-        )
+class FakeSpec(_EngineSpecBase):
+    """A scripted engine for tests (:mod:`prefsynth.engines.fake_engine`): no model, replies and
+    log-probs follow rules the test sets. Without ``script`` the rules below apply."""
+
+    backend: Literal["fake"] = "fake"
+    model: str = Field("fake", description="the model id the engine reports")
+    script: str | None = Field(
+        None,
+        description="name of a script registered with "
+        "prefsynth.engines.fake_engine.register_script (Python callables for replies and "
+        "log-probs); replaces replies, default_reply and token_logprob",
+    )
+    replies: dict[str, str] = Field(
+        default_factory=dict,
+        description="prompt substring -> reply: the first key found in the prompt decides",
+    )
+    default_reply: str = Field("", description="the reply when no key of replies is found")
+    token_logprob: float = Field(
+        -1.0, le=0, description="log-prob of every continuation token (a token is a word)"
+    )
+
+
+#: One entry of the models table: the backend's settings, told apart by ``backend``. A field
+#: that does not apply to the backend is an error. (Before the models table this was one flat
+#: class of 16 fields; :func:`legacy_engine_dict` still produces that shape for shard keys.)
+EngineSpec = Annotated[
+    TransformersSpec | VLLMSpec | OpenAISpec | FakeSpec, Field(discriminator="backend")
+]
+ENGINE_SPEC_TYPES = (TransformersSpec, VLLMSpec, OpenAISpec, FakeSpec)
+_ENGINE_SPEC = TypeAdapter(EngineSpec)
+
+
+def parse_engine_spec(data: Any) -> TransformersSpec | VLLMSpec | OpenAISpec | FakeSpec:
+    """An engine spec from a mapping (``backend`` defaults to transformers)."""
+    if isinstance(data, ENGINE_SPEC_TYPES):
+        return data
+    if isinstance(data, dict) and "backend" not in data:
+        data = {**data, "backend": "transformers"}
+    return _ENGINE_SPEC.validate_python(data)
+
+
+#: The flat engine spec as it was dumped into shard keys before the models table, field by
+#: field in its order, with its defaults. Keys are built from this shape so that moving the
+#: engine settings into the models table leaves every shard key (and existing store) valid.
+LEGACY_ENGINE_FIELDS: dict[str, Any] = {
+    "model": "smollm2-135m-instruct",
+    "backend": "transformers",
+    "dtype": "auto",
+    "device": "auto",
+    "batch_size": 64,
+    "chat_template": None,
+    "tokenizer": None,
+    "python": None,
+    "vllm_kwargs": {},
+    "base_url": None,
+    "api_key_env": "OPENAI_API_KEY",
+    "timeout_s": 300.0,
+    "max_retries": 4,
+    "max_concurrency": 8,
+    "requests_per_second": None,
+    "extra_body": {},
+}
+
+
+def legacy_engine_dict(
+    spec: TransformersSpec | VLLMSpec | OpenAISpec | FakeSpec,
+) -> dict[str, Any]:
+    """``spec`` in the flat 16-field shape of the old ``EngineSpec.model_dump(mode="json")``.
+
+    A field the backend does not have takes the old default (what the old class stored for
+    it). A field the old class did not have (``task``, the fake backend's script) is added
+    only when it differs from its default: such a spec could not be written before, so no
+    old key can match it, and the new setting still changes the key."""
+    dumped = spec.model_dump(mode="json")
+    out = {k: dumped.get(k, default) for k, default in LEGACY_ENGINE_FIELDS.items()}
+    fields = type(spec).model_fields
+    for k, v in dumped.items():
+        if k in out:
+            continue
+        if v != fields[k].get_default(call_default_factory=True):
+            out[k] = v
+    return out
+
+
+#: The packaged models of the embedded default build, each declared once under an alias.
+DEFAULT_MODELS: dict[str, dict[str, Any]] = {
+    "smollm2": {"backend": "transformers", "model": "smollm2-135m-instruct"},
+    "gemma3": {"backend": "transformers", "model": "gemma3-270m"},
+}
+
+
+def _uses(info: Any) -> Uses | None:
+    return next((m for m in info.metadata if isinstance(m, Uses)), None)
+
+
+@dataclass(frozen=True)
+class Uses:
+    """Marks a config field as a reference to a models-table alias.
+
+    ``legacy``: the field's name before the models table (``engine``), under which
+    :meth:`BuildConfig.key_view` puts the expanded engine dict; ``task``: the kind of model
+    the field needs."""
+
+    legacy: str | None = None
+    task: str = "generate"
+
+
+def _alias(default: str, what: str) -> Any:
+    return Field(default, pattern=ALIAS_PATTERN, description=f"{what}: an alias of `models`")
 
 
 class DedupConfig(StrictModel):
@@ -175,7 +341,7 @@ class SeedInstructConfig(StrictModel):
 
 
 class SkillsConfig(StrictModel):
-    """Instruct-SkillMix stage A: where the skill list and query types come from (METHODS §1.1).
+    """Instruct-SkillMix stage A (docs/methods.md §3.1): where skills and query types come from.
 
     ``seed_free`` asks the model for topics, then the skills each topic needs, then query
     types; ``seed_dependent`` asks which skills each of a set of seed tasks needs; ``file``
@@ -210,7 +376,7 @@ class SkillsConfig(StrictModel):
 
 
 class SkillMixConfig(StrictModel):
-    """Instruct-SkillMix stage B (METHODS §1.2): an instruction and answer that need k skills."""
+    """Instruct-SkillMix stage B (docs/methods.md §3.2): instruction and answer needing k skills."""
 
     k: int = Field(2, ge=1, le=5, description="skills combined per example")
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
@@ -241,7 +407,7 @@ DEFAULT_DOMAINS = (
 
 
 class PikaConfig(StrictModel):
-    """PiKa (METHODS §2): expert personas, one knowledge-intensive instruction per persona."""
+    """PiKa (docs/methods.md §4): expert personas, one knowledge-intensive instruction each."""
 
     personas_file: Path | None = Field(
         None,
@@ -274,7 +440,7 @@ class InstructionsConfig(StrictModel):
         default_factory=lambda: {"skillmix": 0.5, "pika": 0.5},
         description="style: mix -> share of n per style",
     )
-    engine: EngineSpec = Field(default_factory=EngineSpec)
+    model: Annotated[str, Uses("engine")] = _alias("smollm2", "the writing model")
     seed_self_instruct: SeedInstructConfig = Field(default_factory=SeedInstructConfig)
     skillmix: SkillMixConfig = Field(default_factory=SkillMixConfig)
     pika: PikaConfig = Field(default_factory=PikaConfig)
@@ -304,10 +470,12 @@ class InstructionsConfig(StrictModel):
 
 
 class PolicyShare(StrictModel):
-    """One policy of a mixture: its engine, its share of each instruction's responses, and
+    """One policy of a mixture: its model, its share of each instruction's responses, and
     optionally its own sampling parameters."""
 
-    engine: EngineSpec
+    model: Annotated[str, Uses("engine")] = Field(
+        pattern=ALIAS_PATTERN, description="the policy: an alias of `models`"
+    )
     share: float = Field(1.0, gt=0)
     sampling: SamplingParams | None = None
 
@@ -319,14 +487,15 @@ class ResponsesConfig(StrictModel):
     mixture: list[PolicyShare] = Field(
         default_factory=list,
         description="several policies: each instruction's n responses are split by share "
-        "(largest remainder); empty: all from `engine`",
+        "(largest remainder); empty: all from `model`",
     )
-    engine: EngineSpec = Field(default_factory=EngineSpec)
+    model: Annotated[str, Uses("engine")] = _alias("smollm2", "the policy")
 
-    def policies(self) -> list[tuple[EngineSpec, SamplingParams, int]]:
-        """(engine, sampling, responses per instruction) for each policy, counts adding to n."""
+    def policies(self) -> list[tuple[str, SamplingParams, int]]:
+        """(model alias, sampling, responses per instruction) for each policy, counts adding
+        to n."""
         if not self.mixture:
-            return [(self.engine, self.sampling, self.n)]
+            return [(self.model, self.sampling, self.n)]
         total = sum(p.share for p in self.mixture)
         exact = [self.n * p.share / total for p in self.mixture]
         counts = [int(x) for x in exact]
@@ -335,7 +504,7 @@ class ResponsesConfig(StrictModel):
                 break
             counts[k] += 1
         return [
-            (p.engine, p.sampling or self.sampling, c)
+            (p.model, p.sampling or self.sampling, c)
             for p, c in zip(self.mixture, counts, strict=True)
             if c > 0
         ]
@@ -348,7 +517,7 @@ class ResponsesConfig(StrictModel):
 
 
 class CDRConfig(StrictModel):
-    """CDR (METHODS §3): log pi_strong(y|T(x)) - log pi_weak(y|T(x)), both on the same T(x).
+    """CDR (docs/methods.md §7): log pi_strong(y|T(x)) - log pi_weak(y|T(x)), both on the same T(x).
 
     ``prompting: routed`` is CDR's customisation: a router model labels each prompt SAFETY,
     REASONING or CHAT, and T(x) gets that domain's system prompt (criteria) and one in-context
@@ -356,8 +525,8 @@ class CDRConfig(StrictModel):
     """
 
     enabled: bool = True
-    strong: EngineSpec = Field(default_factory=EngineSpec)
-    weak: EngineSpec = Field(default_factory=lambda: EngineSpec(model="gemma3-270m"))
+    strong: Annotated[str, Uses()] = _alias("smollm2", "the strong model")
+    weak: Annotated[str, Uses()] = _alias("gemma3", "the weak model")
     reward: Literal["sum", "mean"] = Field(
         "sum", description="sum over response tokens (paper code) or per-token mean (reward_hub)"
     )
@@ -365,7 +534,7 @@ class CDRConfig(StrictModel):
         "strong", description="whose chat template renders T(x) for both models (paper: strong)"
     )
     prompting: Literal["vanilla", "routed"] = "vanilla"
-    router: EngineSpec = Field(default_factory=EngineSpec, description="routed: classifier model")
+    router: Annotated[str, Uses()] = _alias("smollm2", "routed: the classifier model")
     router_sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=8)
     )
@@ -379,10 +548,10 @@ class CDRConfig(StrictModel):
 
 
 class FLRConfig(StrictModel):
-    """FLR (METHODS §4): likelihood of positive vs negative follow-ups as the next user turn."""
+    """FLR (docs/methods.md §8): likelihood of positive vs negative follow-ups as next user turn."""
 
     enabled: bool = True
-    engine: EngineSpec = Field(default_factory=EngineSpec)
+    model: Annotated[str, Uses("engine")] = _alias("smollm2", "the scoring model")
     followups_file: Path | None = Field(
         None, description="JSON follow-up set; default: annotators/data/flr_followups.json"
     )
@@ -400,7 +569,7 @@ NULL_RESPONSE = (
 
 
 class JudgeConfig(StrictModel):
-    """LLM judge (METHODS §5): each candidate pair judged in both orders on a five-level scale.
+    """LLM judge (docs/methods.md §9): every candidate pair judged in both orders, on five levels.
 
     ``mode: choice`` constrains the verdict to the five labels (vLLM structured output, or the
     label with the highest likelihood on backends without it); ``mode: generate`` lets the
@@ -408,7 +577,7 @@ class JudgeConfig(StrictModel):
     """
 
     enabled: bool = True
-    engine: EngineSpec = Field(default_factory=EngineSpec)
+    model: Annotated[str, Uses("engine")] = _alias("smollm2", "the judge")
     mode: Literal["choice", "generate"] = "choice"
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=384),
@@ -428,16 +597,17 @@ class JudgeConfig(StrictModel):
 
 
 class RewardModelSpec(StrictModel):
-    """A Hugging Face sequence-classification reward model, one voter of the ensemble."""
+    """One voter of the ensemble: a reward model of the models table (``task: reward``, a
+    Hugging Face sequence-classification model with one output, on the transformers or vllm
+    backend), loaded and closed like every other model by :mod:`prefsynth.engines`."""
 
     name: str = Field(pattern=r"^[a-z0-9_]+$", description="voter name in margins and columns")
-    model: str = Field(description="local HF folder or hub id in the local HF cache")
-    backend: Literal["transformers", "vllm"] = "transformers"
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
-    device: str = "auto"
-    batch_size: int = Field(16, ge=1)
-    max_length: int = Field(2048, ge=16)
-    python: str | None = Field(None, description="vllm backend: sidecar interpreter")
+    model: Annotated[str, Uses(task="reward")] = Field(
+        pattern=ALIAS_PATTERN, description="the reward model: an alias of `models`"
+    )
+    max_length: int = Field(
+        2048, ge=16, description="tokens of (prompt, response) the model reads (cut on the left)"
+    )
 
 
 class CustomAnnotatorConfig(StrictModel):
@@ -505,7 +675,7 @@ class AnnotatorsConfig(StrictModel):
 
 
 class PairsConfig(StrictModel):
-    """Stage 4: candidate pairs from each instruction's responses (METHODS §3.3, §7.3).
+    """Stage 4: candidate pairs from each instruction's responses (docs/methods.md §11).
 
     Responses are ranked by the mean of each pointwise annotator's within-instruction z-score
     (scale-free, so annotators with different units count alike). Never a pair from a tie or
@@ -522,7 +692,7 @@ class PairsConfig(StrictModel):
 
 
 class FilterConfig(StrictModel):
-    """Voting and filtering (METHODS §6, §7.6): keep strong, certain pairs; explain every drop.
+    """Voting and filtering (docs/methods.md §12, §13): keep strong, certain pairs; explain drops.
 
     Margins are standardised per annotator by their root mean square over the dataset (a
     sign-free scale, so swapping chosen and rejected negates mu and leaves sigma unchanged),
@@ -594,6 +764,13 @@ class BuildConfig(StrictModel):
     shard_size: int = Field(
         10, ge=1, description="instructions per shard (a shard's responses sample as one batch)"
     )
+    models: dict[str, EngineSpec] = Field(
+        default_factory=lambda: {a: parse_engine_spec(m) for a, m in DEFAULT_MODELS.items()},
+        description="every model of the build, declared once under an alias that the stages "
+        "name (instructions.model, annotators.cdr.strong, ...). The packaged smollm2 and "
+        "gemma3 are always declared; an entry under their alias changes them (merged over "
+        "their defaults when the backend stays). backend defaults to transformers",
+    )
     instructions: InstructionsConfig = Field(default_factory=InstructionsConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     annotators: AnnotatorsConfig = Field(default_factory=AnnotatorsConfig)
@@ -601,6 +778,71 @@ class BuildConfig(StrictModel):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     task_runner: TaskRunnerConfig = Field(default_factory=TaskRunnerConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _with_default_models(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {a: dict(m) for a, m in DEFAULT_MODELS.items()}
+        for alias, entry in value.items():
+            if isinstance(entry, dict):
+                entry = {"backend": "transformers", **entry}
+                base = merged.get(alias)
+                if base is not None and base.get("backend") == entry["backend"]:
+                    entry = {**base, **entry}
+            merged[alias] = entry
+        bad = [a for a in merged if not re.fullmatch(ALIAS_PATTERN, str(a))]
+        if bad:
+            raise ValueError(f"model aliases {bad} must match {ALIAS_PATTERN} (no dots)")
+        return merged
+
+    def model_references(self) -> list[tuple[tuple[str | int, ...], str, Uses]]:
+        """Every alias the config names: (field path, alias, what the field needs)."""
+        found: list[tuple[tuple[str | int, ...], str, Uses]] = []
+
+        def walk(node: Any, path: tuple[str | int, ...]) -> None:
+            if isinstance(node, list):
+                for i, item in enumerate(node):
+                    walk(item, (*path, i))
+            if not isinstance(node, StrictModel):
+                return
+            for name, info in type(node).model_fields.items():
+                value = getattr(node, name)
+                uses = _uses(info)
+                if uses is not None:
+                    found.append(((*path, name), value, uses))
+                elif name != "models":
+                    walk(value, (*path, name))
+
+        walk(self, ())
+        return found
+
+    @model_validator(mode="after")
+    def _known_aliases(self) -> BuildConfig:
+        errors = []
+        for path, alias, uses in self.model_references():
+            spec = self.models.get(alias)
+            if spec is None:
+                known = ", ".join(self.models)
+                message = f"unknown model {alias!r}; the models table declares: {known}"
+            elif getattr(spec, "task", "generate") != uses.task:
+                message = (
+                    f"model {alias!r} has task {getattr(spec, 'task', 'generate')!r}; "
+                    f"this field needs task {uses.task!r}"
+                )
+            else:
+                continue
+            errors.append(
+                InitErrorDetails(
+                    type=PydanticCustomError("unknown_model", message),
+                    loc=path,
+                    input=alias,
+                )
+            )
+        if errors:
+            raise ValidationError.from_exception_data("BuildConfig", errors)
+        return self
 
     @model_validator(mode="after")
     def _rankers_enabled(self) -> BuildConfig:
@@ -620,15 +862,62 @@ class BuildConfig(StrictModel):
             )
         )
 
-    def engine_spec(self, ref: EngineSpec) -> EngineSpec:
-        """The engine a stage's model reference names. Stages always go through here, so the
-        shape of a reference (an inline spec today) is known in one place."""
-        return ref
+    def engine_spec(self, alias: str) -> EngineSpec:
+        """The engine spec a stage's model reference (an alias of the models table) names."""
+        try:
+            return self.models[alias]
+        except KeyError:
+            raise ConfigError(
+                f"unknown model {alias!r}; the models table declares: {', '.join(self.models)}"
+            ) from None
 
     def key_view(self, section: StrictModel) -> dict[str, Any]:
-        """A config section as it enters shard keys: its JSON dump. Keys must not change when
-        only the config's layout changes, or every existing shard store would be recomputed."""
-        return section.model_dump(mode="json")
+        """A config section as it enters shard keys: the dict its ``model_dump(mode="json")``
+        was before the models table.
+
+        Each model reference is expanded to the flat 16-field engine dict of the old
+        ``EngineSpec`` (:func:`legacy_engine_dict`), under the field's old name (``engine``
+        for ``model``), and a reward model's voter gets its old flat fields back. Shard keys
+        hash these dicts, so keys (and every existing shard store) stay valid across the
+        change of layout; an engine spec passed directly is expanded the same way. Sections
+        without model references are their plain dump."""
+        if isinstance(section, ENGINE_SPEC_TYPES):
+            return legacy_engine_dict(section)
+        if isinstance(section, RewardModelSpec):
+            spec = self.engine_spec(section.model)
+            engine = legacy_engine_dict(spec)
+            old = {"name": section.name}
+            old.update({k: engine[k] for k in ("model", "backend", "dtype", "device")})
+            # an old voter's batch_size defaulted to 16, also where the backend has none (vllm)
+            old.update(batch_size=getattr(spec, "batch_size", 16), max_length=section.max_length)
+            old["python"] = engine["python"]
+            # settings an old voter could not have (vllm_kwargs, a chat template) enter too
+            old.update(
+                {
+                    k: v
+                    for k, v in engine.items()
+                    if k not in old and k != "model" and v != LEGACY_ENGINE_FIELDS.get(k, v)
+                }
+            )
+            return old
+        out: dict[str, Any] = {}
+        dumped = section.model_dump(mode="json")
+        fields = type(section).model_fields
+        for name, value in dumped.items():
+            uses = _uses(fields[name]) if name in fields else None
+            attr = getattr(section, name, None)
+            if uses is not None:
+                out[uses.legacy or name] = legacy_engine_dict(self.engine_spec(attr))
+            elif isinstance(attr, StrictModel):
+                out[name] = self.key_view(attr)
+            elif isinstance(attr, list) and any(isinstance(v, StrictModel) for v in attr):
+                out[name] = [
+                    self.key_view(v) if isinstance(v, StrictModel) else d
+                    for v, d in zip(attr, value, strict=True)
+                ]
+            else:
+                out[name] = value
+        return out
 
     def resolved_run_id(self) -> str:
         return self.run_id or f"{self.name}-{self.content_hash()[:8]}"

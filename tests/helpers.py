@@ -260,14 +260,18 @@ def tiny_model(folder: Path, tokenizer_dir: Path, seed: int, layers: int = 2) ->
 
 
 def tiny_overrides(tiny: dict[str, Path], **extra: object) -> list[str]:
-    """--set overrides for a fast build on the tiny models."""
+    """--set overrides for a fast build on the tiny models: ``tiny_a`` writes, answers, scores
+    and judges, ``tiny_b`` is CDR's weak model. Swapping one model takes one more override
+    (``models.tiny_a.model=...``)."""
     sets = [
-        f"instructions.engine.model={tiny['a']}",
-        f"responses.engine.model={tiny['a']}",
-        f"annotators.cdr.strong.model={tiny['a']}",
-        f"annotators.cdr.weak.model={tiny['b']}",
-        f"annotators.flr.engine.model={tiny['a']}",
-        f"annotators.judge.engine.model={tiny['a']}",
+        f"models.tiny_a.model={tiny['a']}",
+        f"models.tiny_b.model={tiny['b']}",
+        "instructions.model=tiny_a",
+        "responses.model=tiny_a",
+        "annotators.cdr.strong=tiny_a",
+        "annotators.cdr.weak=tiny_b",
+        "annotators.flr.model=tiny_a",
+        "annotators.judge.model=tiny_a",
         "instructions.n=6",
         "shard_size=2",
         "responses.n=3",

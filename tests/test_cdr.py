@@ -10,7 +10,7 @@ from prefsynth.annotators import cdr
 from prefsynth.annotators.base import items_from, to_annotations
 from prefsynth.engines import ScoreRequest, get_engine
 
-from prefsynth.config import CDRConfig, EngineSpec
+from prefsynth.config import CDRConfig, TransformersSpec
 from prefsynth.records import (
     GenerationProvenance,
     Instruction,
@@ -59,8 +59,8 @@ def _data() -> tuple[list[Instruction], list[Response]]:
 
 @pytest.fixture(scope="module")
 def engines(tiny_models: dict[str, Path]):  # type: ignore[no-untyped-def]
-    a = get_engine(EngineSpec(model=str(tiny_models["a"])))
-    b = get_engine(EngineSpec(model=str(tiny_models["b"])))
+    a = get_engine(TransformersSpec(model=str(tiny_models["a"])))
+    b = get_engine(TransformersSpec(model=str(tiny_models["b"])))
     return a, b
 
 

@@ -16,9 +16,10 @@ from prefsynth.errors import ConfigError
 def test_defaults_are_the_embedded_build() -> None:
     cfg = load_config()
     assert cfg == BuildConfig()
-    assert cfg.instructions.engine.model == "smollm2-135m-instruct"
-    assert cfg.annotators.cdr.strong.model == "smollm2-135m-instruct"
-    assert cfg.annotators.cdr.weak.model == "gemma3-270m"
+    assert cfg.engine_spec(cfg.instructions.model).model == "smollm2-135m-instruct"
+    assert cfg.engine_spec(cfg.annotators.cdr.strong).model == "smollm2-135m-instruct"
+    assert cfg.engine_spec(cfg.annotators.cdr.weak).model == "gemma3-270m"
+    assert sorted(cfg.models) == ["gemma3", "smollm2"]  # each packaged model declared once
     assert cfg.run_dir() == Path("output") / f"default-{cfg.content_hash()[:8]}"
 
 
@@ -46,7 +47,18 @@ def test_override_values_are_yaml() -> None:
     [
         (["responses.n=abc"], "responses.n: Input should be a valid integer"),
         (["responses.sampling.tempreature=1"], "responses.sampling.tempreature: unknown field"),
-        (["annotators.cdr.weak.backend=tpu"], "annotators.cdr.weak.backend: Input should be"),
+        (["models.gemma3.backend=tpu"], "models.gemma3: Input tag 'tpu' found using 'backend'"),
+        (["annotators.cdr.weak=gemma"], "annotators.cdr.weak: unknown model 'gemma'"),
+        (["responses.mixture=[{model: nope}]"], "responses.mixture.0.model: unknown model 'nope'"),
+        (
+            ["models.smollm2.base_url=http://x"],
+            "models.smollm2.transformers.base_url: unknown field",
+        ),
+        (["models.api.backend=openai", "models.api.model=m"], "models.api.openai.base_url: Field"),
+        (
+            ["models.g.model=/g", "annotators.reward_models=[{name: g, model: g}]"],
+            "annotators.reward_models.0.model: model 'g' has task 'generate'",
+        ),
         (["responses.n=0"], "responses.n: Input should be greater than or equal to 1"),
         (["nosuchstage.x=1"], "nosuchstage: unknown field"),
         (["responses.n.deeper=1"], "responses.n: Input should be a valid integer"),
@@ -135,7 +147,7 @@ def test_shipped_example_configs_validate() -> None:
 
 
 def test_cli_missing_model_and_seed_file_exit_2(tmp_path: Path) -> None:
-    proc = _cli("build", "--out", str(tmp_path), "--set", "responses.engine.model=/no/such/model")
+    proc = _cli("build", "--out", str(tmp_path), "--set", "models.smollm2.model=/no/such/model")
     assert proc.returncode == 2
     assert "/no/such/model" in proc.stderr and "Traceback" not in proc.stderr
     proc = _cli(
@@ -147,3 +159,39 @@ def test_cli_missing_model_and_seed_file_exit_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "seeds file" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_key_view_is_the_flat_engine_dict_of_before_the_models_table() -> None:
+    """Shard keys hash key_view: each alias expanded to the old 16-field engine dict under the
+    field's old name, fields of other backends at their old defaults."""
+    from prefsynth.config import LEGACY_ENGINE_FIELDS
+
+    cfg = load_config(
+        None,
+        [
+            "models.api={backend: openai, model: m, base_url: 'http://x/v1', max_retries: 2}",
+            "annotators.judge.model=api",
+            "models.gemma3.dtype=float32",
+        ],
+    )
+    judge = cfg.key_view(cfg.annotators.judge)
+    assert "model" not in judge and list(judge)[:2] == ["enabled", "engine"]
+    assert judge["engine"] == {
+        **LEGACY_ENGINE_FIELDS,
+        "model": "m",
+        "backend": "openai",
+        "base_url": "http://x/v1",
+        "max_retries": 2,
+    }
+    cdr = cfg.key_view(cfg.annotators.cdr)
+    assert list(cdr["weak"]) == list(LEGACY_ENGINE_FIELDS)
+    assert cdr["weak"]["model"] == "gemma3-270m" and cdr["weak"]["dtype"] == "float32"
+    assert cfg.key_view(cfg.instructions.dedup) == cfg.instructions.dedup.model_dump(mode="json")
+
+
+def test_one_override_swaps_a_model_everywhere_it_is_used() -> None:
+    cfg = load_config(None, ["models.smollm2.model=/my/model"])
+    for alias in (cfg.instructions.model, cfg.responses.model, cfg.annotators.judge.model):
+        assert cfg.engine_spec(alias).model == "/my/model"
+    assert cfg.engine_spec("smollm2").backend == "transformers"  # merged over the default
+    assert cfg.engine_spec(cfg.annotators.cdr.weak).model == "gemma3-270m"

@@ -11,7 +11,7 @@ import torch
 from prefsynth.engines import device
 from prefsynth.flows.runners import concurrent_model_tasks
 
-from prefsynth.config import BuildConfig, EngineSpec, TaskRunnerConfig, load_config
+from prefsynth.config import BuildConfig, TaskRunnerConfig, TransformersSpec, load_config
 
 
 @pytest.fixture
@@ -67,29 +67,32 @@ def test_a_build_config_has_no_auto_left_for_transformers(
     config = load_config(
         None,
         [
-            "annotators.judge.engine.backend=vllm",
-            "instructions.engine.dtype=bfloat16",
+            "models.judge.backend=vllm",
+            "models.judge.model=smollm2-135m-instruct",
+            "annotators.judge.model=judge",
+            "models.writer.model=smollm2-135m-instruct",
+            "models.writer.dtype=bfloat16",
+            "instructions.model=writer",
+            "models.rm.model=/some/rm",
+            "models.rm.task=reward",
+            "annotators.reward_models=[{name: rm, model: rm}]",
         ],
     )
     resolved = device.resolve_dtypes(config)
     assert isinstance(resolved, BuildConfig)
-    assert resolved.responses.engine.dtype == "float32"
-    assert resolved.annotators.cdr.weak.dtype == "float32"
-    assert resolved.instructions.engine.dtype == "bfloat16"
-    assert resolved.annotators.judge.engine.dtype == "auto"  # vLLM chooses for itself
-    assert config.responses.engine.dtype == "auto"  # the user's config is not modified
+    spec = resolved.engine_spec
+    assert spec(resolved.responses.model).dtype == "float32"
+    assert spec(resolved.annotators.cdr.weak).dtype == "float32"
+    assert spec("rm").dtype == "float32"  # reward models are models-table entries too
+    assert spec(resolved.instructions.model).dtype == "bfloat16"
+    assert spec(resolved.annotators.judge.model).dtype == "auto"  # vLLM chooses for itself
+    assert config.engine_spec("smollm2").dtype == "auto"  # the user's config is not modified
     # the same build written out explicitly has the same content hash
     explicit = config.model_copy(deep=True)
-    for spec in (
-        explicit.responses.engine,
-        explicit.annotators.cdr.strong,
-        explicit.annotators.cdr.weak,
-        explicit.annotators.cdr.router,
-        explicit.annotators.flr.engine,
-    ):
-        spec.dtype = "float32"
+    for alias in ("smollm2", "gemma3", "rm"):
+        explicit.models[alias].dtype = "float32"  # type: ignore[union-attr]
     assert resolved.content_hash() == explicit.content_hash()
-    assert device.resolve_dtypes(EngineSpec()).dtype == "float32"
+    assert device.resolve_dtypes(TransformersSpec(model="m")).dtype == "float32"
 
 
 def test_threads_follow_omp_num_threads_then_cores_over_concurrent_tasks(

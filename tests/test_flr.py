@@ -14,7 +14,7 @@ from prefsynth.annotators.base import annotate
 from prefsynth.engines import get_engine
 from prefsynth.engines.transformers_engine import TransformersEngine
 
-from prefsynth.config import EngineSpec, FLRConfig
+from prefsynth.config import FLRConfig, TransformersSpec
 from tests.helpers import one_instruction
 
 
@@ -94,7 +94,7 @@ class _Cache:
 
 def test_alignment_certain_model_scores_zero(tiny_models: dict[str, Path]) -> None:
     """With an LM that puts probability 1 on each next follow-up token, s(f) = log 1 = 0."""
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
     assert isinstance(engine, TransformersEngine)
     context = flr.followup_context(engine, "What is 2+2?", "4.")
     follow = "That's correct, thank you."
@@ -116,7 +116,7 @@ def test_alignment_certain_model_scores_zero(tiny_models: dict[str, Path]) -> No
 
 
 def test_only_followup_tokens_count(tiny_models: dict[str, Path]) -> None:
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
     ctx_a = flr.followup_context(engine, "Q?", "Answer one.")
     ctx_b = flr.followup_context(engine, "A different, longer question here?", "Answer two!")
     follow = ["That's wrong.", "Great, you followed my instructions."]
@@ -127,7 +127,7 @@ def test_only_followup_tokens_count(tiny_models: dict[str, Path]) -> None:
 
 
 def test_prefix_reuse_gives_the_same_numbers(tiny_models: dict[str, Path]) -> None:
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"]), batch_size=3))
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"]), batch_size=3))
     context = flr.followup_context(engine, "Explain rain.", "Water falls from clouds as drops.")
     follow = [f for d in flr.load_followups(None).dimensions.values() for f in d.positive][:13]
     follow += ["x", ""]
@@ -142,7 +142,7 @@ def test_registered_annotator_rows_and_evidence(tiny_models: dict[str, Path]) ->
     instruction, rsp = one_instruction("Name a colour.", ["Blue.", "", "Red is a colour."])
     ins = [instruction]
     cfg = FLRConfig(max_per_polarity=2, dimensions=["correctness", "relevance"])
-    annotator = flr.FLR(cfg, EngineSpec(model=str(tiny_models["a"])))
+    annotator = flr.FLR(cfg, TransformersSpec(model=str(tiny_models["a"])))
     anns = {a.response_id: a for a in annotate(annotator, ins, rsp, "k")}
     assert anns["r1"].status == "abstain"
     ok = anns["r0"]

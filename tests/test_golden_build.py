@@ -32,30 +32,21 @@ MARGIN_TOL = 1e-6
 
 
 def _overrides() -> list[str]:
-    engines = [
-        "instructions.engine",
-        "responses.engine",
-        "annotators.cdr.strong",
-        "annotators.cdr.weak",
-        "annotators.flr.engine",
-        "annotators.judge.engine",
-        "annotators.cdr.router",
-    ]
+    # The recorded build ran every engine with batch_size 16 (its default then), sampled in
+    # bfloat16 and scored in float32; the CDR router (unused, but in CDR's key) is smollm2.
+    models = {"tiny_a_bf16": ("tiny-a", "bfloat16"), "tiny_a": ("tiny-a", "float32")}
+    models["tiny_b"] = ("tiny-b", "float32")
     return [
-        *(f"{e}.batch_size=16" for e in engines),  # the recorded build's default
-        "instructions.engine.model=tiny-a",
-        "instructions.engine.dtype=bfloat16",
-        "responses.engine.model=tiny-a",
-        "responses.engine.dtype=bfloat16",
-        "annotators.cdr.strong.model=tiny-a",
-        "annotators.cdr.strong.dtype=float32",
-        "annotators.cdr.weak.model=tiny-b",
-        "annotators.cdr.weak.dtype=float32",
-        "annotators.flr.engine.model=tiny-a",
-        "annotators.flr.engine.dtype=float32",
-        "annotators.judge.engine.model=tiny-a",
-        "annotators.judge.engine.dtype=float32",
-        "annotators.cdr.router.dtype=float32",
+        *(f"models.{alias}.model={model}" for alias, (model, _) in models.items()),
+        *(f"models.{alias}.dtype={dtype}" for alias, (_, dtype) in models.items()),
+        *(f"models.{alias}.batch_size=16" for alias in [*models, "smollm2"]),
+        "models.smollm2.dtype=float32",
+        "instructions.model=tiny_a_bf16",
+        "responses.model=tiny_a_bf16",
+        "annotators.cdr.strong=tiny_a",
+        "annotators.cdr.weak=tiny_b",
+        "annotators.flr.model=tiny_a",
+        "annotators.judge.model=tiny_a",
         "instructions.style=seed_self_instruct",
         "instructions.n=8",
         "instructions.dedup.enabled=false",

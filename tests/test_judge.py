@@ -9,7 +9,7 @@ import pytest
 from prefsynth.annotators import judge
 from prefsynth.engines import get_engine
 
-from prefsynth.config import EngineSpec, JudgeConfig
+from prefsynth.config import JudgeConfig, TransformersSpec
 from prefsynth.records import Pair
 
 
@@ -91,8 +91,8 @@ def _pair(k: int) -> Pair:
 
 
 @pytest.mark.parametrize("mode", ["choice", "generate"])
-def test_judge_shard_on_atiny_model(tiny_models: dict[str, Path], mode: str) -> None:
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
+def test_judge_shard_on_a_tiny_model(tiny_models: dict[str, Path], mode: str) -> None:
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
     cfg = JudgeConfig(mode=mode, canary_share=1.0)  # type: ignore[arg-type]
     cfg.sampling.max_new_tokens = 8
     pairs = [_pair(k) for k in range(3)]

@@ -15,7 +15,7 @@ import pytest
 from prefsynth.engines import ScoreRequest, get_engine
 from prefsynth.engines.openai_engine import APIError, OpenAIEngine
 
-from prefsynth.config import EngineSpec
+from prefsynth.config import OpenAISpec, TransformersSpec
 from prefsynth.records import Message, SamplingParams
 from tests.vllm_support import require_sidecar
 
@@ -85,8 +85,8 @@ def server(smollm2_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         log.close()
 
 
-def _spec(url: str, **kw: object) -> EngineSpec:
-    return EngineSpec(backend="openai", model="smollm2", base_url=url, max_retries=1, **kw)
+def _spec(url: str, **kw: object) -> OpenAISpec:
+    return OpenAISpec(model="smollm2", base_url=url, max_retries=1, **kw)  # type: ignore[arg-type]
 
 
 def test_chat_generation(server: str) -> None:
@@ -104,7 +104,7 @@ def test_chat_generation(server: str) -> None:
 
 @pytest.mark.parametrize("with_tokenizer", [True, False])
 def test_echo_logprobs_match_transformers(server: str, with_tokenizer: bool) -> None:
-    hf = get_engine(EngineSpec())
+    hf = get_engine(TransformersSpec(model="smollm2-135m-instruct"))
     contexts = [hf.render_chat(c) for c in CHATS]
     requests = [
         ScoreRequest(context=c, continuation=a) for c, a in zip(contexts, ANSWERS, strict=True)
@@ -118,7 +118,7 @@ def test_echo_logprobs_match_transformers(server: str, with_tokenizer: bool) -> 
 
 
 def test_client_errors_are_not_retried_and_dead_servers_fail_clearly(server: str) -> None:
-    bad_model = OpenAIEngine(EngineSpec(backend="openai", model="nope", base_url=server))
+    bad_model = OpenAIEngine(OpenAISpec(model="nope", base_url=server))
     t0 = time.monotonic()
     with pytest.raises(APIError, match="HTTP 404"):
         bad_model.generate(CHATS[:1], SamplingParams(max_new_tokens=2))

@@ -11,7 +11,7 @@ import pytest
 from prefsynth.engines import get_engine
 from prefsynth.generators import pika
 
-from prefsynth.config import EngineSpec, PikaConfig
+from prefsynth.config import PikaConfig, TransformersSpec
 from prefsynth.errors import InputDataError
 
 
@@ -51,7 +51,7 @@ def test_domains_are_balanced() -> None:
 def test_one_instruction_per_persona_from_file(
     tmp_path: Path, tiny_models: dict[str, Path]
 ) -> None:
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
     cfg = PikaConfig(personas_file=_personas(tmp_path, 12), max_attempts=2)
     cfg.sampling.max_new_tokens = 12
     first = pika.generate_shard(engine, cfg, "k1", range(0, 4), 8, seed=2, code_version="v")
@@ -66,7 +66,7 @@ def test_one_instruction_per_persona_from_file(
 
 
 def test_generated_personas(tiny_models: dict[str, Path]) -> None:
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
     cfg = PikaConfig(domains=["medicine", "law"], max_attempts=2)
     cfg.sampling.max_new_tokens = 12
     cfg.persona_sampling.max_new_tokens = 16

@@ -8,7 +8,7 @@ from prefsynth.annotators import cdr, flr
 from prefsynth.annotators.base import items_from, to_annotations
 from prefsynth.engines import get_engine
 
-from prefsynth.config import CDRConfig, EngineSpec, FLRConfig
+from prefsynth.config import CDRConfig, FLRConfig, TransformersSpec
 from prefsynth.records import (
     GenerationProvenance,
     Instruction,
@@ -67,7 +67,10 @@ def _flr(engine, cfg, ins, rsp):  # type: ignore[no-untyped-def]
 
 
 def test_cdr_swap_and_identity_on_packaged_models() -> None:
-    smol, gemma = get_engine(EngineSpec()), get_engine(EngineSpec(model="gemma3-270m"))
+    smol, gemma = (
+        get_engine(TransformersSpec(model="smollm2-135m-instruct")),
+        get_engine(TransformersSpec(model="gemma3-270m")),
+    )
     assert len(smol.tokenizer) != len(gemma.tokenizer)  # type: ignore[attr-defined]
     fwd = {a.response_id: a for a in _cdr(smol, gemma, CDRConfig(), INS, RSP)}
     # the same T(x) both ways: SmolLM2's template, named as "weak" once the roles are swapped
@@ -81,7 +84,7 @@ def test_cdr_swap_and_identity_on_packaged_models() -> None:
 
 
 def test_flr_properties_on_smollm2() -> None:
-    engine = get_engine(EngineSpec())
+    engine = get_engine(TransformersSpec(model="smollm2-135m-instruct"))
     context = flr.followup_context(engine, INS[0].text or "", RSP[0].text)
     follow = [
         f for d in flr.load_followups(None).dimensions.values() for f in d.positive + d.negative

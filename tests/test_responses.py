@@ -8,7 +8,7 @@ from pathlib import Path
 from prefsynth.engines import get_engine
 from prefsynth.generators.responses import sample_shard
 
-from prefsynth.config import EngineSpec, PolicyShare, ResponsesConfig
+from prefsynth.config import ResponsesConfig, load_config
 from prefsynth.records import (
     GenerationProvenance,
     Instruction,
@@ -41,19 +41,19 @@ def _instructions() -> list[Instruction]:
 
 
 def test_mixture_splits_n_by_share(tiny_models: dict[str, Path]) -> None:
-    cfg = ResponsesConfig(
-        n=5,
-        mixture=[
-            PolicyShare(engine=EngineSpec(model=str(tiny_models["a"])), share=2),
-            PolicyShare(
-                engine=EngineSpec(model=str(tiny_models["b"])),
-                share=1,
-                sampling=SamplingParams(temperature=0.5, max_new_tokens=4),
-            ),
+    build = load_config(
+        None,
+        [
+            f"models.a.model={tiny_models['a']}",
+            f"models.b.model={tiny_models['b']}",
+            "responses.n=5",
+            "responses.mixture=[{model: a, share: 2}, "
+            "{model: b, share: 1, sampling: {temperature: 0.5, max_new_tokens: 4}}]",
+            "responses.sampling={temperature: 1.0, max_new_tokens: 6}",
         ],
-        sampling=SamplingParams(temperature=1.0, max_new_tokens=6),
     )
-    policies = [(get_engine(e), s, c) for e, s, c in cfg.policies()]
+    cfg = build.responses
+    policies = [(get_engine(build.engine_spec(e)), s, c) for e, s, c in cfg.policies()]
     assert [c for _, _, c in policies] == [3, 2]
     responses = sample_shard(policies, _instructions(), seed=11, code_version="v")
     by_instruction = Counter(r.instruction_id for r in responses)
@@ -77,4 +77,4 @@ def test_mixture_splits_n_by_share(tiny_models: dict[str, Path]) -> None:
 def test_single_policy_defaults() -> None:
     cfg = ResponsesConfig(n=4)
     ((engine, sampling, count),) = cfg.policies()
-    assert count == 4 and engine == cfg.engine and sampling == cfg.sampling
+    assert count == 4 and engine == cfg.model == "smollm2" and sampling == cfg.sampling

@@ -9,7 +9,7 @@ from prefsynth.engines import get_engine
 from prefsynth.generators import seed_instructions as si
 from prefsynth.generators.prompts import load_template
 
-from prefsynth.config import EngineSpec, SeedInstructConfig
+from prefsynth.config import SeedInstructConfig, TransformersSpec
 from prefsynth.errors import InputDataError
 
 
@@ -57,7 +57,7 @@ def test_template_has_no_unfilled_placeholders() -> None:
 
 
 def test_generate_shard_keeps_every_row(tiny_models: dict[str, Path]) -> None:
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
     cfg = SeedInstructConfig(max_attempts=2)
     cfg.sampling.max_new_tokens = 10
     records = si.generate_shard(engine, cfg, "key", range(10, 16), seed=5, code_version="v")

@@ -18,7 +18,7 @@ from prefsynth.generators.parsing import (
 )
 from prefsynth.generators.prompts import load_template
 
-from prefsynth.config import EngineSpec, SkillMixConfig, SkillsConfig
+from prefsynth.config import SkillMixConfig, SkillsConfig, TransformersSpec
 from prefsynth.errors import InputDataError
 
 SKILLS = ["public_speaking", "pet_nutrition", "python_debugging", "budgeting", "poetry"]
@@ -115,7 +115,7 @@ def test_skills_from_text_file_and_artifact_roundtrip(tmp_path: Path) -> None:
 def test_extraction_with_a_model_records_every_output(
     tiny_models: dict[str, Path], source: str
 ) -> None:
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
     cfg = SkillsConfig(source=source, seed_tasks=6, topics=4)  # type: ignore[arg-type]
     try:
         skill_set = skillmix.extract_skill_set(engine, cfg, seed=0)
@@ -130,7 +130,7 @@ def test_extraction_with_a_model_records_every_output(
 
 @pytest.mark.parametrize("refine", [False, True])
 def test_generate_shard_provenance(tiny_models: dict[str, Path], refine: bool) -> None:
-    engine = get_engine(EngineSpec(model=str(tiny_models["a"])))
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
     skill_set = skillmix.SkillSet(
         variant="file",
         skills=SKILLS,

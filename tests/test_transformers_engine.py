@@ -9,7 +9,7 @@ import torch
 from prefsynth.engines import ScoreRequest, get_engine, track_usage
 from prefsynth.engines.transformers_engine import TransformersEngine
 
-from prefsynth.config import EngineSpec
+from prefsynth.config import TransformersSpec
 from prefsynth.records import Message, SamplingParams
 
 CHATS = [
@@ -21,7 +21,7 @@ CHATS = [
 
 @pytest.fixture(scope="module")
 def engine(tiny_models: dict[str, Path]) -> TransformersEngine:
-    e = get_engine(EngineSpec(model=str(tiny_models["a"]), batch_size=4))
+    e = get_engine(TransformersSpec(model=str(tiny_models["a"]), batch_size=4))
     assert isinstance(e, TransformersEngine)
     return e
 
@@ -129,7 +129,7 @@ def test_too_long_input_is_an_error(engine: TransformersEngine) -> None:
 def test_engine_is_loaded_once_per_process_and_calls_are_counted(
     tiny_models: dict[str, Path],
 ) -> None:
-    spec = EngineSpec(model=str(tiny_models["a"]), batch_size=4)
+    spec = TransformersSpec(model=str(tiny_models["a"]), batch_size=4)
     assert get_engine(spec) is get_engine(spec)
     with track_usage() as usage:
         get_engine(spec).logprobs([ScoreRequest(context="Q:", continuation="A")])

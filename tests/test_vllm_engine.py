@@ -9,7 +9,7 @@ from prefsynth.engines import ScoreRequest, get_engine
 from prefsynth.engines.transformers_engine import TransformersEngine
 from prefsynth.engines.vllm_engine import VLLMEngine
 
-from prefsynth.config import EngineSpec
+from prefsynth.config import TransformersSpec, VLLMSpec
 from prefsynth.records import Message, SamplingParams
 from tests.vllm_support import require_sidecar
 
@@ -30,7 +30,7 @@ ANSWERS = [
 @pytest.fixture(scope="module")
 def vllm_engine() -> Iterator[VLLMEngine]:
     require_sidecar()
-    engine = get_engine(EngineSpec(backend="vllm", dtype="float32"))
+    engine = get_engine(VLLMSpec(model="smollm2-135m-instruct", dtype="float32"))
     assert isinstance(engine, VLLMEngine)
     yield engine
     engine.close()
@@ -38,7 +38,7 @@ def vllm_engine() -> Iterator[VLLMEngine]:
 
 @pytest.fixture(scope="module")
 def hf_engine() -> TransformersEngine:
-    engine = get_engine(EngineSpec(backend="transformers", dtype="float32"))
+    engine = get_engine(TransformersSpec(model="smollm2-135m-instruct", dtype="float32"))
     assert isinstance(engine, TransformersEngine)
     return engine
 

@@ -138,7 +138,7 @@ class Instructions(Stage):
     uses_models = True
 
     def models(self, config: BuildConfig) -> dict[str, EngineSpec]:
-        return {"instructions": config.engine_spec(config.instructions.engine)}
+        return {"instructions": config.engine_spec(config.instructions.model)}
 
     def templates(self, config: BuildConfig) -> dict[str, str]:
         """Prompt templates of the configured styles, name -> sha256 (``run.json``)."""
@@ -199,7 +199,7 @@ class Instructions(Stage):
         return [
             style.inputs(config, draft.params["skills"]),
             ctx.models["instructions"].fingerprint,
-            config.key_view(config.instructions.engine),
+            config.key_view(config.engine_spec(config.instructions.model)),
             config.seed,
             style.version,
         ]

@@ -35,7 +35,7 @@ class Judge(Stage):
         return config.annotators.judge.enabled
 
     def models(self, config: BuildConfig) -> dict[str, EngineSpec]:
-        return {"judge": config.engine_spec(config.annotators.judge.engine)}
+        return {"judge": config.engine_spec(config.annotators.judge.model)}
 
     def shards(self, ctx: StageContext, planned: dict[str, list[ShardSpec]]) -> list[Draft]:
         seed = ctx.config.seed

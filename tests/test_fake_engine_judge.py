@@ -1,0 +1,230 @@
+"""Behaviour of the judge and of a build's wiring, on scripted engines (``backend: fake``).
+
+A scripted judge answers by a rule the test knows, so the expected verdicts, swap consistency
+and canary figures follow from the rule, not from a model's whims: a known-better answer must
+win in both orders, a position-biased judge must be caught by swap consistency, and the canary
+figures of the vote must count what the judge said about the null response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from prefsynth.annotators import judge
+from prefsynth.engines.fake_engine import FakeEngine, FakeScript, register_script
+
+from prefsynth import engines
+from prefsynth.config import FakeSpec, JudgeConfig, load_config
+from prefsynth.records import Message, Pair, SamplingParams
+
+GOOD = "GOOD: water boils at 100 degrees Celsius at sea level."
+BAD = "Cheese."
+_SIDES = re.compile(r"\[Response A\]\n(.*?)\n\n\[Response B\]\n(.*?)\n\nPrefer", re.S)
+
+
+def sides(prompt: str) -> tuple[str, str]:
+    found = _SIDES.search(prompt)
+    assert found, "the judge prompt no longer shows [Response A] and [Response B]"
+    return found.group(1), found.group(2)
+
+
+def label_rule(pick: str) -> FakeScript:
+    """A judge in choice mode: the label ``pick(a, b)`` is the most likely continuation."""
+
+    def logprob(context: str, continuation: str) -> float:
+        return 0.0 if continuation.strip() == pick(*sides(context)) else -10.0
+
+    return FakeScript(logprob=logprob)
+
+
+def fair(a: str, b: str) -> str:
+    """Prefers the answer that is GOOD, wherever it stands."""
+    return "A++" if "GOOD" in a else "B++" if "GOOD" in b else "A=B"
+
+
+def always_a(a: str, b: str) -> str:
+    return "A++"
+
+
+def is_canary(text: str) -> bool:
+    return "Evaluation result" in text
+
+
+def fair_but_fooled_in_position_b(a: str, b: str) -> str:
+    """Fair on real pairs; against the null response it says "B slightly better" in both
+    orders, so it prefers the null response in exactly the order that puts it in B."""
+    return "B+" if is_canary(a) or is_canary(b) else fair(a, b)
+
+
+def _judge(rule: FakeScript) -> FakeEngine:
+    return FakeEngine(FakeSpec(model="scripted-judge"), rule)
+
+
+def _pair(k: int, chosen: str = GOOD, rejected: str = BAD) -> Pair:
+    return Pair(
+        pair_id=f"p{k}",
+        instruction_id=f"i{k}",
+        prompt="At what temperature does water boil?",
+        chosen_response_id=f"c{k}",
+        rejected_response_id=f"r{k}",
+        chosen=chosen,
+        rejected=rejected,
+        status="candidate",
+    )
+
+
+def test_fake_engine_follows_its_rules() -> None:
+    spec = FakeSpec(replies={"colour": "Blue."}, default_reply="No idea.", token_logprob=-0.5)
+    engine = engines.get_engine(spec)
+    assert isinstance(engine, FakeEngine)
+    chat = [Message(role="user", content="Name a colour.")]
+    out = engine.generate([chat, "What is 2 + 2?"], SamplingParams(temperature=0.0), n=2)
+    assert [[c.text for c in cs] for cs in out] == [["Blue.", "Blue."], ["No idea.", "No idea."]]
+    assert engine.render_chat(chat) == "<|user|>\nName a colour.\n<|assistant|>\n"
+    (scored,) = engine.logprobs(
+        [engines.ScoreRequest(context=chat, continuation="three words here")], per_token=True
+    )
+    assert (scored.logprob_sum, scored.n_tokens, scored.token_logprobs) == (-1.5, 3, [-0.5] * 3)
+    # constrained choice: the most likely choice wins (the shortest, at -0.5 per word)
+    params = SamplingParams(temperature=0.0, choices=["a b c", "a", "a b"])
+    assert engine.generate(["?"], params)[0][0].text == "a"
+    assert engines.describe_engine(spec) == engine.info
+    assert (
+        engines.describe_engine(spec).fingerprint != engines.describe_engine(FakeSpec()).fingerprint
+    )
+
+
+def test_known_better_answer_wins_in_both_orders() -> None:
+    engine = _judge(label_rule(fair))
+    cfg = JudgeConfig()
+    first, second = judge.judge_pairs(engine, cfg, [("Q?", GOOD, BAD), ("Q?", BAD, GOOD)])
+    # y1 = GOOD: A in order 1, B in order 2; both orders name it, un-swapped to +2
+    assert (first["verdict_order1"], first["verdict_order2"]) == (2, -2)
+    assert (first["strength_order1"], first["strength_order2"]) == (2, 2)
+    assert first["score"] == 2 and first["conservative"] == 1 and first["consistent"] is True
+    assert second["score"] == -2 and second["conservative"] == -1 and second["consistent"]
+
+
+def test_position_bias_is_caught_by_swap_consistency() -> None:
+    pairs = [_pair(k) for k in range(4)]
+    cfg = JudgeConfig(canary_share=0.0)
+    fair_rows = judge.annotate_shard(_judge(label_rule(fair)), cfg, pairs, "k", seed=0)
+    assert [r.score for r in fair_rows] == [2.0] * 4
+    assert judge.position_figures(fair_rows) == {
+        "judged_pairs": 4,
+        "judge_abstained": 0,
+        "position_consistency": 1.0,
+        "a_pick_rate": 0.5,
+    }
+    biased_rows = judge.annotate_shard(_judge(label_rule(always_a)), cfg, pairs, "k", seed=0)
+    assert [r.score for r in biased_rows] == [0.0] * 4  # +2 and -2 cancel once un-swapped
+    assert [r.evidence["conservative"] for r in biased_rows] == [0] * 4
+    assert judge.position_figures(biased_rows) == {
+        "judged_pairs": 4,
+        "judge_abstained": 0,
+        "position_consistency": 0.0,
+        "a_pick_rate": 1.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("rule", "preferring", "rate", "both"),
+    [
+        (fair, 0, 0.0, 0),  # never prefers the null response
+        (fair_but_fooled_in_position_b, 5, 0.5, 0),  # one order of each canary pair
+        (lambda a, b: "B++" if is_canary(b) else "A++", 10, 1.0, 5),  # always the null
+    ],
+)
+def test_canary_figures_count_the_null_preferences(
+    rule: object, preferring: int, rate: float, both: int
+) -> None:
+    pairs = [_pair(k) for k in range(5)]
+    cfg = JudgeConfig(canary_share=1.0)
+    rows = judge.annotate_shard(_judge(label_rule(rule)), cfg, pairs, "k", seed=0)  # type: ignore[arg-type]
+    canaries = [r for r in rows if r.annotator == judge.CANARY]
+    assert len(canaries) == 5 and all(r.other_response_id == "canary" for r in canaries)
+    assert judge.canary_figures(rows) == {
+        "canary_pairs": 5,
+        "canary_orders_preferring_null": preferring,
+        "canary_null_preferred_rate": rate,
+        "canary_null_wins_both_orders": both,
+    }
+
+
+# --------------------------------------------------------------------------- a whole build
+
+
+def _writer(prompt: str, draw: int) -> str:
+    """Instructions: one per prompt (the prompts differ by their sampled seed tasks)."""
+    return f"Explain idea number {int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 10**6}."
+
+
+def _policy(prompt: str, draw: int) -> str:
+    return [GOOD, BAD, "An answer that is fine."][draw % 3]
+
+
+def _strong(context: str, continuation: str) -> float:
+    """CDR's strong model likes the GOOD answer and dislikes the bad one."""
+    bonus = 5.0 if "GOOD" in continuation else -5.0 if continuation == BAD else 0.0
+    return bonus - len(continuation.split())
+
+
+def test_a_build_on_scripted_engines_wires_judge_and_canary_into_the_vote(
+    prefect_api_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefsynth.flows.build import build
+
+    monkeypatch.chdir(tmp_path)
+    register_script("writer", FakeScript(reply=_writer))
+    register_script("policy", FakeScript(reply=_policy))
+    register_script("strong", FakeScript(logprob=_strong))
+    register_script("judge", label_rule(fair_but_fooled_in_position_b))
+    engines.close_engines()  # no engine cached with an earlier script of the same name
+    config = load_config(
+        None,
+        [
+            *(f"models.{name}={{backend: fake, script: {name}}}" for name in ("writer", "policy")),
+            *(f"models.{name}={{backend: fake, script: {name}}}" for name in ("strong", "judge")),
+            "models.weak={backend: fake}",  # -1 per word: CDR's margin is the strong bonus
+            "instructions.model=writer",
+            "responses.model=policy",
+            "annotators.cdr.strong=strong",
+            "annotators.cdr.weak=weak",
+            "annotators.flr.enabled=false",
+            "annotators.judge.model=judge",
+            "annotators.judge.canary_share=1.0",
+            "instructions.n=4",
+            "shard_size=2",
+            "responses.n=3",
+            "instructions.dedup.enabled=false",
+            "instructions.decontam.enabled=false",
+            "output_dir=out",
+        ],
+    )
+    try:
+        run = build(config)
+    finally:
+        engines.close_engines()
+    assert run["status"] == "completed"
+    assert run["models"]["judge"]["backend"] == "fake"
+    train = pq.read_table(config.run_dir() / "data" / "train.parquet").to_pylist()
+    assert len(train) == 4  # one pair per instruction, GOOD over the bad answer
+    for row in train:
+        assert row["chosen"][-1]["content"] == GOOD and row["rejected"][-1]["content"] == BAD
+        assert row["margin_judge"] == 1.0  # +2 each, standardised by their RMS (2)
+    judged = [
+        r
+        for path in sorted((config.run_dir() / "shards" / "judge").glob("*.parquet"))
+        for r in pq.read_table(path).to_pylist()
+    ]
+    assert sorted(r["score"] for r in judged if r["annotator"] == judge.NAME) == [2.0] * 4
+    voting = run["voting"]
+    assert voting["judged_pairs"] == 4 and voting["position_consistency"] == 1.0
+    assert voting["canary_pairs"] == 4
+    assert voting["canary_orders_preferring_null"] == 4  # the order with the null in B
+    assert voting["canary_null_preferred_rate"] == 0.5
+    assert voting["canary_null_wins_both_orders"] == 0
