@@ -1,16 +1,16 @@
 """The build flow: [skills] -> instructions -> curation -> responses -> annotations -> pairs
 -> judge -> vote -> dataset -> audit.
 
-The stages are the declarations in :mod:`prefsynth.flows.stages`, run in the order of their
-declared inputs. Each stage is planned when the stages it reads have finished
-(:func:`prefsynth.flows.pipeline.plan_stage`); its shards run as one Prefect task each (never
-one per row), and the flow waits for the stage before starting the next, so a GPU holds one
-stage's model at a time and a progress bar per stage means what it says. Two steps are
-global: Instruct-SkillMix's skill extraction (an artifact every SkillMix shard shares) and
-curation (dedup and decontamination see every instruction). Annotation shards are one per
-(shard, annotator). The dataset step reads the voted pairs and writes ``dataset/`` and the Parquet files; the audit
-(agreement between annotators, judge position bias, length bias) writes ``audit/`` and its
-headline goes into the card (``README.md``) and ``run.json``.
+The stages are the declarations in :mod:`prefsynth.flows.stages`, run in the order of their declared
+inputs. Each stage is planned when the stages it reads have finished
+(:func:`prefsynth.flows.pipeline.plan_stage`); its shards run as one Prefect task each (never one
+per row), and the flow waits for the stage before starting the next, so a GPU holds one stage's
+model at a time and a progress bar per stage means what it says. Two steps are global: Instruct-
+SkillMix's skill extraction (an artifact every SkillMix shard shares) and curation (dedup and
+decontamination see every instruction). Annotation shards are one per (shard, annotator). The
+dataset step reads the voted pairs and writes ``dataset/`` and the Parquet files; the audit
+(agreement between annotators, judge position bias, length bias) writes ``audit/`` and its headline
+goes into the card (``README.md``) and ``run.json``.
 
 The run record (:class:`prefsynth.run_record.RunRecord`, ``run.json``) is saved when the build
 starts (status ``running``), after every stage, and at the end (``completed`` or ``failed`` with
