@@ -170,13 +170,18 @@ def configured(config: BuildConfig) -> list[PointwiseAnnotator]:
     (``cdr``, ``flr``, ``reward_model``), then ``annotators.custom`` in its order."""
     load_builtin_annotators()
     out: list[PointwiseAnnotator] = []
-    for _, cls in ANNOTATORS:
-        out += cls.configured(config)
+    kinds = [*BUILTIN_KINDS, *(k for k in ANNOTATORS.names() if k not in BUILTIN_KINDS)]
+    for kind in kinds:  # a fixed order: it is the order of shards, columns and rank sums
+        out += ANNOTATORS.get(kind).configured(config)
     for entry in config.annotators.custom:
         if entry.module:
             import_plugin(entry.module)
         out.append(ANNOTATORS.get(entry.kind).from_entry(entry, config))
     return out
+
+
+#: The built-in kinds, in the order they run and vote (not the order modules were imported in).
+BUILTIN_KINDS = ("cdr", "flr", "reward_model")
 
 
 def load_builtin_annotators() -> None:

@@ -193,7 +193,8 @@ def _run_stage(stage: Stage, ctx: StageContext, specs: list[ShardSpec]) -> list[
         results.append(result)
         _reporter.shard_done(result)
     _reporter.stage_done(stage.name)
-    return sorted(results, key=lambda r: r.index)
+    order = {spec.key: n for n, spec in enumerate(specs)}
+    return sorted(results, key=lambda r: order[r.key])  # plan order, whatever finished first
 
 
 def check_build(config: BuildConfig) -> StageContext:

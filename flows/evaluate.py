@@ -4,8 +4,9 @@ Why one module (over 400 lines): it is one flow, and its parts (chunk keys and c
 two-pass vote that orients the pairs, the figures) depend on the same pair order and chunking, so
 they are read and changed together.
 
-The same code that annotates a build runs here (:mod:`prefsynth.annotators.pointwise` for CDR, FLR
-and reward models, :func:`prefsynth.annotators.judge.judge_pairs` for the judge, and
+The same code that annotates a build runs here (the registered annotators of
+:mod:`prefsynth.annotators.base` for CDR, FLR and reward models,
+:func:`prefsynth.annotators.judge.judge_pairs` for the judge, and
 :func:`prefsynth.curation.filtering.vote_and_filter` for the vote and the filter), on pairs that
 people labelled (:mod:`prefsynth.curation.human_pairs`). For each annotator and for the vote it
 reports accuracy against the human label with a 95% Wilson interval (annotator ties and abstentions

@@ -13,6 +13,11 @@ of earlier versions (:meth:`BuildConfig.key_view`), so the layout change kept ev
 Errors name the field path (``responses.n: Input should be a valid integer``,
 ``annotators.cdr.weak: unknown model 'gema3'``) and exit with status 2 from the CLI; unknown
 fields are errors (a field of another backend too), so a typo never silently does nothing.
+
+Why one module (over 400 lines): it is the whole typed schema of a build, and its sections refer
+to each other (stages name models of the table, ``pairs.rank_by`` names annotators, the shard-key
+view walks every section); a reader checks a setting, its default and its validation in one
+place, as NeMo DataDesigner keeps its config models together.
 """
 
 from __future__ import annotations

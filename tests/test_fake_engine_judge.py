@@ -9,6 +9,7 @@ figures of the vote must count what the judge said about the null response.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -206,10 +207,11 @@ def test_a_build_on_scripted_engines_wires_judge_and_canary_into_the_vote(
         ],
     )
     try:
-        run = build(config)
+        record = build(config)
     finally:
         engines.close_engines()
-    assert run["status"] == "completed"
+    assert record.status == "completed"
+    run = json.loads((config.run_dir() / "run.json").read_text(encoding="utf-8"))
     assert run["models"]["judge"]["backend"] == "fake"
     train = pq.read_table(config.run_dir() / "data" / "train.parquet").to_pylist()
     assert len(train) == 4  # one pair per instruction, GOOD over the bad answer
