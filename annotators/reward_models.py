@@ -33,8 +33,8 @@ class TransformersRewardModel:
 
     def __init__(self, spec: RewardModelSpec) -> None:
         import torch
+        from prefsynth.engines.catalogue import hf_folder, resolve_model
         from prefsynth.engines.device import resolve_device, resolve_dtype
-        from prefsynth.engines.registry import hf_folder, resolve_model
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         resolved = resolve_model(spec.model)
@@ -113,7 +113,7 @@ class VLLMRewardModel:
     """vLLM's pooling runner in the sidecar: ``LLM(runner="pooling").reward(prompts)``."""
 
     def __init__(self, spec: RewardModelSpec) -> None:
-        from prefsynth.engines.registry import hf_folder, resolve_model
+        from prefsynth.engines.catalogue import hf_folder, resolve_model
         from prefsynth.engines.vllm_engine import VLLMWorker
 
         resolved = resolve_model(spec.model)

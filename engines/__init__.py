@@ -50,7 +50,7 @@ def _load(spec: EngineSpec) -> Engine:
         from prefsynth.engines.openai_engine import OpenAIEngine
 
         return OpenAIEngine(spec)
-    from prefsynth.engines.registry import resolve_model
+    from prefsynth.engines.catalogue import resolve_model
 
     model = resolve_model(spec.model)
     if spec.backend == "transformers":
@@ -88,7 +88,7 @@ def describe_engine(spec: EngineSpec) -> ModelRef:
             fingerprint=f"{spec.base_url}|{spec.model}",
             dtype=None,
         )
-    from prefsynth.engines.registry import resolve_model
+    from prefsynth.engines.catalogue import resolve_model
 
     model = resolve_model(spec.model)
     return ModelRef(

@@ -26,7 +26,7 @@ class EngineSpec(StrictModel):
 
     model: str = Field(
         "smollm2-135m-instruct",
-        description="registry name (prefsynth models), local HF folder, .gguf file, "
+        description="catalogue name (prefsynth models), local HF folder, .gguf file, "
         "or the served model name for backend=openai",
     )
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
@@ -49,7 +49,7 @@ class EngineSpec(StrictModel):
     )
     tokenizer: str | None = Field(
         None,
-        description="openai backend: local tokenizer (registry name or HF folder) used to "
+        description="openai backend: local tokenizer (catalogue name or HF folder) used to "
         "render chat templates and split echoed log-probs exactly",
     )
     # vLLM sidecar

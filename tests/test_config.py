@@ -147,3 +147,15 @@ def test_cli_missing_model_and_seed_file_exit_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "seeds file" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_cli_models_lists_the_catalogue() -> None:
+    from prefsynth.engines.catalogue import CATALOGUE
+
+    proc = _cli("models")
+    assert proc.returncode == 0, proc.stderr
+    names = [line.split()[0] for line in proc.stdout.splitlines() if not line.startswith(" ")]
+    assert names == list(CATALOGUE) and len(names) >= 3
+    for m in CATALOGUE.values():
+        assert f"{m.name:24} {m.kind:10} {m.license:12}" in proc.stdout
+        assert m.description in proc.stdout
