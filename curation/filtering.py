@@ -26,18 +26,6 @@ from prefsynth.records import Annotation, Pair
 
 VERSION = "1"
 
-REASONS = {
-    "tie": "the candidate's ranking gap was a tie (pairs stage)",
-    "too_few_responses": "fewer than two distinct scored responses (pairs stage)",
-    "negative_mu": "the voters prefer the rejected response (mu < 0)",
-    "judge_inconsistent": "the judge's verdict changed when the order was swapped",
-    "judge_abstained": "the judge's reply could not be parsed in one or both orders",
-    "annotators_disagree": "fewer than filter.min_agreeing voters agree with mu's sign",
-    "uncertain": "sigma above filter.max_sigma",
-    "weak_preference": "|mu| below filter.min_abs_mu (or mu == 0)",
-    "flipped": "kept with chosen and rejected swapped (filter.negative: flip)",
-}
-
 
 def _flip(pair: Pair) -> Pair:
     return pair.model_copy(

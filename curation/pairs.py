@@ -28,11 +28,6 @@ from prefsynth.records import Annotation, Instruction, Pair, Response
 
 VERSION = "2"
 
-REASONS = {
-    "tie": "best and worst consensus scores differ by no more than pairs.min_margin",
-    "too_few_responses": "fewer than two distinct responses with an 'ok' score",
-}
-
 
 def consensus_scores(
     responses: list[Response], scores: dict[str, dict[str, float]]

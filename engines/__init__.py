@@ -60,7 +60,7 @@ def _load(spec: EngineSpec) -> Engine:
         from prefsynth.engines.fake_engine import FakeEngine
 
         return FakeEngine(spec)
-    from prefsynth.engines.registry import resolve_model
+    from prefsynth.engines.catalogue import resolve_model
 
     model = resolve_model(spec.model)
     if spec.task == "reward":
@@ -110,7 +110,7 @@ def describe_engine(spec: EngineSpec) -> ModelRef:
         from prefsynth.engines.fake_engine import fake_model_ref
 
         return fake_model_ref(spec)
-    from prefsynth.engines.registry import resolve_model
+    from prefsynth.engines.catalogue import resolve_model
 
     model = resolve_model(spec.model)
     return ModelRef(

@@ -16,8 +16,8 @@ strong and weak model must see the *same* rendered prompt T(x) (docs/methods.md 
 when their own templates differ. The continuation is tokenised on its own and appended to the
 context's tokens, so exactly the continuation's tokens are counted, in every backend alike.
 
-Each call is counted (per process, and per calling context through :func:`track_usage`) so a
-build can report, and a test can check, how many engine calls a run made.
+Each call is counted in the calling context's :func:`track_usage` block, so a build can report,
+and a test can check, how many engine calls a run made.
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ class Usage:
         return {"calls": dict(self.calls), "tokens": dict(self.tokens)}
 
 
-PROCESS_USAGE = Usage()
 _current_usage: contextvars.ContextVar[Usage | None] = contextvars.ContextVar(
     "prefsynth_engine_usage", default=None
 )
@@ -92,7 +91,6 @@ def track_usage() -> Iterator[Usage]:
 
 
 def _record(kind: str, model_id: str, tokens: int) -> None:
-    PROCESS_USAGE.add(kind, model_id, tokens)
     current = _current_usage.get()
     if current is not None:
         current.add(kind, model_id, tokens)

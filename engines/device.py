@@ -84,7 +84,7 @@ def _matmul_seconds(dtype: Any, size: int = 512, repeats: int = 5) -> float:
 
 
 def _cache_file() -> Path:
-    from prefsynth.engines.registry import cache_dir
+    from prefsynth.engines.catalogue import cache_dir
 
     return cache_dir() / "device.json"
 

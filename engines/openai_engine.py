@@ -82,7 +82,7 @@ class OpenAIEngine(Engine):
         self.limiter = RateLimiter(spec.requests_per_second)
         self.chat: ChatTokenizer | None = None
         if spec.tokenizer:
-            from prefsynth.engines.registry import hf_folder, resolve_model
+            from prefsynth.engines.catalogue import hf_folder, resolve_model
 
             self.chat = ChatTokenizer(hf_folder(resolve_model(spec.tokenizer)), spec.chat_template)
         super().__init__(
@@ -136,7 +136,7 @@ class OpenAIEngine(Engine):
         if self.chat is None:
             raise APIError(
                 f"engine {self.spec.model!r}: rendering a chat locally needs a tokenizer "
-                "in its models entry (a registry name or HF folder with the chat template)"
+                "in its models entry (a catalogue name or HF folder with the chat template)"
             )
         return self.chat.render_chat(messages, add_generation_prompt)
 

@@ -26,7 +26,7 @@ from prefsynth.engines.base import (
     ScoreResult,
     length_sorted_batches,
 )
-from prefsynth.engines.registry import ResolvedModel
+from prefsynth.engines.catalogue import ResolvedModel
 from prefsynth.engines.tokenizer import FALLBACK_CHAT_TEMPLATE
 
 from prefsynth.config import TransformersSpec, VLLMSpec
@@ -71,8 +71,8 @@ class TransformersRewardModel(_RewardEngine):
 
     def __init__(self, spec: TransformersSpec, model: ResolvedModel) -> None:
         import torch
+        from prefsynth.engines.catalogue import hf_folder
         from prefsynth.engines.device import resolve_device, resolve_dtype
-        from prefsynth.engines.registry import hf_folder
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         folder = hf_folder(model)
@@ -141,7 +141,7 @@ class VLLMRewardModel(_RewardEngine):
     """vLLM's pooling runner in the sidecar: ``LLM(runner="pooling").reward(prompts)``."""
 
     def __init__(self, spec: VLLMSpec, model: ResolvedModel) -> None:
-        from prefsynth.engines.registry import hf_folder
+        from prefsynth.engines.catalogue import hf_folder
         from prefsynth.engines.vllm_engine import VLLMWorker
         from transformers import AutoTokenizer
 

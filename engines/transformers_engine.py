@@ -27,8 +27,8 @@ from prefsynth.engines.base import (
     ScoreResult,
     length_sorted_batches,
 )
+from prefsynth.engines.catalogue import ResolvedModel, hf_folder
 from prefsynth.engines.device import configure_threads, resolve_device, resolve_dtype
-from prefsynth.engines.registry import ResolvedModel, hf_folder
 from prefsynth.engines.tokenizer import ChatTokenizer
 
 from prefsynth.config import TransformersSpec

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prefsynth.engines.base import Chat, Completion, Engine, ScoreRequest, ScoreResult
-from prefsynth.engines.registry import ResolvedModel, cache_dir, hf_folder
+from prefsynth.engines.catalogue import ResolvedModel, cache_dir, hf_folder
 from prefsynth.engines.tokenizer import ChatTokenizer
 
 from prefsynth.config import VLLMSpec

@@ -19,12 +19,12 @@ from collections.abc import Iterator
 def prepare_caches() -> Iterator[str]:
     """Warm every cache a default build reads; yields one line per step for the user."""
     from prefsynth.curation.decontam import get_index
+    from prefsynth.engines.catalogue import CATALOGUE, hf_folder, resolve_model
     from prefsynth.engines.device import cpu_dtype
-    from prefsynth.engines.registry import REGISTRY, hf_folder, resolve_model
 
     from prefsynth.config import DecontamConfig
 
-    for name, entry in REGISTRY.items():
+    for name, entry in CATALOGUE.items():
         if entry.kind == "embedding":  # shipped as a ready sentence-transformers folder
             continue
         t0 = time.perf_counter()

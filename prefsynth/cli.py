@@ -328,9 +328,9 @@ def models() -> None:
     """List the packaged models that run offline, and whether each is installed."""
     import importlib.util
 
-    from prefsynth.engines.registry import REGISTRY
+    from prefsynth.engines.catalogue import CATALOGUE
 
-    for m in REGISTRY.values():
+    for m in CATALOGUE.values():
         installed = importlib.util.find_spec(m.package) is not None
         state = "installed" if installed else f"missing: pip install {m.package.replace('_', '-')}"
         typer.echo(f"{m.name:24} {m.kind:10} {m.license:12} {state}\n    {m.description}")

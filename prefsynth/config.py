@@ -46,7 +46,7 @@ class _EngineSpecBase(StrictModel):
 
     backend: str
     model: str = Field(
-        description="registry name (prefsynth models), local HF folder, .gguf file, "
+        description="catalogue name (prefsynth models), local HF folder, .gguf file, "
         "or the served model name for backend=openai",
     )
 
@@ -133,7 +133,7 @@ class OpenAISpec(_EngineSpecBase):
     base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
     tokenizer: str | None = Field(
         None,
-        description="local tokenizer (registry name or HF folder) used to render chat "
+        description="local tokenizer (catalogue name or HF folder) used to render chat "
         "templates and split echoed log-probs exactly",
     )
     chat_template: str | None = _chat_template_field()

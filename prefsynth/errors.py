@@ -14,7 +14,7 @@ class ConfigError(PrefsynthError):
 
 
 class ModelNotFoundError(PrefsynthError):
-    """A model name is neither a registry entry nor an existing path."""
+    """A model name is neither a catalogue entry nor an existing path."""
 
     exit_code = 2
 

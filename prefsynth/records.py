@@ -296,8 +296,3 @@ class Pair(Record):
     @staticmethod
     def make_id(instruction_id: str, config_key: str, slot: int = 0) -> str:
         return "pair-" + content_key(instruction_id, config_key, slot, length=16)
-
-
-RECORD_TYPES: dict[str, type[Record]] = {
-    cls.record_type: cls for cls in (Instruction, CurationDecision, Response, Annotation, Pair)
-}

@@ -51,7 +51,7 @@ def prefect_env(prefect_api_url: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def smollm2_folder() -> Path:
     """The packaged SmolLM2-135M-Instruct as an HF folder (converted once, cached)."""
-    from prefsynth.engines.registry import hf_folder, resolve_model
+    from prefsynth.engines.catalogue import hf_folder, resolve_model
 
     return hf_folder(resolve_model("smollm2-135m-instruct"))
 

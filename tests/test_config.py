@@ -195,3 +195,15 @@ def test_one_override_swaps_a_model_everywhere_it_is_used() -> None:
         assert cfg.engine_spec(alias).model == "/my/model"
     assert cfg.engine_spec("smollm2").backend == "transformers"  # merged over the default
     assert cfg.engine_spec(cfg.annotators.cdr.weak).model == "gemma3-270m"
+
+
+def test_cli_models_lists_the_catalogue() -> None:
+    from prefsynth.engines.catalogue import CATALOGUE
+
+    proc = _cli("models")
+    assert proc.returncode == 0, proc.stderr
+    names = [line.split()[0] for line in proc.stdout.splitlines() if not line.startswith(" ")]
+    assert names == list(CATALOGUE) and len(names) >= 3
+    for m in CATALOGUE.values():
+        assert f"{m.name:24} {m.kind:10} {m.license:12}" in proc.stdout
+        assert m.description in proc.stdout

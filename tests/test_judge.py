@@ -3,14 +3,16 @@ run."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from prefsynth.annotators import judge
-from prefsynth.engines import get_engine
+from prefsynth.engines import Completion, Engine, ScoreRequest, ScoreResult, get_engine
 
 from prefsynth.config import JudgeConfig, TransformersSpec
-from prefsynth.records import Pair
+from prefsynth.records import Message, ModelRef, Pair, SamplingParams
 
 
 @pytest.mark.parametrize(
@@ -49,15 +51,69 @@ def test_win_only_when_both_orders_agree() -> None:
     assert judge.combine(None, 2) == {"score": None, "conservative": None, "consistent": None}
 
 
-def test_position_unbiased_judge_is_consistent() -> None:
-    """An unbiased judge's verdict from (y2, y1), un-swapped, equals the one from (y1, y2)."""
+class _LengthJudge(Engine):
+    """A scripted judge that reads both answers from the rendered prompt and always prefers the
+    longer one, by one or two levels; with ``biased`` it answers ``A+`` whatever it reads."""
 
-    def unbiased(a: str, b: str) -> int:  # prefers the longer text, position-blind
-        return (len(a) > len(b)) - (len(a) < len(b))
+    _ANSWERS = re.compile(r"\[Response A\]\n(.*?)\n\n\[Response B\]\n(.*?)\n\n", re.S)
 
-    for y1, y2 in [("aaaa", "bb"), ("b", "cccc"), ("same", "same")]:
-        s1, s2 = unbiased(y1, y2), -unbiased(y2, y1)
-        assert s1 == s2 and judge.combine(s1, s2)["consistent"]
+    def __init__(self, biased: bool = False) -> None:
+        super().__init__(
+            ModelRef(model_id="length-judge", backend="t", source="s", fingerprint="f")
+        )
+        self.biased = biased
+        self.prompts: list[str] = []
+
+    def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        return "".join(m.content for m in messages)
+
+    def _generate(
+        self, requests: list[list[Message] | str], params: SamplingParams, n: int
+    ) -> list[list[Completion]]:
+        out = []
+        for prompt in requests:
+            assert isinstance(prompt, str)
+            self.prompts.append(prompt)
+            found = self._ANSWERS.search(prompt)
+            assert found is not None, prompt
+            a, b = len(found.group(1)), len(found.group(2))
+            level = "++" if max(a, b) >= 2 * min(a, b) else "+"
+            verdict = (
+                "A+" if self.biased else "A=B" if a == b else f"A{level}" if a > b else f"B{level}"
+            )
+            out.append(
+                [Completion(text=f"Longer wins. [[{verdict}]]", n_tokens=3, finish_reason="stop")]
+            )
+        return out
+
+    def _logprobs(self, requests: list[ScoreRequest], per_token: bool) -> list[ScoreResult]:
+        raise NotImplementedError
+
+
+def test_position_unbiased_judge_is_consistent_and_unswapped() -> None:
+    """Each item is judged in both orders; the second verdict is un-swapped, so a position-blind
+    judge gives the same strength for y1 in both orders, and a judge that always answers A is
+    inconsistent with a zero score."""
+    cfg = JudgeConfig(mode="generate", length_k=None)
+    items = [("q", "aaaa", "bb"), ("q", "b", "cccc"), ("q", "same", "same"), ("q", "abc", "ab")]
+    engine = _LengthJudge()
+    results = judge.judge_pairs(engine, cfg, items)
+    assert len(engine.prompts) == 2 * len(items)  # both orders of every item
+    assert [(r["verdict_order1"], r["verdict_order2"]) for r in results] == [
+        (2, -2),
+        (-2, 2),
+        (0, 0),
+        (1, -1),
+    ]
+    assert [r["score"] for r in results] == [2.0, -2.0, 0.0, 1.0]  # strength for y1
+    for r in results:
+        assert r["strength_order1"] == r["strength_order2"] and r["consistent"] is True
+    assert [r["conservative"] for r in results] == [1, -1, 0, 1]
+
+    biased = judge.judge_pairs(_LengthJudge(biased=True), cfg, items)
+    for r in biased:
+        assert (r["strength_order1"], r["strength_order2"]) == (1, -1)
+        assert r["consistent"] is False and r["score"] == 0.0 and r["conservative"] == 0
 
 
 def test_length_rule_only_flips_slightly_and_only_past_k() -> None:

@@ -6,10 +6,12 @@ import math
 
 import pytest
 from prefsynth.curation.filtering import vote_and_filter
+from prefsynth.curation.pairs import build_pairs
 from prefsynth.curation.voting import rms, rms_scales, vote
 
-from prefsynth.config import FilterConfig
+from prefsynth.config import FilterConfig, PairsConfig
 from prefsynth.records import Annotation, Pair
+from tests.conftest import one_instruction
 
 SCALES = {"cdr": 2.0, "flr": 0.5, "judge": 1.0}
 
@@ -50,9 +52,44 @@ def test_rms_scales_ignore_sign_and_shift_of_rewards() -> None:
     flipped = rms_scales([{k: -v for k, v in r.items()} for r in rows])
     assert flipped == scales
     assert rms_scales([{"x": 0.0}]) == {"x": 1.0}
-    # margins are differences: adding a constant to all of an RM's rewards changes nothing
-    rewards = {"c": 5.0, "r": 2.0}
-    assert (rewards["c"] + 7) - (rewards["r"] + 7) == rewards["c"] - rewards["r"]
+
+
+def _scored_pairs(rewards: list[float], cdr: list[float]) -> list[Pair]:
+    ins, rsp = one_instruction("Q?", ["a", "b", "c", "d"])
+    ann = [
+        Annotation(
+            annotation_id=f"{name}{j}",
+            annotator=name,
+            instruction_id="i",
+            response_id=f"r{j}",
+            score=s,
+            status="ok",
+        )
+        for name, values in (("rm_x", rewards), ("cdr", cdr))
+        for j, s in enumerate(values)
+    ]
+    return build_pairs(PairsConfig(), [ins], rsp, ann, "k", rank_by=["rm_x", "cdr"])
+
+
+def test_shifting_a_reward_model_changes_no_margin_and_no_vote() -> None:
+    """Margins are differences: adding a constant to every reward of one RM changes neither
+    the pair, nor its raw margins, nor the vote."""
+    rewards, cdr = [5.0, 2.0, -1.0, 3.5], [0.2, 1.4, -0.3, 0.1]
+    (base,) = _scored_pairs(rewards, cdr)
+    (shifted,) = _scored_pairs([r + 7.0 for r in rewards], cdr)
+    assert base.status == "candidate"
+    assert (shifted.chosen_response_id, shifted.rejected_response_id) == (
+        base.chosen_response_id,
+        base.rejected_response_id,
+    )
+    assert (base.chosen_response_id, base.rejected_response_id) == ("r1", "r2")
+    assert base.annotator_margins == {"rm_x": 3.0, "cdr": pytest.approx(1.7)}
+    assert shifted.annotator_margins == pytest.approx(base.annotator_margins)
+    assert shifted.margin == pytest.approx(base.margin)
+    (voted_base,), _ = vote_and_filter([base], [], FilterConfig())
+    (voted_shifted,), _ = vote_and_filter([shifted], [], FilterConfig())
+    assert voted_shifted.mu == pytest.approx(voted_base.mu)
+    assert voted_shifted.sigma == pytest.approx(voted_base.sigma)
 
 
 def _candidate(k: int, margins: dict[str, float]) -> Pair:

@@ -1,4 +1,5 @@
-"""Short model names -> packaged local files, and the one-time GGUF -> HF folder conversion.
+"""The catalogue of packaged models: short names -> local files, and the one-time GGUF -> HF folder
+conversion.
 
 The packaged models install from PyPI and run offline:
 
@@ -41,7 +42,7 @@ class PackagedModel:
     assembled: bool = False  # chunks joined by the package's assemble()
 
 
-REGISTRY: dict[str, PackagedModel] = {
+CATALOGUE: dict[str, PackagedModel] = {
     m.name: m
     for m in (
         PackagedModel(
@@ -81,7 +82,7 @@ REGISTRY: dict[str, PackagedModel] = {
 class ResolvedModel:
     """Where a model's files are and what identifies them."""
 
-    model_id: str  # registry name, or the path / hub id the user gave
+    model_id: str  # catalogue name, or the path / hub id the user gave
     path: Path  # GGUF file or HF folder
     fmt: Literal["gguf", "hf"]
     fingerprint: str  # sha256 for files, dir_fingerprint for folders
@@ -124,9 +125,9 @@ def _packaged_path(entry: PackagedModel) -> Path:
 
 
 def resolve_model(name: str) -> ResolvedModel:
-    """Registry name, local HF folder, local .gguf file, or a hub id already in the HF cache."""
-    if name in REGISTRY:
-        entry = REGISTRY[name]
+    """Catalogue name, local HF folder, local .gguf file, or a hub id already in the HF cache."""
+    if name in CATALOGUE:
+        entry = CATALOGUE[name]
         path = _packaged_path(entry)
         if path.is_dir():
             return ResolvedModel(
@@ -150,7 +151,7 @@ def resolve_model(name: str) -> ResolvedModel:
     except Exception:
         pass
     raise ModelNotFoundError(
-        f"model {name!r} is not a registry name ({', '.join(REGISTRY)}), an existing HF folder, "
+        f"model {name!r} is not a catalogue name ({', '.join(CATALOGUE)}), an existing HF folder, "
         "a .gguf file, or a hub id in the local Hugging Face cache"
     )
 
