@@ -1,7 +1,8 @@
 """Prefect flows and tasks: wiring, shards, retries and task runners. No model or method logic.
 
-* :mod:`.plan` — every shard's content key, computed before anything runs;
-* :mod:`.stages` — one Prefect task per stage, each over one shard;
+* :mod:`.pipeline` — what a stage declares, how any stage is planned (its shard keys) and run
+  (one Prefect task for every shard of every stage);
+* :mod:`.stages` — the seven stage declarations, one module each, in build order;
 * :mod:`.runners` — thread, Dask or Ray task runners and GPU requests per stage;
 * :mod:`.build` — the build flow and its run record (``run.json``);
 * :mod:`.artifacts` — audit and evaluation reports as Prefect artifacts;

@@ -33,7 +33,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -45,8 +45,6 @@ from prefsynth.config import BuildConfig, EngineSpec
 from prefsynth.hashing import content_key
 from prefsynth.records import ModelRef, Record
 from prefsynth.store import ArtifactStore, ShardStore
-
-R = TypeVar("R", bound=Record)
 
 
 def stream_seed(build_seed: int, stream: str, index: int = 0) -> int:
@@ -227,7 +225,7 @@ def pipeline() -> list[Stage]:
 
 
 def _load_stages() -> None:
-    import prefsynth.flows.stages  # noqa: F401 - registers the stages in order
+    import prefsynth.flows.stages  # noqa: F401 - importing registers every stage
 
 
 # --------------------------------------------------------------------------- planning
