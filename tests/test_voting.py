@@ -11,7 +11,7 @@ from prefsynth.curation.voting import rms, rms_scales, vote
 
 from prefsynth.config import FilterConfig, PairsConfig
 from prefsynth.records import Annotation, Pair
-from tests.conftest import one_instruction
+from tests.helpers import one_instruction
 
 SCALES = {"cdr": 2.0, "flr": 0.5, "judge": 1.0}
 
