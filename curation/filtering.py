@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefsynth.curation.voting import STANDARDISATION, rms_scales, vote
+from prefsynth.curation.voting import aggregate_for
 
 from prefsynth.config import FilterConfig
 from prefsynth.records import Annotation, Pair
@@ -91,10 +91,11 @@ def vote_and_filter(
         candidates.append(
             p.model_copy(update={"annotator_margins": margins, "judge_consistent": consistent})
         )
-    scales = rms_scales(p.annotator_margins for p in candidates)
+    aggregate = aggregate_for(config)
+    fitted = aggregate.fit([p.annotator_margins for p in candidates])
     by_id: dict[str, Pair] = {}
     for p in candidates:
-        v = vote(p.annotator_margins, scales, config.uwo_lambda)
+        v = aggregate.vote(p.annotator_margins)
         if v is None:
             by_id[p.pair_id] = p.model_copy(
                 update={"status": "dropped", "reason": "weak_preference", "n_voters": 0}
@@ -119,8 +120,9 @@ def vote_and_filter(
         if p.status == "dropped":
             dropped[p.reason or "unknown"] = dropped.get(p.reason or "unknown", 0) + 1
     figures = {
-        "standardisation": STANDARDISATION,
-        "scales": scales,
+        "aggregate": config.aggregate,
+        "standardisation": aggregate.description,
+        **fitted,
         "thresholds": config.model_dump(),
         "kept": sum(p.status == "kept" for p in final),
         "flipped": sum(p.flipped and p.status == "kept" for p in final),

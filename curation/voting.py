@@ -12,13 +12,23 @@ and rejected negates every standardised margin and mu, and leaves sigma unchange
 * mu = mean (preference strength), sigma = population standard deviation (uncertainty, /M);
 * wco = min (worst-case optimisation), uwo = mu - lambda * variance (uncertainty-weighted);
 * n_agree = voters whose margin has the sign of mu.
+
+That rule is the ``mean`` aggregate. An aggregate is a registered class (:data:`AGGREGATES`)
+that first sees every pair's margins (to learn scales or weights over the dataset) and then
+votes on each pair; ``filter.aggregate`` chooses one, so a label model is one more class here.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from prefsynth.config import FilterConfig
+from prefsynth.errors import ConfigError
+from prefsynth.registry import AGGREGATES
 
 STANDARDISATION = "divide by the annotator's root-mean-square margin over the dataset"
 
@@ -71,3 +81,44 @@ def vote(margins: Mapping[str, float], scales: Mapping[str, float], lam: float) 
         n_voters=len(values),
         n_agree=sum(1 for v in values if sign != 0 and (v > 0) - (v < 0) == sign),
     )
+
+
+class Aggregate(ABC):
+    """How the annotators' margins on each pair become a :class:`Vote`."""
+
+    description: ClassVar[str]
+
+    def __init__(self, config: FilterConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def fit(self, margins: list[Mapping[str, float]]) -> dict[str, Any]:
+        """Learn what the vote needs from every pair's margins; figures for ``run.json``."""
+
+    @abstractmethod
+    def vote(self, margins: Mapping[str, float]) -> Vote | None:
+        """One pair's vote; None when no annotator voted."""
+
+
+@AGGREGATES.register("mean")
+class MeanVote(Aggregate):
+    """Standardise each annotator by its RMS margin over the dataset, then take the mean."""
+
+    description = STANDARDISATION
+
+    def fit(self, margins: list[Mapping[str, float]]) -> dict[str, Any]:
+        self.scales = rms_scales(margins)
+        return {"scales": self.scales}
+
+    def vote(self, margins: Mapping[str, float]) -> Vote | None:
+        return vote(margins, self.scales, self.config.uwo_lambda)
+
+
+def aggregate_for(config: FilterConfig) -> Aggregate:
+    """The configured aggregate (``filter.aggregate``); an unknown name is a ConfigError."""
+    try:
+        cls: Any = AGGREGATES.get(config.aggregate)
+    except ConfigError as e:
+        raise ConfigError(f"filter.aggregate: {e}") from None
+    aggregate: Aggregate = cls(config)
+    return aggregate

@@ -704,6 +704,12 @@ class FilterConfig(StrictModel):
     then mu = mean, sigma = population standard deviation, wco = min, uwo = mu - lambda * var.
     """
 
+    aggregate: str = Field(
+        "mean",
+        description="how a pair's margins become mu and sigma: a registered aggregate "
+        "(prefsynth.curation.voting; 'mean' = RMS-standardised mean)",
+        json_schema_extra={"keyed_when_set": True},
+    )
     uwo_lambda: float = Field(0.5, ge=0, description="lambda of uwo = mu - lambda * variance")
     negative: Literal["drop", "flip"] = Field(
         "drop", description="pairs with mu < 0: drop, or flip chosen and rejected"
@@ -911,6 +917,12 @@ class BuildConfig(StrictModel):
         for name, value in dumped.items():
             uses = _uses(fields[name]) if name in fields else None
             attr = getattr(section, name, None)
+            extra = fields[name].json_schema_extra if name in fields else None
+            # a setting added after shard keys existed enters a key only when it is set to
+            # something else than its default, so existing stores stay valid
+            keyed_when_set = isinstance(extra, dict) and extra.get("keyed_when_set")
+            if keyed_when_set and attr == fields[name].default:
+                continue
             if uses is not None:
                 out[uses.legacy or name] = legacy_engine_dict(self.engine_spec(attr))
             elif isinstance(attr, StrictModel):

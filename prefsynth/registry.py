@@ -65,3 +65,7 @@ def import_plugin(module: str) -> None:
 #: :mod:`prefsynth.annotators.base`. Each registered class has an ``Options`` model that a
 #: config's ``annotators.custom[].options`` is checked against.
 ANNOTATORS: Registry[type] = Registry("annotator kind")
+
+#: Aggregates: how the annotators' margins on a pair become one strength (``mu``) and an
+#: uncertainty (``sigma``), see :mod:`prefsynth.curation.voting`; ``filter.aggregate`` names one.
+AGGREGATES: Registry[type] = Registry("aggregate")

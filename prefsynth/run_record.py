@@ -144,6 +144,7 @@ class VotingFigures(_Figures):
     """The vote stage's figures: standardisation, filter thresholds, kept and dropped pairs,
     and the judge's position and canary figures."""
 
+    aggregate: str | None = None
     standardisation: str | None = None
     scales: dict[str, float] = Field(default_factory=dict)
     thresholds: dict[str, Any] = Field(default_factory=dict)

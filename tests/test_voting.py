@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from prefsynth.curation.filtering import vote_and_filter
 from prefsynth.curation.pairs import build_pairs
-from prefsynth.curation.voting import rms, rms_scales, vote
+from prefsynth.curation.voting import Aggregate, Vote, rms, rms_scales, vote
 
 from prefsynth.config import FilterConfig, PairsConfig
+from prefsynth.errors import ConfigError
 from prefsynth.records import Annotation, Pair
+from prefsynth.registry import AGGREGATES
 from tests.helpers import one_instruction
 
 SCALES = {"cdr": 2.0, "flr": 0.5, "judge": 1.0}
@@ -172,3 +176,31 @@ def test_the_audit_standardises_with_the_votes_scale() -> None:
     assert z[2] is None and z[3] is None
     assert [v for v in z if v is not None] == [m / scale for m in present]
     assert rms([]) == 1.0 and rms([0.0, 0.0]) == 1.0
+
+
+def test_a_registered_aggregate_replaces_the_mean_vote() -> None:
+    """An aggregate is one registered class; ``filter.aggregate`` names it and the filter's
+    rules then act on its mu and sigma."""
+
+    @AGGREGATES.register("cdr_only_test")
+    class CdrOnly(Aggregate):
+        description = "CDR's margin alone"
+
+        def fit(self, margins: list[Mapping[str, float]]) -> dict[str, Any]:
+            return {"fitted_pairs": len(margins)}
+
+        def vote(self, margins: Mapping[str, float]) -> Vote | None:
+            if "cdr" not in margins:
+                return None
+            m = margins["cdr"]
+            return Vote({"cdr": m}, mu=m, sigma=0.0, wco=m, uwo=m, n_voters=1, n_agree=1)
+
+    pairs = [_candidate(0, {"cdr": 2.0, "flr": -9.0}), _candidate(1, {"cdr": -1.0, "flr": 9.0})]
+    final, figures = vote_and_filter(pairs, [], FilterConfig(aggregate="cdr_only_test"))
+    assert [p.mu for p in final] == [2.0, -1.0]
+    assert [p.status for p in final] == ["kept", "dropped"]
+    assert figures["aggregate"] == "cdr_only_test" and figures["fitted_pairs"] == 2
+    mean, figures = vote_and_filter(pairs, [], FilterConfig())  # the standardised mean
+    assert [p.status for p in mean] == ["kept", "kept"] and figures["aggregate"] == "mean"
+    with pytest.raises(ConfigError, match=r"filter\.aggregate: unknown aggregate 'nope'"):
+        vote_and_filter(pairs, [], FilterConfig(aggregate="nope"))

@@ -8,7 +8,7 @@ vote's, the judge's position bias and canary rates) go into ``run.json`` as ``vo
 from __future__ import annotations
 
 from prefsynth.annotators import judge
-from prefsynth.curation import filtering
+from prefsynth.curation import filtering, voting
 from prefsynth.flows.pipeline import (
     Draft,
     Input,
@@ -28,6 +28,9 @@ class Vote(Stage):
     name = "vote"
     record = Pair
     inputs = (Input("pairs", each=False), Input("judge", each=False))
+
+    def check(self, ctx: StageContext) -> None:
+        voting.aggregate_for(ctx.config.filter)  # an unknown aggregate fails before any model runs
 
     def shards(self, ctx: StageContext, planned: dict[str, list[ShardSpec]]) -> list[Draft]:
         return [Draft(0)]
