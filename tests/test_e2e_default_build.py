@@ -3,7 +3,6 @@ models (SmolLM2-135M-Instruct writes, CDR scores with SmolLM2 over Gemma 3 270M)
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from datasets import load_from_disk
 
 from prefsynth.config import BuildConfig
+from prefsynth.run_record import RunRecord
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_default_build_end_to_end(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / BuildConfig().resolved_run_id()
-    run = json.loads((run_dir / "run.json").read_text())
+    run = RunRecord.load(run_dir / "run.json")
     assert run.status == "completed"
     assert "pairs kept" in proc.stdout
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from datasets import load_from_disk
 
+from prefsynth.run_record import RunRecord
 from tests.helpers import tiny_overrides
 
 
@@ -46,7 +47,8 @@ def test_kill_9_during_annotation_then_resume(
 
     resumed = _build(out, tiny_models, prefect_env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    run = _run_json(out)
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    run = RunRecord.load(run_dir / "run.json")
     assert run.status == "completed"
     # no instruction or response shard is regenerated, and those stages call no engine
     assert run.stages["instructions"].computed == 0
