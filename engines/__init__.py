@@ -113,15 +113,7 @@ def describe_engine(spec: EngineSpec) -> ModelRef:
     from prefsynth.engines.catalogue import resolve_model
 
     model = resolve_model(spec.model)
-    return ModelRef(
-        model_id=model.model_id,
-        backend=spec.backend,
-        source=str(model.path),
-        sha256=model.sha256,
-        fingerprint=model.fingerprint,
-        dtype=spec.dtype,
-        license=model.license,
-    )
+    return model.ref(spec.backend, spec.dtype)
 
 
 def close_engines() -> None:

@@ -26,6 +26,7 @@ from typing import Literal
 from prefsynth.errors import ModelNotFoundError
 from prefsynth.fileio import atomic_path
 from prefsynth.hashing import dir_fingerprint, file_sha256
+from prefsynth.records import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,22 @@ class ResolvedModel:
     sha256: str | None
     license: str | None
     hf_id: str | None = None
+
+    def ref(
+        self, backend: str, dtype: str | None, chat_template_sha256: str | None = None
+    ) -> ModelRef:
+        """The :class:`~prefsynth.records.ModelRef` of this model run by ``backend``: what
+        records, ``run.json`` and shard keys say about it."""
+        return ModelRef(
+            model_id=self.model_id,
+            backend=backend,
+            source=str(self.path),
+            sha256=self.sha256,
+            fingerprint=self.fingerprint,
+            dtype=dtype,
+            chat_template_sha256=chat_template_sha256,
+            license=self.license,
+        )
 
 
 def cache_dir() -> Path:

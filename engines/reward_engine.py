@@ -30,7 +30,7 @@ from prefsynth.engines.catalogue import ResolvedModel
 from prefsynth.engines.tokenizer import FALLBACK_CHAT_TEMPLATE
 
 from prefsynth.config import TransformersSpec, VLLMSpec
-from prefsynth.records import Message, ModelRef, SamplingParams
+from prefsynth.records import Message, SamplingParams
 
 
 class _RewardEngine(Engine):
@@ -97,17 +97,7 @@ class TransformersRewardModel(_RewardEngine):
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.spec = spec
         self.batch_size = spec.batch_size
-        super().__init__(
-            ModelRef(
-                model_id=model.model_id,
-                backend="transformers",
-                source=str(model.path),
-                sha256=model.sha256,
-                fingerprint=model.fingerprint,
-                dtype=dtype,
-                license=model.license,
-            )
-        )
+        super().__init__(model.ref("transformers", dtype))
 
     def _rewards(self, texts: list[str], max_length: int) -> list[float]:
         import torch
@@ -156,17 +146,7 @@ class VLLMRewardModel(_RewardEngine):
             spec.python,
             label=model.fingerprint,
         )
-        super().__init__(
-            ModelRef(
-                model_id=model.model_id,
-                backend="vllm",
-                source=str(model.path),
-                sha256=model.sha256,
-                fingerprint=model.fingerprint,
-                dtype=spec.dtype,
-                license=model.license,
-            )
-        )
+        super().__init__(model.ref("vllm", spec.dtype))
 
     def _rewards(self, texts: list[str], max_length: int) -> list[float]:
         ids = self._encode(texts, max_length)

@@ -32,7 +32,7 @@ from prefsynth.engines.device import configure_threads, resolve_device, resolve_
 from prefsynth.engines.tokenizer import ChatTokenizer
 
 from prefsynth.config import TransformersSpec
-from prefsynth.records import Message, ModelRef, SamplingParams
+from prefsynth.records import Message, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +80,7 @@ class TransformersEngine(Engine):
         self._head_split = self._check_head_split()
         forward_args = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in forward_args else "past_key_values"
-        super().__init__(
-            ModelRef(
-                model_id=model.model_id,
-                backend="transformers",
-                source=str(model.path),
-                sha256=model.sha256,
-                fingerprint=model.fingerprint,
-                dtype=dtype_name,
-                chat_template_sha256=self.chat.chat_template_sha256,
-                license=model.license,
-            )
-        )
+        super().__init__(model.ref("transformers", dtype_name, self.chat.chat_template_sha256))
 
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         return self.chat.render_chat(messages, add_generation_prompt)

@@ -30,7 +30,7 @@ from prefsynth.engines.tokenizer import ChatTokenizer
 
 from prefsynth.config import VLLMSpec
 from prefsynth.errors import PrefsynthError
-from prefsynth.records import Message, ModelRef, SamplingParams
+from prefsynth.records import Message, SamplingParams
 
 WORKER = Path(__file__).with_name("vllm_worker.py")
 READY_TIMEOUT_S = 900
@@ -142,18 +142,7 @@ class VLLMEngine(Engine):
             folder, spec.dtype, spec.vllm_kwargs, spec.python, label=model.fingerprint
         )
         self.platform = self.worker.platform
-        super().__init__(
-            ModelRef(
-                model_id=model.model_id,
-                backend="vllm",
-                source=str(model.path),
-                sha256=model.sha256,
-                fingerprint=model.fingerprint,
-                dtype=spec.dtype,
-                chat_template_sha256=self.chat.chat_template_sha256,
-                license=model.license,
-            )
-        )
+        super().__init__(model.ref("vllm", spec.dtype, self.chat.chat_template_sha256))
 
     def _call(self, op: str, **payload: Any) -> Any:
         return self.worker.call(op, **payload)
