@@ -74,8 +74,21 @@ def server(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def _api(env: dict[str, str], path: str, body: dict | None = None) -> dict:  # type: ignore[type-arg]
+    """One API call, retried as Prefect's own client retries it.
+
+    The server answers 503 when its SQLite database is busy (``server.py``: "errors clients can
+    retry on") and Prefect's client retries 429/502/503 with back-off; a bare httpx call must do
+    the same, or a busy 2-core CI machine fails the test on a retryable answer.
+    """
     url = env["PREFECT_API_URL"] + path
-    resp = httpx.post(url, json=body or {}, timeout=10) if body is not None else httpx.get(url)
+    for attempt in range(8):
+        if body is not None:
+            resp = httpx.post(url, json=body or {}, timeout=30)
+        else:
+            resp = httpx.get(url, timeout=30)
+        if resp.status_code not in (429, 502, 503) or attempt == 7:
+            break
+        time.sleep(min(2**attempt, 15))
     resp.raise_for_status()
     return resp.json()
 
