@@ -122,3 +122,6 @@ def aggregate_for(config: FilterConfig) -> Aggregate:
         raise ConfigError(f"filter.aggregate: {e}") from None
     aggregate: Aggregate = cls(config)
     return aggregate
+
+
+from prefsynth.curation import calibration as _calibration  # noqa: E402,F401
