@@ -297,3 +297,47 @@ def test_cli_writes_the_file_and_reports(tmp_path: Path) -> None:
     assert both.exit_code == 2
     missing = CliRunner().invoke(app, ["calibrate", "--from-eval", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "nope" in missing.output
+
+
+# --------------------------------------------------------------------------- a build
+
+
+def test_a_build_that_names_a_calibration_records_it(
+    prefect_api_url: str, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """One tiny build voting with a calibration file: run.json and the card state its source,
+    size, cross-validated accuracy with interval and sha256; annotators whose config the eval
+    recorded identically match, the one it did not record (the judge) is reported."""
+    from prefsynth.engines.device import resolve_dtypes
+    from prefsynth.flows.build import build
+    from prefsynth.flows.evaluate import _annotator_config
+
+    from prefsynth.hashing import file_sha256
+    from prefsynth.run_record import RunRecord
+    from tests.helpers import tiny_overrides
+
+    overrides = [*tiny_overrides(tiny_models), f"output_dir={tmp_path / 'out'}"]
+    resolved = resolve_dtypes(load_config(None, overrides))
+    folder = write_eval(tmp_path / "eval", synthetic_rows(200, seed=6), name="toy-set")
+    figures = json.loads((folder / "figures.json").read_text())
+    figures["annotator_config"] = {n: _annotator_config(resolved, n) for n in ("cdr", "flr")}
+    (folder / "figures.json").write_text(json.dumps(figures))
+    calibration = calibrate_eval(folder)
+    path = save_calibration(calibration, tmp_path / "toy.calibration.json")
+
+    config = load_config(None, [*overrides, f"filter.calibration={path}"])
+    run = build(config)
+    record = RunRecord.load(config.run_dir())
+    assert record.status == "completed" and record == run
+    assert record.voting is not None and record.voting.aggregate == "calibrated"
+    cal = record.voting.calibration
+    assert cal is not None
+    assert cal.file == str(path) and cal.sha256 == file_sha256(path)
+    assert cal.source == "toy-set" and cal.n == 200
+    assert cal.cv_accuracy == calibration.cv.accuracy
+    assert cal.cv_interval == calibration.cv.interval
+    assert cal.config_mismatch == ["judge"]
+    assert record.voting.thresholds["min_confidence"] == "calibration"
+    card = (config.run_dir() / "README.md").read_text()
+    assert "### Calibration" in card and cal.sha256 in card and "toy-set" in card
+    assert f"{cal.cv_accuracy:.3f}" in card and "['judge']" in card
