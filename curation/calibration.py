@@ -5,7 +5,7 @@ when one of them carries no signal or the opposite one (on HH-RLHF harmless, FLR
 compliance). With a few hundred pairs that people labelled, ``prefsynth calibrate`` learns how
 much each annotator should count, and how confident a pair must be to be kept, and writes both
 to a calibration file; a build that names the file (``filter.calibration``) votes with it
-(aggregate ``calibrated``). docs/methods.md §17 has the formulas.
+(aggregate ``calibrated``). docs/methods.md §16.1 has the formulas.
 
 The model: each annotator's margin for the first response, divided by its RMS over the
 calibration pairs (the scale the mean vote uses; an abstention is 0), and a logistic
