@@ -402,6 +402,34 @@ VOTING_FIGURES = (
 )
 
 
+def _calibration_lines(run: RunRecord) -> list[str]:
+    """The calibration file the vote used, if any: its source, size and reported accuracy."""
+    cal = run.voting.calibration if run.voting else None
+    if cal is None:
+        return []
+    lo, hi = cal.cv_interval
+    weights = ", ".join(f"{k} {v:+.3f}" for k, v in cal.weights.items())
+    lines = [
+        "### Calibration",
+        "",
+        f"The vote is calibrated on human labels (`prefsynth calibrate`): mu = 2p - 1 with "
+        f"p = sigmoid(w . z), fitted on **{cal.n}** human-labelled pairs of `{cal.source}`.",
+        "",
+        f"- calibration file: `{cal.file}` (sha256 `{cal.sha256}`)",
+        f"- source pairs sha256: `{cal.source_sha256}`",
+        f"- cross-validated accuracy: **{cal.cv_accuracy:.3f}** (95% interval "
+        f"{lo:.3f}-{hi:.3f}); above its threshold |2p - 1| >= {cal.min_confidence:.3f}: "
+        f"{cal.cv_accuracy_kept:.3f}",
+        f"- weights on the standardised margins: {weights}",
+    ]
+    if cal.config_mismatch:
+        lines.append(
+            f"- warning: annotators {cal.config_mismatch} ran with another config than the "
+            "calibration's evaluation, so its accuracy may not hold for this dataset"
+        )
+    return [*lines, ""]
+
+
 def _voting_section(run: RunRecord) -> list[str]:
     voting = run.voting
     dropped = run.rows.dropped_by_reason if run.rows else {}
@@ -419,6 +447,7 @@ def _voting_section(run: RunRecord) -> list[str]:
         "",
         "Filter thresholds: `" + json.dumps(voting.thresholds if voting else {}) + "`",
         "",
+        *_calibration_lines(run),
         "## Dropped pairs by reason",
         "",
         _table(["reason", "pairs"], drop_rows) if drop_rows else "None.",

@@ -10,7 +10,9 @@ fires decides (docs/methods.md §13):
 2. ``judge_inconsistent`` / ``judge_abstained`` — with ``require_judge_consistency``;
 3. ``annotators_disagree`` — fewer than ``min_agreeing`` voters share mu's sign;
 4. ``uncertain`` — sigma above ``max_sigma``;
-5. ``weak_preference`` — |mu| below ``min_abs_mu``, or mu == 0.
+5. ``low_confidence`` — with a calibrated aggregate (``filter.calibration``), the confidence
+   |mu| = |2p - 1| below ``min_confidence`` (a number, or the calibration file's threshold);
+6. ``weak_preference`` — |mu| below ``min_abs_mu``, or mu == 0.
 
 Filtering only sets ``status`` and ``reason``: every pair, kept or dropped, is written.
 """
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefsynth.curation.voting import aggregate_for
+from prefsynth.curation.calibration import CalibratedVote
+from prefsynth.curation.voting import Aggregate, aggregate_for
 
 from prefsynth.config import FilterConfig
+from prefsynth.errors import ConfigError
 from prefsynth.records import Annotation, Pair
 
 VERSION = "1"
@@ -49,7 +53,17 @@ def _flip(pair: Pair) -> Pair:
     )
 
 
-def _decide(pair: Pair, config: FilterConfig) -> Pair:
+def min_confidence(config: FilterConfig, aggregate: Aggregate) -> float | None:
+    """The ``low_confidence`` threshold: ``filter.min_confidence``, where ``calibration``
+    means the threshold fitted in the calibration file the calibrated aggregate read."""
+    if config.min_confidence == "calibration":
+        if not isinstance(aggregate, CalibratedVote):
+            raise ConfigError("filter.min_confidence 'calibration' needs filter.calibration")
+        return aggregate.min_confidence
+    return config.min_confidence
+
+
+def _decide(pair: Pair, config: FilterConfig, confidence: float | None = None) -> Pair:
     mu = pair.mu or 0.0
     if mu < 0:
         if config.negative == "flip" and mu <= config.flip_below:
@@ -66,6 +80,8 @@ def _decide(pair: Pair, config: FilterConfig) -> Pair:
         reason = "annotators_disagree"
     elif config.max_sigma is not None and (pair.sigma or 0.0) > config.max_sigma:
         reason = "uncertain"
+    elif confidence is not None and abs(mu) < confidence:
+        reason = "low_confidence"
     elif mu == 0 or abs(mu) < config.min_abs_mu:
         reason = "weak_preference"
     if reason:
@@ -93,6 +109,7 @@ def vote_and_filter(
         )
     aggregate = aggregate_for(config)
     fitted = aggregate.fit([p.annotator_margins for p in candidates])
+    confidence = min_confidence(config, aggregate)
     by_id: dict[str, Pair] = {}
     for p in candidates:
         v = aggregate.vote(p.annotator_margins)
@@ -113,7 +130,7 @@ def vote_and_filter(
                 "margin": v.mu,
             }
         )
-        by_id[p.pair_id] = _decide(voted, config)
+        by_id[p.pair_id] = _decide(voted, config, confidence)
     final = [by_id.get(p.pair_id, p) for p in pairs]
     dropped: dict[str, int] = {}
     for p in final:
@@ -123,7 +140,7 @@ def vote_and_filter(
         "aggregate": config.aggregate,
         "standardisation": aggregate.description,
         **fitted,
-        "thresholds": config.model_dump(),
+        "thresholds": config.model_dump(mode="json"),
         "kept": sum(p.status == "kept" for p in final),
         "flipped": sum(p.flipped and p.status == "kept" for p in final),
         "dropped": sum(p.status == "dropped" for p in final),

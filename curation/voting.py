@@ -124,4 +124,6 @@ def aggregate_for(config: FilterConfig) -> Aggregate:
     return aggregate
 
 
+# Built-in aggregates defined in their own modules register on import.
 from prefsynth.curation import label_model as _label_model  # noqa: E402,F401  (registers "label_model")
+from prefsynth.curation import calibration as _calibration  # noqa: E402,F401  (registers "calibrated")

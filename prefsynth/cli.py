@@ -268,6 +268,94 @@ def eval_annotators(
     typer.echo(f"report: {target / 'report.md'}")
 
 
+@app.command()
+def calibrate(
+    pairs: Annotated[
+        str | None,
+        typer.Option(
+            "--pairs",
+            help="Human set to evaluate first (as eval-annotators --pairs); or use --from-eval.",
+        ),
+    ] = None,
+    from_eval: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-eval",
+            help="An eval-annotators folder (or its pairs.jsonl) to fit on; no model runs.",
+        ),
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", min=1, help="With --pairs: sample size (default all).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed (--pairs) and fold seed.")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    eval_out: Annotated[
+        Path | None,
+        typer.Option(help="With --pairs: eval folder (default OUTPUT/eval/SET-nN-seedS)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Calibration file (default OUTPUT/calibration/EVAL_NAME.json)."
+        ),
+    ] = None,
+    target_share: Annotated[
+        float,
+        typer.Option(min=0.01, max=1.0, help="Share of pairs the fitted threshold keeps."),
+    ] = 0.5,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 5,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
+) -> None:
+    """Fit the vote's weights and the filter's threshold on human-labelled pairs.
+
+    Each annotator's margin (divided by its RMS) is a feature of a logistic regression without
+    intercept, fitted on every pair and its swap, so swapping a pair gives 1 - p. Reports the
+    cross-validated accuracy with a 95% interval and the confidence threshold |2p - 1| that keeps
+    --target-share of the pairs. A build uses the file with
+    --set filter.calibration=FILE (which selects filter.aggregate=calibrated).
+    """
+    if (pairs is None) == (from_eval is None):
+        _err("give exactly one of --pairs SET and --from-eval DIR")
+        raise typer.Exit(2)
+    with _user_errors():
+        cfg = _load(config, set_)
+    if pairs is not None:
+        from prefsynth.curation.human_pairs import load_pairs
+
+        with _user_errors():
+            load_pairs(pairs)  # a bad set or file fails here, before Prefect starts
+        _quiet_env(verbose)
+        from prefsynth.flows.evaluate import default_out_dir, eval_flow
+
+        from_eval = eval_out or default_out_dir(cfg, pairs, n, seed)
+        with _user_errors():
+            eval_flow(cfg, pairs, n, seed, from_eval)
+    assert from_eval is not None
+    from prefsynth.curation.calibration import calibrate_eval, save_calibration
+
+    with _user_errors():
+        cal = calibrate_eval(from_eval, seed=seed, folds=folds, target_share=target_share)
+    eval_name = from_eval.parent.name if from_eval.is_file() else from_eval.name
+    target = out or cfg.output_dir / "calibration" / f"{eval_name}.json"
+    save_calibration(cal, target)
+    lo, hi = cal.cv.interval
+    kept = cal.threshold.cv_kept
+    typer.echo(f"{'pairs fitted':>24}  {cal.n_used} ({cal.n_ties_excluded} human ties left out)")
+    typer.echo(f"{'cv accuracy':>24}  {cal.cv.accuracy:.3f} [{lo:.3f}, {hi:.3f}]")
+    typer.echo(
+        f"{'min_confidence':>24}  {cal.threshold.min_confidence:.3f} "
+        f"(keeps {cal.threshold.share_kept:.1%})"
+    )
+    typer.echo(
+        f"{'cv accuracy kept':>24}  {kept.accuracy:.3f} [{kept.interval[0]:.3f}, "
+        f"{kept.interval[1]:.3f}] on {kept.n} pairs"
+    )
+    for name, w in cal.weights.items():
+        typer.echo(f"{'weight ' + name:>24}  {w:+.3f}")
+    typer.echo(f"calibration: {target}")
+
+
 def _print_headline(figures: dict[str, Any]) -> None:
     for key, value in figures.get("headline", {}).items():
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -696,6 +696,10 @@ class PairsConfig(StrictModel):
     )
 
 
+#: The aggregate a calibration file drives (registered by prefsynth.curation.calibration).
+CALIBRATED = "calibrated"
+
+
 class FilterConfig(StrictModel):
     """Voting and filtering (docs/methods.md §12, §13): keep strong, certain pairs; explain drops.
 
@@ -725,6 +729,50 @@ class FilterConfig(StrictModel):
     min_agreeing: int | None = Field(
         None, ge=1, description="drop pairs with fewer voters agreeing with mu's sign"
     )
+    calibration: Path | None = Field(
+        None,
+        description="a calibration file written by `prefsynth calibrate` (weights and "
+        "threshold fitted on human labels); naming one selects aggregate 'calibrated' and "
+        "min_confidence 'calibration' unless they are set",
+        json_schema_extra={"keyed_when_set": True},
+    )
+    min_confidence: float | Literal["calibration"] | None = Field(
+        None,
+        description="drop pairs whose calibrated confidence |2p - 1| is below this "
+        "(low_confidence); 'calibration': the threshold the calibration file fitted. Needs "
+        "aggregate 'calibrated'",
+        json_schema_extra={"keyed_when_set": True},
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibration_defaults(cls, data: Any) -> Any:
+        # Naming a calibration file means using it: its aggregate and its threshold, unless
+        # the config says otherwise (checked below).
+        if isinstance(data, dict) and data.get("calibration") is not None:
+            data = {"aggregate": "calibrated", "min_confidence": "calibration", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _calibration_consistent(self) -> FilterConfig:
+        if self.calibration is not None and self.aggregate != CALIBRATED:
+            raise ValueError(
+                f"filter.calibration needs filter.aggregate {CALIBRATED!r} "
+                f"(got {self.aggregate!r}); leave aggregate unset to select it"
+            )
+        if self.aggregate == CALIBRATED and self.calibration is None:
+            raise ValueError(
+                f"filter.aggregate {CALIBRATED!r} needs filter.calibration (a file written by "
+                "`prefsynth calibrate`)"
+            )
+        if self.min_confidence is not None and self.aggregate != CALIBRATED:
+            raise ValueError(
+                "filter.min_confidence needs a calibrated aggregate (set filter.calibration): "
+                "only it gives a probability"
+            )
+        if isinstance(self.min_confidence, float) and not 0 <= self.min_confidence <= 1:
+            raise ValueError(f"filter.min_confidence must be in [0, 1] (got {self.min_confidence})")
+        return self
 
 
 class TaskRunnerConfig(StrictModel):
@@ -866,12 +914,15 @@ class BuildConfig(StrictModel):
         return self
 
     def content_hash(self) -> str:
-        """Hash of everything that changes the dataset (not where it is written or how run)."""
-        return content_key(
-            self.model_dump(
-                mode="json", exclude={"run_id", "output_dir", "store_dir", "task_runner"}
-            )
+        """Hash of everything that changes the dataset (not where it is written or how run).
+
+        A setting added after run folders existed (``keyed_when_set``) is left out while it
+        has its default, as it is from shard keys: the default run folder name (and with it
+        the default store inside it) stays the same when such a setting is added."""
+        dumped = self.model_dump(
+            mode="json", exclude={"run_id", "output_dir", "store_dir", "task_runner"}
         )
+        return content_key(_without_unset_keyed(self, dumped))
 
     def engine_spec(self, alias: str) -> EngineSpec:
         """The engine spec a stage's model reference (an alias of the models table) names."""
@@ -944,6 +995,27 @@ class BuildConfig(StrictModel):
 
     def shard_dir(self) -> Path:
         return self.store_dir or (self.run_dir() / "shards")
+
+
+def _without_unset_keyed(node: Any, dumped: Any) -> Any:
+    """``dumped`` (the JSON dump of ``node``) without the ``keyed_when_set`` fields that have
+    their default, at any depth."""
+    if isinstance(node, StrictModel) and isinstance(dumped, dict):
+        fields = type(node).model_fields
+        out = {}
+        for name, value in dumped.items():
+            info = fields.get(name)
+            extra = info.json_schema_extra if info is not None else None
+            attr = getattr(node, name, None)
+            if isinstance(extra, dict) and extra.get("keyed_when_set") and attr == info.default:  # type: ignore[union-attr]
+                continue
+            out[name] = _without_unset_keyed(attr, value)
+        return out
+    if isinstance(node, dict) and isinstance(dumped, dict):
+        return {k: _without_unset_keyed(node.get(k), v) for k, v in dumped.items()}
+    if isinstance(node, list) and isinstance(dumped, list) and len(node) == len(dumped):
+        return [_without_unset_keyed(n, d) for n, d in zip(node, dumped, strict=True)]
+    return dumped
 
 
 # --------------------------------------------------------------------------- loading

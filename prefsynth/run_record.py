@@ -28,6 +28,7 @@ from prefsynth.records import ModelRef
 __all__ = [
     "AuditHeadline",
     "AuditSummary",
+    "CalibrationRecord",
     "CurationFigures",
     "DatasetInfo",
     "EngineUsage",
@@ -140,9 +141,32 @@ class CurationFigures(_Figures):
     by_method: dict[str, int] = Field(default_factory=dict)
 
 
+class CalibrationRecord(_Part):
+    """The calibration file a build voted with (``filter.calibration``): where it came from,
+    how many human-labelled pairs it was fitted on, and the accuracy it reported."""
+
+    file: str = Field(description="the file, as the config names it")
+    sha256: str = Field(description="the file's sha256 (it is in the vote's shard key)")
+    source: str = Field(description="the human set it was fitted on")
+    source_sha256: str = Field(description="sha256 of the eval's pairs.jsonl")
+    n: int = Field(description="human-labelled pairs fitted (ties left out)")
+    cv_accuracy: float = Field(description="cross-validated accuracy")
+    cv_interval: tuple[float, float] = Field(description="its 95% Wilson interval")
+    min_confidence: float = Field(description="the fitted confidence threshold |2p - 1|")
+    cv_accuracy_kept: float = Field(description="cross-validated accuracy above the threshold")
+    weights: dict[str, float] = Field(description="annotator -> weight on the standardised margin")
+    created_at: str
+    config_mismatch: list[str] = Field(
+        default_factory=list,
+        description="annotators whose config differs from the one the calibration's eval ran",
+    )
+
+
 class VotingFigures(_Figures):
     """The vote stage's figures: standardisation, filter thresholds, kept and dropped pairs,
-    and the judge's position and canary figures."""
+    and the judge's position and canary figures; with a calibration file, its record."""
+
+    _omit_if_none = frozenset({"calibration"})
 
     aggregate: str | None = None
     standardisation: str | None = None
@@ -160,6 +184,7 @@ class VotingFigures(_Figures):
     canary_orders_preferring_null: int = 0
     canary_null_preferred_rate: float | None = None
     canary_null_wins_both_orders: int = 0
+    calibration: CalibrationRecord | None = None
 
 
 class RowCounts(_Part):
