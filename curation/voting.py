@@ -99,6 +99,13 @@ class Aggregate(ABC):
     def vote(self, margins: Mapping[str, float]) -> Vote | None:
         """One pair's vote; None when no annotator voted."""
 
+    def confidence(self, vote: Vote) -> float:
+        """How sure the aggregate is of a pair's direction: the ranking that keeping "the top
+        share" of pairs uses (``eval-annotators``' accuracy-coverage curve). |mu| by default;
+        an aggregate whose mu is not on a confidence scale (a label model's log-odds, say)
+        overrides it, so every aggregate is ranked by its own notion of sureness."""
+        return abs(vote.mu)
+
 
 @AGGREGATES.register("mean")
 class MeanVote(Aggregate):
