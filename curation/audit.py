@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefsynth.curation.aggregates import AggregateVotes, aggregate_votes
 from prefsynth.curation.voting import rms
 
+from prefsynth.config import FilterConfig
 from prefsynth.errors import RunFolderError
 from prefsynth.hashing import content_key
 from prefsynth.records import Annotation, Pair
@@ -470,6 +472,47 @@ def histogram(values: Sequence[float | None], bins: int = 20) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- aggregates
+
+
+def compare_aggregates(
+    done: Mapping[str, AggregateVotes], skipped: Mapping[str, str], configured: str
+) -> dict[str, Any]:
+    """Each aggregate beside the configured one, over the pairs both voted on: the share whose
+    direction (sign of mu; a tie is its own direction) agrees, and Spearman's rho between
+    their strengths (each aggregate's own ``confidence``). The configured one agrees with itself
+    (1 and 1); a skipped aggregate has its reason and no figures."""
+    from scipy.stats import spearmanr
+
+    reference = done[configured]
+    out: dict[str, Any] = {}
+    for name, agg in done.items():
+        both = [
+            (a.mu, b.mu, ca, cb)
+            for a, b, ca, cb in zip(
+                reference.votes, agg.votes, reference.confidence, agg.confidence, strict=True
+            )
+            if a is not None and b is not None and ca is not None and cb is not None
+        ]
+        rho = None
+        if len(both) >= 3:
+            rho = _quiet(lambda both=both: spearmanr([x[2] for x in both], [x[3] for x in both])[0])
+        out[name] = {
+            "configured": name == configured,
+            "description": agg.description,
+            "voted": sum(v is not None for v in agg.votes),
+            "n_compared": len(both),
+            "direction_agreement": (
+                sum(sign(a) == sign(b) for a, b, _, _ in both) / len(both) if both else None
+            ),
+            "spearman_strength": rho,
+            "skipped": None,
+        }
+    for name, reason in skipped.items():
+        out[name] = {"configured": False, "skipped": reason}
+    return out
+
+
 # --------------------------------------------------------------------------- pairs and runs
 
 
@@ -504,12 +547,17 @@ def _share_chosen_longer(pairs: Sequence[Pair]) -> float | None:
     return sum(d > 0 for d in differing) / len(differing) if differing else None
 
 
-def audit_pairs(pairs: Sequence[Pair], judge: Sequence[Annotation]) -> dict[str, Any]:
+def audit_pairs(
+    pairs: Sequence[Pair], judge: Sequence[Annotation], filter_config: FilterConfig | None = None
+) -> dict[str, Any]:
     """Every audit figure for a build's voted pairs and its judge rows.
 
     Agreement uses the raw margins of voted pairs that have both responses (pairs dropped
     before voting are counted in ``filter`` only). Stored values are used as they are: a
     flipped pair's margins were negated together with its responses, so signs stay meaningful.
+    Every registered aggregate votes again on the voted pairs' stored margins (the judge's
+    among them) and is compared with the configured one (``filter_config.aggregate``, default
+    ``mean``): :func:`compare_aggregates`.
     """
     voted = [p for p in pairs if p.status in ("kept", "dropped")]
     usable = [p for p in voted if p.chosen is not None and p.rejected is not None]
@@ -541,6 +589,9 @@ def audit_pairs(pairs: Sequence[Pair], judge: Sequence[Annotation]) -> dict[str,
     )
     length["share_chosen_longer"] = _share_chosen_longer(usable)
     filt = _filter_figures(pairs)
+    config = filter_config or FilterConfig()
+    done, skipped = aggregate_votes(config, [p.annotator_margins for p in voted])
+    aggregates = compare_aggregates(done, skipped, config.aggregate) if voted else {}
     headline = {
         "kept_share": filt["kept"] / len(pairs) if pairs else None,
         "mean_pairwise_kappa": _mean([r["cohen_kappa"] for r in agree["pairwise"]]),
@@ -565,6 +616,8 @@ def audit_pairs(pairs: Sequence[Pair], judge: Sequence[Annotation]) -> dict[str,
             "sigma": histogram([p.sigma for p in usable]),
         },
         "filter": filt,
+        "aggregate": config.aggregate,
+        "aggregates": aggregates,
         "headline": headline,
     }
 
@@ -583,6 +636,12 @@ def _store_root(run_dir: Path, recorded: str | None) -> Path:
     raise RunFolderError(f"no shard store for {run_dir} (tried {[str(c) for c in candidates]})")
 
 
+def _filter_config(config: Mapping[str, Any]) -> FilterConfig:
+    """The build's recorded filter (its aggregate and what that needs); the default filter
+    when the record has none."""
+    return FilterConfig.model_validate(config.get("filter") or {})
+
+
 def audit_run(run_dir: Path) -> dict[str, Any]:
     """Audit figures for a finished build directory: the vote and judge shards whose keys its
     run record lists (the record is the one source of which shards belong to the build; a
@@ -599,7 +658,7 @@ def audit_run(run_dir: Path) -> dict[str, Any]:
     judge_keys = run.stage_keys("judge") or []
     ids = {p.pair_id for p in pairs}
     judge = [a for k in judge_keys for a in store.read("judge", k, Annotation) if a.pair_id in ids]
-    figures = audit_pairs(pairs, judge)
+    figures = audit_pairs(pairs, judge, _filter_config(run.config))
     figures["run_id"] = run.run_id
     figures["source"] = {
         "run_dir": str(run_dir),

@@ -28,7 +28,14 @@ from typing import Any
 
 from prefsynth.fileio import atomic_write_bytes, atomic_write_text
 
-PLOTS = ("agreement.png", "strength.png", "length_bias.png", "accuracy_by_decile.png")
+PLOTS = (
+    "agreement.png",
+    "strength.png",
+    "length_bias.png",
+    "accuracy_by_decile.png",
+    "accuracy_coverage.png",
+)
+BASELINE = "baseline:longer"  # the length baseline among the predictors
 MISSING = "n/a"
 
 
@@ -50,8 +57,8 @@ def json_safe(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if isinstance(value, Path):
         return str(value)
-    if hasattr(value, "item"):  # numpy scalar
-        return json_safe(value.item())
+    if hasattr(value, "tolist"):  # numpy scalar or array (an aggregate's fitted weights)
+        return json_safe(value.tolist())
     return str(value)
 
 
@@ -243,6 +250,125 @@ def _accuracy_blocks(figures: dict[str, Any], images: set[str]) -> list[Block]:
     return blocks
 
 
+def _predictor_label(name: str, figures: dict[str, Any]) -> str:
+    """A predictor's name in a table: the configured vote and the length baseline marked."""
+    if name == f"vote:{figures.get('aggregate')}":
+        return f"{name} (configured)"
+    if name == BASELINE:
+        return "length baseline (longer wins)"
+    return name
+
+
+def _cell(point: dict[str, Any] | None) -> str:
+    """Accuracy and its Wilson interval in one cell: "0.612 [0.55, 0.67]"."""
+    if not point or point.get("accuracy") is None:
+        return MISSING
+    lo, hi = point["ci95"]
+    return f"{point['accuracy']:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _aggregate_blocks(figures: dict[str, Any]) -> list[Block]:
+    aggregates = figures.get("aggregates") or {}
+    if not aggregates:
+        return []
+    rows = [
+        [
+            name,
+            fmt(a.get("configured")),
+            fmt(a.get("voted")),
+            fmt(a.get("n_compared")),
+            fmt(a.get("direction_agreement")),
+            fmt(a.get("spearman_strength")),
+            f"skipped: {a['skipped']}" if a.get("skipped") else str(a.get("description", "")),
+        ]
+        for name, a in aggregates.items()
+    ]
+    header = [
+        "aggregate",
+        "configured",
+        "pairs voted",
+        "pairs compared",
+        "same direction as configured",
+        "Spearman ρ of strengths",
+        "rule",
+    ]
+    return [
+        Block(heading="Aggregates side by side"),
+        Block(
+            text="Every registered aggregate votes on the same margins; the configured one is "
+            "the filter's. Direction = sign of mu; strength = the aggregate's own confidence "
+            "(|mu| unless it says otherwise). An aggregate that needs a setting or file this "
+            "config lacks is skipped with the reason."
+        ),
+        Block(table=Table(header, rows)),
+    ]
+
+
+def _coverage_blocks(figures: dict[str, Any], images: set[str]) -> list[Block]:
+    curves = figures.get("accuracy_coverage") or {}
+    if not curves:
+        return []
+    first = next(iter(curves.values()))
+    header = ["predictor", *(f"{round(p['coverage'] * 100)}% (n={p['n']})" for p in first)]
+    rows = [
+        [_predictor_label(name, figures), *(_cell(p) for p in curve)]
+        for name, curve in curves.items()
+    ]
+    blocks = [
+        Block(heading="Accuracy against coverage"),
+        Block(
+            text="Each predictor keeps its strongest pairs (annotators by |margin|, aggregates "
+            "by their confidence, the length baseline by |log(len first / len second)|) and is "
+            "scored on the kept share; equal strengths keep the sample's order. Pairs people "
+            "called a tie are left out. Cells: accuracy [95% Wilson interval]."
+        ),
+        Block(table=Table(header, rows)),
+    ]
+    if "accuracy_coverage.png" in images:
+        blocks.append(Block(image="accuracy_coverage.png", alt="accuracy against coverage"))
+    return blocks
+
+
+def _length_control_blocks(figures: dict[str, Any]) -> list[Block]:
+    control = figures.get("length_controlled") or {}
+    if not control:
+        return []
+    rows = [
+        [
+            _predictor_label(name, figures),
+            _cell(c.get("overall")),
+            fmt((c.get("overall") or {}).get("n")),
+            _cell(c.get("preferred_longer")),
+            fmt((c.get("preferred_longer") or {}).get("n")),
+            _cell(c.get("preferred_shorter")),
+            fmt((c.get("preferred_shorter") or {}).get("n")),
+            fmt(c.get("balanced")),
+        ]
+        for name, c in control.items()
+    ]
+    header = [
+        "predictor",
+        "all pairs",
+        "n",
+        "people preferred longer",
+        "n",
+        "people preferred shorter",
+        "n",
+        "balanced",
+    ]
+    excluded = next(iter(control.values())).get("equal_length_excluded")
+    return [
+        Block(heading="Accuracy controlled for length"),
+        Block(
+            text="Accuracy on the pairs where people preferred the longer response and on those "
+            "where they preferred the shorter one; balanced is their mean. A rule that only "
+            "rewards length scores 1, 0 and 0.5. Human ties and pairs of equal length "
+            f"({fmt(excluded)} here) are in neither group."
+        ),
+        Block(table=Table(header, rows)),
+    ]
+
+
 def report_blocks(figures: dict[str, Any], title: str, images: set[str]) -> list[Block]:
     """The report's content in order; ``images`` are the plot files that were written."""
     blocks = [Block(heading=title, extra={"level": 1})]
@@ -250,6 +376,9 @@ def report_blocks(figures: dict[str, Any], title: str, images: set[str]) -> list
         blocks.append(Block(text=f"Run {figures['run_id']}."))
     blocks += _headline_blocks(figures)
     blocks += _accuracy_blocks(figures, images)
+    blocks += _aggregate_blocks(figures)
+    blocks += _coverage_blocks(figures, images)
+    blocks += _length_control_blocks(figures)
     blocks += _agreement_blocks(figures, images)
     blocks += _judge_blocks(figures)
     blocks += _length_blocks(figures, images)
@@ -444,11 +573,46 @@ def plot_deciles(figures: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
+def plot_coverage(figures: dict[str, Any]) -> bytes | None:
+    """Accuracy of the kept share against the share kept, one line per predictor; the length
+    baseline dashed, the configured vote with its 95% band, chance at 0.5."""
+    curves = {k: v for k, v in (figures.get("accuracy_coverage") or {}).items() if v}
+    if not curves:
+        return None
+    configured = f"vote:{figures.get('aggregate')}"
+    fig = _new_figure(6.5, 4.2)
+    ax = fig.add_subplot()
+    for name, curve in curves.items():
+        points = [p for p in curve if p.get("accuracy") is not None]
+        x = [p["coverage"] for p in points]
+        y = [p["accuracy"] for p in points]
+        label = _predictor_label(name, figures)
+        if name == BASELINE:
+            ax.plot(x, y, color="black", ls="--", lw=1.5, label=label)
+            continue
+        (line,) = ax.plot(
+            x, y, marker="o", ms=4, label=label, lw=2.2 if name == configured else 1.2
+        )
+        if name == configured:
+            lo = [p["ci95"][0] for p in points]
+            hi = [p["ci95"][1] for p in points]
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+    ax.axhline(0.5, color="#888", ls=":", lw=1, label="chance")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("coverage (share of pairs kept, strongest first)")
+    ax.set_ylabel("accuracy of the kept pairs")
+    ax.set_title("Accuracy against coverage")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 PLOTTERS: dict[str, Callable[[dict[str, Any]], bytes | None]] = {
     "agreement.png": plot_agreement,
     "strength.png": plot_strength,
     "length_bias.png": plot_length,
     "accuracy_by_decile.png": plot_deciles,
+    "accuracy_coverage.png": plot_coverage,
 }
 
 

@@ -99,6 +99,13 @@ class Aggregate(ABC):
     def vote(self, margins: Mapping[str, float]) -> Vote | None:
         """One pair's vote; None when no annotator voted."""
 
+    def confidence(self, vote: Vote) -> float:
+        """How sure the aggregate is of a pair's direction: the ranking that keeping "the top
+        share" of pairs uses (``eval-annotators``' accuracy-coverage curve). |mu| by default;
+        an aggregate whose mu is not on a confidence scale (a label model's log-odds, say)
+        overrides it, so every aggregate is ranked by its own notion of sureness."""
+        return abs(vote.mu)
+
 
 @AGGREGATES.register("mean")
 class MeanVote(Aggregate):
@@ -125,5 +132,5 @@ def aggregate_for(config: FilterConfig) -> Aggregate:
 
 
 # Built-in aggregates defined in their own modules register on import.
-from prefsynth.curation import label_model as _label_model  # noqa: E402,F401  (registers "label_model")
 from prefsynth.curation import calibration as _calibration  # noqa: E402,F401  (registers "calibrated")
+from prefsynth.curation import label_model as _label_model  # noqa: E402,F401  (registers "label_model")

@@ -19,7 +19,10 @@ response the annotators rank higher, then votes and filters. Here the vote first
 a direction (mu's sign; that is the vote's prediction), the pair is oriented that way, and then
 the configured ``filter`` decides kept or dropped exactly as in a build. Because the default
 filter keeps every pair with mu > 0, two stricter reference filters are reported beside it:
-unanimous voters, and the upper half of |mu|.
+unanimous voters, and the upper half of |mu|. The figures (every registered aggregate side by
+side, the accuracy-coverage curves, length-controlled accuracy) come from the margins alone, by
+:func:`prefsynth.curation.evaluation.evaluate_margins`, which ``bench/reaggregate.py`` calls on
+a finished evaluation's ``pairs.jsonl``.
 
 Work is cached per annotator and chunk of pairs under ``OUT/scores/`` (content-keyed JSON), so
 an interrupted evaluation resumes where it stopped and a second annotator config reuses the
@@ -38,13 +41,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefsynth.annotators.base import Item, PointwiseAnnotator, configured, transcript
+from prefsynth.curation.evaluation import LabelledPair, evaluate_margins, pair_rows
 from prefsynth.curation.human_pairs import HumanPair, HumanSet, load_pairs, sample_pairs
 
 from prefsynth import CODE_VERSION
-from prefsynth.config import BuildConfig, FilterConfig
+from prefsynth.config import BuildConfig
 from prefsynth.fileio import atomic_path
 from prefsynth.hashing import content_key
-from prefsynth.records import Annotation, Pair
 from prefsynth.store import ArtifactStore
 
 VERSION = "1"
@@ -159,184 +162,21 @@ def score_chunks(
     return [r for r in out if r is not None]
 
 
-def judge_annotation(pair_id: str, row: dict[str, Any], sign: int = 1) -> Annotation:
-    """The judge's cached verdict on a pair as the Annotation row the vote and the audit read,
-    for the pair as given (sign 1: first over second) or swapped (sign -1)."""
-    first, second = (
-        (f"{pair_id}:1", f"{pair_id}:2") if sign > 0 else (f"{pair_id}:2", f"{pair_id}:1")
-    )
-    return Annotation(
-        annotation_id=f"judge-{pair_id}",
-        annotator="judge",
-        instruction_id=pair_id,
-        response_id=first,
-        other_response_id=second,
-        pair_id=pair_id,
-        score=None if row["margin"] is None else sign * row["margin"],
-        status=row["status"],
-        reason=row["reason"],
-        evidence=row["evidence"],
-    )
+def labelled_pairs(human: HumanSet) -> list[LabelledPair]:
+    """The human pairs as the figures see them: labels and lengths, no texts."""
+    return [
+        LabelledPair(p.pair_id, p.human, len(p.first), len(p.second), p.human_labels, p.source)
+        for p in human.pairs
+    ]
 
 
-def _vote(
-    human: HumanSet,
-    margins: dict[str, list[float | None]],
-    judge_rows: dict[str, Any] | None,
-    filter_config: FilterConfig,
-) -> tuple[list[float | None], list[Pair]]:
-    """The vote's signed mu per pair (for the first response) and the filtered, oriented
-    pairs, via the build's own vote_and_filter."""
-    from prefsynth.curation.filtering import vote_and_filter
-
-    pointwise = [n for n in margins if n != "judge"]
-
-    def pairs_and_judge(sign: list[int]) -> tuple[list[Pair], list[Annotation]]:
-        pairs, judge = [], []
-        for i, p in enumerate(human.pairs):
-            s = sign[i]
-            first, second = (p.first, p.second) if s > 0 else (p.second, p.first)
-            pairs.append(
-                Pair(
-                    pair_id=p.pair_id,
-                    instruction_id=p.pair_id,
-                    prompt=transcript(p.context),
-                    chosen_response_id=f"{p.pair_id}:{1 if s > 0 else 2}",
-                    rejected_response_id=f"{p.pair_id}:{2 if s > 0 else 1}",
-                    chosen=first,
-                    rejected=second,
-                    annotator_margins={
-                        n: s * m for n in pointwise if (m := margins[n][i]) is not None
-                    },
-                    status="candidate",
-                    len_chosen=len(first),
-                    len_rejected=len(second),
-                )
-            )
-            row = (judge_rows or {}).get(p.pair_id)
-            if row is not None:
-                judge.append(judge_annotation(p.pair_id, row, s))
-        return pairs, judge
-
-    n = len(human.pairs)
-    as_given, judge = pairs_and_judge([1] * n)
-    first_pass, _ = vote_and_filter(as_given, judge, FilterConfig())
-    mu: list[float | None] = [p.mu if p.n_voters else None for p in first_pass]
-    oriented, judge = pairs_and_judge([-1 if (m or 0.0) < 0 else 1 for m in mu])
-    final, _ = vote_and_filter(oriented, judge, filter_config)
-    return mu, final
-
-
-def _correct(margin: float | None, human: int) -> float:
-    if margin is None or margin == 0:
-        return 0.5
-    return 1.0 if (margin > 0) == (human > 0) else 0.0
-
-
-def figures_for(
-    human: HumanSet,
-    margins: dict[str, list[float | None]],
-    judge_annotations: list[Annotation],
-    mu: list[float | None],
-    final: list[Pair],
-    sigma: list[float | None],
-) -> dict[str, Any]:
-    """Every figure of the evaluation (JSON-able); the report renders them."""
-    from prefsynth.curation import audit
-
-    labels = [p.human for p in human.pairs]
-    predictions = {**margins, "vote": mu}
-    accuracy = {n: audit.accuracy(m, labels) for n, m in predictions.items()}
-    by_decile = {}
-    for n, m in predictions.items():
-        decided = [(mi, h) for mi, h in zip(m, labels, strict=True) if h != 0]
-        by_decile[n] = audit.accuracy_by_decile(
-            [mi for mi, _ in decided], [_correct(mi, h) for mi, h in decided]
-        )
-    kept = [p.status == "kept" for p in final]
-    abs_mu = sorted(abs(m) for m in mu if m is not None)
-    median = abs_mu[len(abs_mu) // 2] if abs_mu else 0.0
-    voters = len(margins)
-    variants = {
-        "kept": kept,  # by the configured filter
-        f"unanimous_{voters}_voters": [p.n_voters == voters and p.n_agree == voters for p in final],
-        "upper_half_abs_mu": [m is not None and abs(m) >= median for m in mu],
-    }
-    kept_vs_all: dict[str, Any] = {"all": accuracy["vote"]}
-    for name, mask in variants.items():
-        sub = [(m, h) for m, h, k in zip(mu, labels, mask, strict=True) if k]
-        kept_vs_all[name] = {
-            **audit.accuracy([m for m, _ in sub], [h for _, h in sub]),
-            "share_kept": round(len(sub) / max(1, len(mu)), 4),
-        }
-    dropped: dict[str, int] = {}
-    for p in final:
-        if p.status == "dropped":
-            dropped[p.reason or "unknown"] = dropped.get(p.reason or "unknown", 0) + 1
-    first_len = [len(p.first) for p in human.pairs]
-    second_len = [len(p.second) for p in human.pairs]
-    figures: dict[str, Any] = {
-        "kind": "eval",
-        "pairs": human.summary(),
-        "n_pairs": len(human.pairs),
-        "annotators": list(margins),
-        "accuracy": accuracy,
-        "accuracy_by_decile": by_decile,
-        "kept_vs_all": kept_vs_all,
-        "agreement": audit.agreement(margins),
-        "judge": audit.judge_figures(judge_annotations) if judge_annotations else None,
-        "length": audit.length_bias(mu, first_len, second_len),
-        "human_length": audit.length_bias([float(h) for h in labels], first_len, second_len),
-        "strength": {"mu": audit.histogram(mu), "sigma": audit.histogram(sigma)},
-        "filter": {
-            "kept": sum(kept),
-            "dropped": len(kept) - sum(kept),
-            "dropped_by_reason": dict(sorted(dropped.items())),
-        },
-    }
-    if any(p.human_labels for p in human.pairs):
-        people = {
-            f"human_{k + 1}": [float(p.human_labels[k]) for p in human.pairs]
-            for k in range(len(human.pairs[0].human_labels))
-        }
-        figures["human_agreement"] = audit.agreement(people)
-    figures["headline"] = {
-        **{f"accuracy_{n}": a["accuracy"] for n, a in accuracy.items()},
-        "accuracy_kept": kept_vs_all["kept"]["accuracy"],
-        "share_kept": kept_vs_all["kept"]["share_kept"],
-        "fleiss_kappa": figures["agreement"].get("fleiss_kappa"),
-        "alpha_interval": figures["agreement"].get("alpha_interval"),
-    }
-    return figures
-
-
-def write_pair_rows(
-    path: Path,
-    human: HumanSet,
-    margins: dict[str, list[float | None]],
-    mu: list[float | None],
-    final: list[Pair],
-) -> None:
-    """One JSON line per pair: the human label, each annotator's margin for the first response,
-    the vote, and the filter's decision (texts left out: HH-RLHF is offensive by design)."""
+def write_pair_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``pairs.jsonl``: one JSON line per pair (:func:`prefsynth.curation.evaluation.pair_rows`:
+    labels, margins, votes, lengths; texts left out)."""
     import json
 
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
-        for i, (p, decided) in enumerate(zip(human.pairs, final, strict=True)):
-            row = {
-                "pair_id": p.pair_id,
-                "source": p.source,
-                "human": p.human,
-                "human_labels": list(p.human_labels),
-                "margins": {name: m[i] for name, m in margins.items()},
-                "mu": mu[i],
-                "sigma": decided.sigma,
-                "n_voters": decided.n_voters,
-                "status": decided.status,
-                "reason": decided.reason,
-                "len_first": len(p.first),
-                "len_second": len(p.second),
-            }
+        for row in rows:
             f.write(json.dumps(row) + "\n")
 
 
@@ -389,13 +229,11 @@ def eval_flow(
                     result["seconds"],
                 )
     margins = {name: [rows[name][p.pair_id]["margin"] for p in human.pairs] for name in names}
-    judge_rows = rows.get("judge")
-    mu, final = _vote(human, margins, judge_rows, config.filter)
-    judge_annotations = [
-        judge_annotation(p.pair_id, judge_rows[p.pair_id]) for p in human.pairs if judge_rows
-    ]
-    sigma = [p.sigma for p in final]
-    figures = figures_for(human, margins, judge_annotations, mu, final, sigma)
+    labelled = labelled_pairs(human)
+    evaluation = evaluate_margins(
+        labelled, margins, config.filter, judge_rows=rows.get("judge"), summary=human.summary()
+    )
+    figures = evaluation.figures
     figures.update(
         {
             "seed": seed,
@@ -408,7 +246,7 @@ def eval_flow(
             },
         }
     )
-    write_pair_rows(out_dir / "pairs.jsonl", human, margins, mu, final)
+    write_pair_rows(out_dir / "pairs.jsonl", pair_rows(labelled, margins, evaluation))
     title = f"Annotators against human labels: {human.name} (n={len(human.pairs)}, seed={seed})"
     write_report(out_dir, figures, title)
     publish_artifacts(figures, title)

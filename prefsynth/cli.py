@@ -211,7 +211,8 @@ def audit(
 
     Per pair of annotators raw sign agreement, Cohen's and weighted kappa; Fleiss' kappa and
     Krippendorff's alpha across all; judge position-swap consistency and A-pick rate; length
-    bias; histograms of mu and sigma; kept/dropped by reason. Writes RUN_DIR/audit/report.md,
+    bias; histograms of mu and sigma; kept/dropped by reason; every registered aggregate beside
+    the configured one (direction agreement, Spearman rho). Writes RUN_DIR/audit/report.md,
     report.html, PNG plots and figures.json (a build does this at its end).
     """
     _quiet_env(verbose)
@@ -251,7 +252,9 @@ def eval_annotators(
 
     Reports accuracy with a 95% interval per annotator and for the vote, agreement between
     annotators, accuracy by strength decile, and the accuracy of the pairs the filter keeps
-    against all pairs. Finished work is cached in OUT/scores/: re-running resumes.
+    against all pairs; every registered aggregate side by side, with a length baseline, as an
+    accuracy-coverage curve and on the pairs people preferred shorter. Finished work is cached
+    in OUT/scores/: re-running resumes.
     """
     from prefsynth.curation.human_pairs import load_pairs
 

@@ -536,3 +536,59 @@ def test_audit_cli_writes_the_report_and_names_a_bad_folder(tmp_path: Path) -> N
     missing = CliRunner().invoke(app, ["audit", str(tmp_path / "nope")])
     assert missing.exit_code == 2
     assert "run.json not found" in missing.output and "Traceback" not in missing.output
+
+
+# --------------------------------------------------------------------------- aggregates
+
+
+def test_audit_compares_every_registered_aggregate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each aggregate votes again on the stored margins: the configured mean agrees with
+    itself, an aggregate that negates it agrees on no direction but ranks strengths the same,
+    and one that needs a missing setting is listed as skipped with its reason."""
+    from collections.abc import Mapping
+
+    from prefsynth.curation.voting import Aggregate, MeanVote, Vote
+
+    from prefsynth.config import FilterConfig
+    from prefsynth.errors import ConfigError
+    from prefsynth.registry import AGGREGATES
+
+    class Negated(MeanVote):
+        description = "minus the mean"
+
+        def vote(self, margins: Mapping[str, float]) -> Vote | None:
+            v = super().vote(margins)
+            return None if v is None else Vote({}, -v.mu, v.sigma, 0.0, 0.0, v.n_voters, 0)
+
+    class NeedsAFile(Aggregate):
+        description = "needs a file"
+
+        def __init__(self, config: FilterConfig) -> None:
+            raise ConfigError("filter.calibration: no file given")
+
+        def fit(self, margins: list[Mapping[str, float]]) -> dict[str, Any]:  # pragma: no cover
+            return {}
+
+        def vote(self, margins: Mapping[str, float]) -> Vote | None:  # pragma: no cover
+            return None
+
+    monkeypatch.setitem(AGGREGATES._items, "negated_test", Negated)
+    monkeypatch.setitem(AGGREGATES._items, "needs_file_test", NeedsAFile)
+    res = audit_pairs(hand_pairs(), JUDGE_ROWS)
+    _dumps(res)
+    aggregates = res["aggregates"]
+    assert res["aggregate"] == "mean" and set(aggregates) == set(AGGREGATES.names())
+    mean, negated = aggregates["mean"], aggregates["negated_test"]
+    # 5 voted pairs have margins (p0..p4), all with mu != 0
+    assert mean["configured"] and mean["n_compared"] == 5 and mean["voted"] == 5
+    assert mean["direction_agreement"] == 1.0 and mean["spearman_strength"] == pytest.approx(1.0)
+    assert not negated["configured"] and negated["direction_agreement"] == 0.0
+    assert negated["spearman_strength"] == pytest.approx(1.0)  # |mu| ranks the same
+    assert aggregates["needs_file_test"] == {
+        "configured": False,
+        "skipped": "filter.calibration: no file given",
+    }
+    # configured by the run's filter: the negated aggregate is then the reference
+    other = audit_pairs(hand_pairs(), JUDGE_ROWS, FilterConfig(aggregate="negated_test"))
+    assert other["aggregates"]["negated_test"]["configured"]
+    assert other["aggregates"]["mean"]["direction_agreement"] == 0.0

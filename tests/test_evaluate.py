@@ -3,15 +3,24 @@ work is cached per chunk and resumes, and the report is written."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import random
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prefsynth.curation.evaluation import LabelledPair, evaluate_margins, pair_rows
+from prefsynth.curation.report import json_safe
+from prefsynth.curation.voting import Aggregate, Vote
 from prefsynth.engines import track_usage
-from prefsynth.flows.evaluate import eval_flow
+from prefsynth.flows.evaluate import eval_flow, write_pair_rows
 
-from prefsynth.config import load_config
+from prefsynth.config import FilterConfig, load_config
+from prefsynth.errors import ConfigError
+from prefsynth.registry import AGGREGATES
 from tests.helpers import tiny_overrides
 
 PAIRS = [
@@ -87,13 +96,21 @@ def test_eval_figures_follow_from_margins_and_resume(
     # Every pair with a human preference and a finite prediction falls in exactly one bin.
     predictions = {n: [r["margins"][n] for r in rows] for n in names}
     predictions["vote"] = [r["mu"] for r in rows]
+    for agg, entry in figures["aggregates"].items():
+        if not entry["skipped"]:
+            predictions[f"vote:{agg}"] = [r["mu_by_aggregate"][agg] for r in rows]
+    assert [r["mu_by_aggregate"]["mean"] for r in rows] == predictions["vote"]
+    predictions["baseline:longer"] = [math.log(r["len_first"] / r["len_second"]) for r in rows]
     assert set(figures["accuracy_by_decile"]) == set(predictions)
+    assert set(figures["accuracy_coverage"]) == set(predictions) - {"vote"}
     for name, values in predictions.items():
         binned = sum(v is not None and h != 0 for v, h in zip(values, human, strict=True))
         assert binned > 0
         assert sum(b["n"] for b in figures["accuracy_by_decile"][name]) == binned, name
-    for f in ("report.md", "report.html", "figures.json"):
+    for f in ("report.md", "report.html", "figures.json", "accuracy_coverage.png"):
         assert (out / f).exists()
+    # bench/reaggregate.py recomputes every figure from pairs.jsonl alone
+    _assert_same_figures(figures, _reaggregate()(out, tmp_path / "re"))
     # Resume: every chunk is reused and the figures are unchanged.
     again = eval_flow(cfg, str(pairs_file), None, 3, out, chunk_pairs=3)
     assert again["chunks"] == {"scored": 0, "reused": 9}
@@ -124,3 +141,155 @@ def test_changing_only_the_filter_calls_no_model(
         third = eval_flow(changed, str(pairs_file), None, 3, out, chunk_pairs=2)
     assert usage.calls["logprobs"] > 0  # FLR scored again, counted by the same tracker
     assert third["chunks"] == {"scored": 4, "reused": 8}  # FLR only
+
+
+# --------------------------------------------------------------------------- figures from margins
+
+
+def _synthetic(n: int = 60) -> tuple[list[LabelledPair], dict[str, list[float | None]]]:
+    """People prefer the longer response 3 times in 4; ``toy_len`` is a length-only annotator,
+    ``cdr`` is noise and abstains once, the judge says tie on most pairs."""
+    rng = random.Random(7)
+    pairs, margins = [], {"cdr": [], "toy_len": [], "judge": []}
+    for i in range(n):
+        a, b = rng.randint(5, 400), rng.randint(5, 400)
+        if a == b:
+            b += 1
+        longer = 1 if a > b else -1
+        human = longer if rng.random() < 0.75 else -longer
+        if i % 10 == 9:
+            human = 0  # a human tie: left out of every accuracy
+        pairs.append(LabelledPair(f"p{i}", human, a, b))
+        margins["cdr"].append(None if i == 3 else rng.gauss(0, 2))
+        margins["toy_len"].append(float(a - b))
+        margins["judge"].append(rng.choice([0.0] * 8 + [1.0, -2.0]))
+    return pairs, margins
+
+
+class OnlyLength(Aggregate):
+    """A toy aggregate that only listens to the length-only annotator."""
+
+    description = "toy_len's margin alone"
+
+    def fit(self, margins: list[Mapping[str, float]]) -> dict[str, Any]:
+        return {"fitted_pairs": len(margins)}
+
+    def vote(self, margins: Mapping[str, float]) -> Vote | None:
+        m = margins.get("toy_len")
+        if m is None:
+            return None
+        return Vote({"toy_len": m}, mu=m, sigma=0.0, wco=m, uwo=m, n_voters=1, n_agree=1)
+
+
+class NeedsAFile(Aggregate):
+    description = "needs a setting this config lacks"
+
+    def __init__(self, config: FilterConfig) -> None:
+        raise ConfigError("filter.calibration: no file given")
+
+    def fit(self, margins: list[Mapping[str, float]]) -> dict[str, Any]:  # pragma: no cover
+        return {}
+
+    def vote(self, margins: Mapping[str, float]) -> Vote | None:  # pragma: no cover
+        return None
+
+
+@pytest.fixture
+def toy_aggregates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two aggregates registered for one test only (the registry is process-wide)."""
+    monkeypatch.setitem(AGGREGATES._items, "only_length_test", OnlyLength)
+    monkeypatch.setitem(AGGREGATES._items, "needs_file_test", NeedsAFile)
+
+
+def test_every_registered_aggregate_appears_side_by_side(toy_aggregates: None) -> None:
+    pairs, margins = _synthetic()
+    figures = evaluate_margins(pairs, margins, FilterConfig()).figures
+    assert set(figures["aggregates"]) == set(AGGREGATES.names())
+    assert figures["aggregates"]["needs_file_test"]["skipped"] == (
+        "filter.calibration: no file given"
+    )
+    used = [n for n in AGGREGATES.names() if n != "needs_file_test"]
+    assert "mean" in used and "only_length_test" in used
+    for name in used:
+        for section in ("accuracy", "accuracy_by_decile", "accuracy_coverage", "length_controlled"):
+            assert f"vote:{name}" in figures[section], (section, name)
+    assert "vote:needs_file_test" not in figures["accuracy"]
+    # the configured aggregate is the filter's vote, reported twice, agreeing with itself
+    assert figures["accuracy"]["vote"] == figures["accuracy"]["vote:mean"]
+    mean = figures["aggregates"]["mean"]
+    assert mean["configured"] and mean["direction_agreement"] == 1.0
+    assert mean["spearman_strength"] == pytest.approx(1.0)
+    # the toy aggregate's accuracy is the length-only annotator's (same signs)
+    assert figures["accuracy"]["vote:only_length_test"] == figures["accuracy"]["toy_len"]
+    # the 50% point of the headline is the configured vote's ranking, kept half of 54 pairs
+    half = figures["accuracy_coverage"]["vote:mean"][4]
+    assert half["coverage"] == 0.5 and half["n"] == 27
+    assert figures["headline"]["accuracy_at_half_coverage"] == half["accuracy"]
+    # the baseline is drawn for reference in every section
+    for section in ("accuracy", "accuracy_coverage", "length_controlled"):
+        assert "baseline:longer" in figures[section]
+
+
+def test_an_aggregate_that_only_rewards_length_does_not_look_good(toy_aggregates: None) -> None:
+    pairs, margins = _synthetic()
+    figures = evaluate_margins(pairs, margins, FilterConfig(aggregate="only_length_test")).figures
+    assert figures["aggregate"] == "only_length_test"
+    assert figures["accuracy"]["vote"] == figures["accuracy"]["vote:only_length_test"]
+    overall = figures["accuracy"]["vote"]["accuracy"]
+    assert overall > 0.65  # people prefer longer 3 times in 4: it looks good overall
+    control = figures["length_controlled"]["vote:only_length_test"]
+    assert control["preferred_shorter"]["accuracy"] == 0.0
+    assert control["preferred_longer"]["accuracy"] == 1.0 and control["balanced"] == 0.5
+    assert figures["headline"]["accuracy_vote_preferred_shorter"] == 0.0
+    assert figures["length_controlled"]["baseline:longer"] == control
+
+
+def test_a_broken_configured_aggregate_is_an_error_not_skipped(toy_aggregates: None) -> None:
+    pairs, margins = _synthetic()
+    with pytest.raises(ConfigError, match="no file given"):
+        evaluate_margins(pairs, margins, FilterConfig(aggregate="needs_file_test"))
+
+
+def test_reaggregate_reproduces_figures_from_pairs_jsonl(tmp_path: Path) -> None:
+    pairs, margins = _synthetic()
+    evaluation = evaluate_margins(pairs, margins, FilterConfig(), summary={"name": "synthetic"})
+    src = tmp_path / "eval"
+    src.mkdir()
+    write_pair_rows(src / "pairs.jsonl", pair_rows(pairs, margins, evaluation))
+    recorded = {**evaluation.figures, "filter_config": FilterConfig().model_dump(mode="json")}
+    (src / "figures.json").write_text(json.dumps(json_safe(recorded)))
+    again = _reaggregate()(src, tmp_path / "re")
+    _assert_same_figures(json_safe(evaluation.figures), again)
+    for name in ("figures.json", "report.md", "report.html", "accuracy_coverage.png"):
+        assert (tmp_path / "re" / name).exists()
+
+
+def _reaggregate() -> Any:
+    """bench/reaggregate.py's function (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "reaggregate.py"
+    spec = importlib.util.spec_from_file_location("reaggregate", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reaggregate
+
+
+EVAL_ONLY = {
+    "compute_seconds_by_annotator",
+    "chunks",
+    "abstained",
+    "seed",
+    "annotator_config",
+    "filter_config",
+    "reaggregated_from",
+}
+
+
+def _assert_same_figures(expected: dict[str, Any], got: dict[str, Any]) -> None:
+    """Every figure but the run's own bookkeeping is identical after a JSON round trip."""
+    expected = json.loads(json.dumps(json_safe(expected)))
+    got = json.loads(json.dumps(json_safe(got)))
+    keys = set(expected) - EVAL_ONLY
+    assert keys == set(got) - EVAL_ONLY
+    for key in sorted(keys):
+        assert got[key] == expected[key], key

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from prefsynth.curation import report
 from prefsynth.curation.audit import accuracy, accuracy_by_decile, audit_pairs
+from prefsynth.curation.coverage import accuracy_coverage, length_controlled
 from prefsynth.curation.report import fmt, json_safe, write_report
 from prefsynth.flows.artifacts import artifact_key, publish_artifacts
 
@@ -37,6 +38,20 @@ def eval_figures() -> dict[str, Any]:
         name: accuracy_by_decile(m, [0.5 if v is None or v == 0 else float(v > 0) for v in m])
         for name, m in margins.items()
     }
+    lengths = rng.integers(10, 400, size=(200, 2))
+    predictors = {
+        "vote:mean": margins["cdr"],
+        "baseline:longer": [float(a - b) for a, b in lengths],
+    }
+    figures["aggregate"] = "mean"
+    figures["accuracy_coverage"] = {
+        name: accuracy_coverage(m, [None if v is None else abs(v) for v in m], human)
+        for name, m in predictors.items()
+    }
+    figures["length_controlled"] = {
+        name: length_controlled(m, human, list(lengths[:, 0]), list(lengths[:, 1]))
+        for name, m in predictors.items()
+    }
     figures["kept_vs_all"] = {
         "all": accuracy(margins["cdr"], human),
         "kept": accuracy(margins["cdr"][:100], human[:100]),
@@ -62,7 +77,7 @@ def test_write_report_files_plots_and_pages(tmp_path: Path) -> None:
     figures = eval_figures()
     out = tmp_path / "report"
     paths = write_report(out, figures, TITLE)
-    plots = ["agreement", "strength", "length_bias", "accuracy_by_decile"]
+    plots = ["agreement", "strength", "length_bias", "accuracy_by_decile", "accuracy_coverage"]
     assert set(paths) == {"figures", "report_md", "report_html", *plots}
     for name in plots:
         assert paths[name] == out / f"{name}.png"
@@ -85,6 +100,23 @@ def test_write_report_files_plots_and_pages(tmp_path: Path) -> None:
     lo, hi = figures["accuracy"]["cdr"]["ci95"]
     assert f"{fmt(lo)} – {fmt(hi)}" in page
     assert "Kept pairs vs all pairs" in page and "Kept pairs vs all pairs" in md
+    # accuracy-coverage table: one column per coverage, the configured vote and the baseline
+    # marked, every cell the accuracy with its interval
+    half = figures["accuracy_coverage"]["vote:mean"][4]
+    assert half["coverage"] == 0.5 and half["n"] == 100
+    for text in (page, md):
+        assert "Accuracy against coverage" in text and "50% (n=100)" in text
+        assert "vote:mean (configured)" in text and "length baseline (longer wins)" in text
+    lo, hi = half["ci95"]
+    assert f"<td>{half['accuracy']:.3f} [{lo:.2f}, {hi:.2f}]</td>" in page
+    # length-controlled table: both groups and the balanced figure, baseline 1 / 0 / 0.5
+    base = figures["length_controlled"]["baseline:longer"]
+    assert base["preferred_shorter"]["accuracy"] == 0.0 and base["balanced"] == 0.5
+    assert "Accuracy controlled for length" in page and "people preferred shorter" in page
+    shorter = figures["length_controlled"]["vote:mean"]["preferred_shorter"]
+    assert f"<td>{shorter['accuracy']:.3f} [" in page
+    # the audit's aggregates side by side
+    assert "Aggregates side by side" in page and "<td>mean</td><td>yes</td>" in page
     # agreement rows for every annotator pair
     for pw in figures["agreement"]["pairwise"]:
         assert f"<td>{pw['a']}</td><td>{pw['b']}</td>" in page
