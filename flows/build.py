@@ -47,7 +47,7 @@ from prefsynth.flows.pipeline import (
 from prefsynth.flows.runners import concurrent_model_tasks, make_task_runner, stage_resources
 
 from prefsynth import CODE_VERSION, __version__
-from prefsynth.config import BuildConfig
+from prefsynth.config import BuildConfig, FilterConfig
 from prefsynth.errors import PrefsynthError
 from prefsynth.fileio import atomic_write_text
 from prefsynth.records import Annotation, Pair
@@ -208,7 +208,12 @@ def check_build(config: BuildConfig) -> StageContext:
 
 
 def audit_build(
-    run_dir: Path, run_id: str, pairs: list[Pair], store: ShardStore, judge_keys: list[str]
+    run_dir: Path,
+    run_id: str,
+    pairs: list[Pair],
+    store: ShardStore,
+    judge_keys: list[str],
+    filter_config: FilterConfig,
 ) -> AuditSummary:
     """The agreement audit of the finished pairs (``prefsynth audit`` computes the same from
     the run folder): report in RUN_DIR/audit/, Prefect artifacts, headline for the card."""
@@ -217,7 +222,7 @@ def audit_build(
     from prefsynth.flows.artifacts import publish_artifacts
 
     judge = [a for key in judge_keys for a in store.read("judge", key, Annotation)]
-    figures = {**audit_pairs(pairs, judge), "run_id": run_id}
+    figures = {**audit_pairs(pairs, judge, filter_config), "run_id": run_id}
     title = f"Annotation audit: {run_id}"
     write_report(run_dir / "audit", figures, title)
     publish_artifacts(figures, title)
@@ -290,7 +295,7 @@ def run_build(config: BuildConfig) -> RunRecord:
             + ([run.skills.engine_usage] if run.skills else [])
         )
         judge_keys = [spec.key for spec in planned.get("judge", [])]
-        run.audit = audit_build(run_dir, run.run_id, pairs, store, judge_keys)
+        run.audit = audit_build(run_dir, run.run_id, pairs, store, judge_keys, config.filter)
         run.status = "completed"
         run.finished_at = _now()
         run.seconds = round(time.perf_counter() - t_start, 2)
