@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prefsynth.curation.voting import Aggregate, Vote, aggregate_for
+from prefsynth.curation.voting import Aggregate, Vote, aggregate_for, registered_aggregates
 
 from prefsynth.config import FilterConfig
 from prefsynth.errors import ConfigError
-from prefsynth.registry import AGGREGATES
 
 
 @dataclass
@@ -64,7 +63,7 @@ def aggregate_votes(
     reasons of those skipped. The configured aggregate's ConfigError is raised, not skipped."""
     done: dict[str, AggregateVotes] = {}
     skipped: dict[str, str] = {}
-    for name in AGGREGATES.names():
+    for name in registered_aggregates():
         try:
             aggregate = aggregate_for(config.model_copy(update={"aggregate": name}))
             done[name] = _run_aggregate(aggregate, name, [dict(r) for r in rows])

@@ -121,16 +121,27 @@ class MeanVote(Aggregate):
         return vote(margins, self.scales, self.config.uwo_lambda)
 
 
+# Aggregates that live in modules of their own and register themselves on import. They are
+# imported on first use, not at the top of this module: they import the statistics and config
+# they need, which in turn use this module, so a top-level import would be a cycle.
+BUILTIN_AGGREGATE_MODULES = ("prefsynth.curation.label_model", "prefsynth.curation.calibration")
+
+
+def registered_aggregates() -> list[str]:
+    """Every aggregate's name, the built-in modules' included."""
+    import importlib
+
+    for module in BUILTIN_AGGREGATE_MODULES:
+        importlib.import_module(module)
+    return AGGREGATES.names()
+
+
 def aggregate_for(config: FilterConfig) -> Aggregate:
     """The configured aggregate (``filter.aggregate``); an unknown name is a ConfigError."""
+    registered_aggregates()
     try:
         cls: Any = AGGREGATES.get(config.aggregate)
     except ConfigError as e:
         raise ConfigError(f"filter.aggregate: {e}") from None
     aggregate: Aggregate = cls(config)
     return aggregate
-
-
-# Built-in aggregates defined in their own modules register on import.
-from prefsynth.curation import calibration as _calibration  # noqa: E402,F401  (registers "calibrated")
-from prefsynth.curation import label_model as _label_model  # noqa: E402,F401  (registers "label_model")
