@@ -27,9 +27,10 @@ the chosen is more likely better and |mu| is confidence; sigma = sqrt(1 - mu²) 
 posterior (0 when certain, 1 at p = 1/2). sigma is then a function of mu: a ``max_sigma`` rule is
 a ``min_abs_mu`` rule in disguise with this aggregate, which is what a single posterior gives.
 
-When the model cannot be fitted (fewer than two annotators ever vote, or fewer than
-:data:`MIN_SHARED_PAIRS` pairs carry two or more votes: agreement cannot be measured), the
-aggregate falls back to the ``mean`` vote (RMS-standardised mean and spread, Secrets of RLHF II)
+When the model cannot be fitted (fewer than three annotators ever vote: with two, agreement
+cannot say which one to trust, and snorkel needs three; or fewer than :data:`MIN_SHARED_PAIRS`
+pairs carry two or more votes: agreement cannot be measured), the aggregate falls back to the
+``mean`` vote (RMS-standardised mean and spread, Secrets of RLHF II)
 for the whole dataset, and its figures say ``fitted: false`` with the reason.
 """
 
@@ -143,8 +144,9 @@ class LabelModelVote(Aggregate):
         voting = sorted({name for vote in votes for name in vote})
         shared = sum(len(vote) >= 2 for vote in votes)
         reason = None
-        if len(voting) < 2:
-            reason = f"{len(voting)} annotator(s) voted; agreement needs two or more"
+        if len(voting) < 3:
+            # with two voters, agreement cannot tell which one to trust (snorkel refuses too)
+            reason = f"{len(voting)} annotator(s) voted; the label model needs three or more"
         elif shared < MIN_SHARED_PAIRS:
             reason = f"{shared} pairs with two or more votes, fewer than {MIN_SHARED_PAIRS}"
         self.model, self.fallback = None, None

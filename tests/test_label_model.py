@@ -141,6 +141,12 @@ def test_cannot_fit_falls_back_to_the_mean_and_says_so() -> None:
     mean.fit(single)
     assert agg.vote(single[1]) == mean.vote(single[1])
 
+    # two annotators: agreement cannot say which one to trust (a build without the judge)
+    two = [{"cdr": x, "flr": -x} for x in (1.0, -2.0, 0.5) * 10]
+    _, figures = _fit(two)
+    assert not figures["label_model"]["fitted"]
+    assert figures["label_model"]["not_fitted_because"].startswith("2 annotator")
+
     few, _ = _synthetic(MIN_SHARED_PAIRS - 1, PLANTED, seed=4)
     _, figures = _fit(few)
     assert not figures["label_model"]["fitted"]
