@@ -12,7 +12,12 @@ fires decides (docs/methods.md §13):
 4. ``uncertain`` — sigma above ``max_sigma``;
 5. ``low_confidence`` — with a calibrated aggregate (``filter.calibration``), the confidence
    |mu| = |2p - 1| below ``min_confidence`` (a number, or the calibration file's threshold);
-6. ``weak_preference`` — |mu| below ``min_abs_mu``, or mu == 0.
+6. ``weak_preference`` — |mu| below ``min_abs_mu``, or mu == 0;
+7. ``below_kept_share`` — with ``keep_share``, the pair is not among the ``keep_share`` of voted
+   candidates the aggregate is surest of (its ``confidence``: for the mean vote |mu| minus
+   ``uwo_lambda`` times sigma², the uncertainty-weighted strength of the oriented pair). A
+   share, not a number, because margins are standardised per dataset: one threshold means
+   different things on different data.
 
 Filtering only sets ``status`` and ``reason``: every pair, kept or dropped, is written.
 """
@@ -63,7 +68,20 @@ def min_confidence(config: FilterConfig, aggregate: Aggregate) -> float | None:
     return config.min_confidence
 
 
-def _decide(pair: Pair, config: FilterConfig, confidence: float | None = None) -> Pair:
+def top_share(scores: list[float], share: float | None) -> set[int]:
+    """Indices of the ``share`` of ``scores`` that rank highest: round(share * n) of them,
+    half up; equal scores keep their input order, so the cut is deterministic. All of them
+    when ``share`` is None."""
+    if share is None:
+        return set(range(len(scores)))
+    count = int(share * len(scores) + 0.5)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties by position
+    return set(order[:count])
+
+
+def _decide(
+    pair: Pair, config: FilterConfig, confidence: float | None = None, in_share: bool = True
+) -> Pair:
     mu = pair.mu or 0.0
     if mu < 0:
         if config.negative == "flip" and mu <= config.flip_below:
@@ -84,6 +102,8 @@ def _decide(pair: Pair, config: FilterConfig, confidence: float | None = None) -
         reason = "low_confidence"
     elif mu == 0 or abs(mu) < config.min_abs_mu:
         reason = "weak_preference"
+    elif not in_share:
+        reason = "below_kept_share"
     if reason:
         return pair.model_copy(update={"status": "dropped", "reason": reason})
     return pair.model_copy(update={"status": "kept", "reason": "flipped" if pair.flipped else None})
@@ -111,6 +131,8 @@ def vote_and_filter(
     fitted = aggregate.fit([p.annotator_margins for p in candidates])
     confidence = min_confidence(config, aggregate)
     by_id: dict[str, Pair] = {}
+    voted: list[Pair] = []
+    ranking: list[float] = []
     for p in candidates:
         v = aggregate.vote(p.annotator_margins)
         if v is None:
@@ -118,19 +140,24 @@ def vote_and_filter(
                 update={"status": "dropped", "reason": "weak_preference", "n_voters": 0}
             )
             continue
-        voted = p.model_copy(
-            update={
-                "standardized_margins": v.standardized,
-                "mu": v.mu,
-                "sigma": v.sigma,
-                "wco": v.wco,
-                "uwo": v.uwo,
-                "n_voters": v.n_voters,
-                "n_agree": v.n_agree,
-                "margin": v.mu,
-            }
+        voted.append(
+            p.model_copy(
+                update={
+                    "standardized_margins": v.standardized,
+                    "mu": v.mu,
+                    "sigma": v.sigma,
+                    "wco": v.wco,
+                    "uwo": v.uwo,
+                    "n_voters": v.n_voters,
+                    "n_agree": v.n_agree,
+                    "margin": v.mu,
+                }
+            )
         )
-        by_id[p.pair_id] = _decide(voted, config, confidence)
+        ranking.append(aggregate.confidence(v))
+    in_share = top_share(ranking, config.keep_share)
+    for i, p in enumerate(voted):
+        by_id[p.pair_id] = _decide(p, config, confidence, i in in_share)
     final = [by_id.get(p.pair_id, p) for p in pairs]
     dropped: dict[str, int] = {}
     for p in final:

@@ -120,6 +120,12 @@ class MeanVote(Aggregate):
     def vote(self, margins: Mapping[str, float]) -> Vote | None:
         return vote(margins, self.scales, self.config.uwo_lambda)
 
+    def confidence(self, vote: Vote) -> float:
+        """Strength net of disagreement: |mu| - lambda * sigma², the uncertainty-weighted
+        optimisation (UWO) score of the pair oriented by mu, with ``filter.uwo_lambda``. Two
+        pairs of equal |mu| rank by how much their voters agree."""
+        return abs(vote.mu) - self.config.uwo_lambda * vote.sigma**2
+
 
 # Aggregates that live in modules of their own and register themselves on import. They are
 # imported on first use, not at the top of this module: they import the statistics and config

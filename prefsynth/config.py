@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prefsynth.errors import ConfigError
@@ -736,6 +737,15 @@ class FilterConfig(StrictModel):
         "min_confidence 'calibration' unless they are set",
         json_schema_extra={"keyed_when_set": True},
     )
+    keep_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="keep at most this share of the voted pairs, those the aggregate is surest "
+        "of (its confidence; for the mean vote |mu| - uwo_lambda * sigma^2); the rest are "
+        "dropped as below_kept_share. null: no such cut",
+        json_schema_extra={"keyed_unless": None},
+    )
     min_confidence: float | Literal["calibration"] | None = Field(
         None,
         description="drop pairs whose calibrated confidence |2p - 1| is below this "
@@ -968,11 +978,9 @@ class BuildConfig(StrictModel):
         for name, value in dumped.items():
             uses = _uses(fields[name]) if name in fields else None
             attr = getattr(section, name, None)
-            extra = fields[name].json_schema_extra if name in fields else None
-            # a setting added after shard keys existed enters a key only when it is set to
-            # something else than its default, so existing stores stay valid
-            keyed_when_set = isinstance(extra, dict) and extra.get("keyed_when_set")
-            if keyed_when_set and attr == fields[name].default:
+            # a setting added after shard keys existed stays out of keys at the value that
+            # reproduces the old behaviour, so existing stores stay valid
+            if name in fields and _left_out_of_keys(fields[name], attr):
                 continue
             if uses is not None:
                 out[uses.legacy or name] = legacy_engine_dict(self.engine_spec(attr))
@@ -997,6 +1005,23 @@ class BuildConfig(StrictModel):
         return self.store_dir or (self.run_dir() / "shards")
 
 
+def _left_out_of_keys(info: FieldInfo, value: Any) -> bool:
+    """Whether a setting added after shard keys existed stays out of keys (and the run folder
+    name) at this value, so existing stores stay valid:
+
+    * ``keyed_when_set``: left out while it has its default;
+    * ``keyed_unless: V``: left out while it equals V, the value that reproduces the behaviour
+      from before the setting existed. Used where the default itself changes what a build
+      writes: the default then enters the key (the old shards do not hold it) and V does not.
+    """
+    extra = info.json_schema_extra
+    if not isinstance(extra, dict):
+        return False
+    if extra.get("keyed_when_set") and value == info.default:
+        return True
+    return "keyed_unless" in extra and value == extra["keyed_unless"]
+
+
 def _without_unset_keyed(node: Any, dumped: Any) -> Any:
     """``dumped`` (the JSON dump of ``node``) without the ``keyed_when_set`` fields that have
     their default, at any depth."""
@@ -1005,9 +1030,8 @@ def _without_unset_keyed(node: Any, dumped: Any) -> Any:
         out = {}
         for name, value in dumped.items():
             info = fields.get(name)
-            extra = info.json_schema_extra if info is not None else None
             attr = getattr(node, name, None)
-            if isinstance(extra, dict) and extra.get("keyed_when_set") and attr == info.default:  # type: ignore[union-attr]
+            if info is not None and _left_out_of_keys(info, attr):
                 continue
             out[name] = _without_unset_keyed(attr, value)
         return out

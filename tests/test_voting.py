@@ -204,3 +204,70 @@ def test_a_registered_aggregate_replaces_the_mean_vote() -> None:
     assert [p.status for p in mean] == ["kept", "kept"] and figures["aggregate"] == "mean"
     with pytest.raises(ConfigError, match=r"filter\.aggregate: unknown aggregate 'nope'"):
         vote_and_filter(pairs, [], FilterConfig(aggregate="nope"))
+
+
+def test_mean_confidence_is_strength_net_of_disagreement() -> None:
+    from prefsynth.curation.voting import MeanVote
+
+    agg = MeanVote(FilterConfig(uwo_lambda=0.5))
+    agg.fit([{"cdr": 1.0, "flr": 1.0}])  # scales 1
+    agreeing = agg.vote({"cdr": 1.0, "flr": 1.0})
+    split = agg.vote({"cdr": 3.0, "flr": -1.0})
+    assert agreeing is not None and split is not None
+    assert agreeing.mu == split.mu == 1.0
+    assert agg.confidence(agreeing) == pytest.approx(1.0)  # sigma 0
+    assert agg.confidence(split) == pytest.approx(1.0 - 0.5 * 2.0**2)  # sigma 2
+    assert agg.confidence(agg.vote({"cdr": -1.0, "flr": -1.0})) == pytest.approx(1.0)  # |mu|
+
+
+def test_keep_share_keeps_the_surest_share_and_says_why_the_rest_went() -> None:
+    # confidences are worked out below from the RMS-standardised margins
+    margins = [
+        {"cdr": 2.0, "flr": 2.0},  # p0 strong, agreeing
+        {"cdr": 5.0, "flr": -0.5},  # p1 a large |mu|, but its voters disagree
+        {"cdr": 1.0, "flr": 1.0},  # p2
+        {"cdr": 1.0, "flr": 1.0},  # p3 ties p2
+        {"cdr": 0.5, "flr": 0.5},  # p4 confidence 0.5
+        {"cdr": -2.0, "flr": -2.0},  # p5 negative: dropped first, whatever its confidence
+        {"cdr": 0.2, "flr": 0.2},  # p6 weakest
+    ]
+    pairs = [_candidate(k, m) for k, m in enumerate(margins)]
+    final, figures = vote_and_filter(pairs, [], FilterConfig(keep_share=0.5, uwo_lambda=0.5))
+    scales = rms_scales(margins)
+    z = {k: {n: v / scales[n] for n, v in m.items()} for k, m in enumerate(margins)}
+    conf = {}
+    for k, zk in z.items():
+        mu = sum(zk.values()) / 2
+        var = sum((v - mu) ** 2 for v in zk.values()) / 2
+        conf[k] = abs(mu) - 0.5 * var
+    # round(0.5 * 7) = 4 (half up) of the 7 voted pairs form the share: by confidence
+    share = sorted(conf, key=lambda k: -conf[k])[:4]
+    assert share == [0, 5, 2, 3]  # p5's |mu| is high; p1's disagreement costs it its place
+    # by |mu| alone p1 would be in the share, ahead of p2 and p3
+    assert abs(sum(z[1].values())) > abs(sum(z[2].values()))
+    reasons = {p.pair_id: p.reason for p in final}
+    assert reasons == {
+        "p0": None,
+        "p1": "below_kept_share",
+        "p2": None,
+        "p3": None,
+        "p4": "below_kept_share",
+        "p5": "negative_mu",
+        "p6": "below_kept_share",
+    }
+    assert figures["dropped_by_reason"] == {"below_kept_share": 3, "negative_mu": 1}
+    # without a share every positive pair is kept, as before the setting existed
+    final, _ = vote_and_filter(pairs, [], FilterConfig(keep_share=None))
+    assert sum(p.status == "kept" for p in final) == 6
+
+
+def test_keep_share_enters_keys_only_where_it_changes_the_output() -> None:
+    from prefsynth.config import BuildConfig
+
+    legacy = BuildConfig().model_copy(deep=True)
+    legacy.filter = FilterConfig(keep_share=None)
+    half = BuildConfig().model_copy(deep=True)
+    half.filter = FilterConfig(keep_share=0.5)
+    assert "keep_share" not in legacy.key_view(legacy.filter)
+    assert half.key_view(half.filter)["keep_share"] == 0.5
+    assert legacy.content_hash() != half.content_hash()
