@@ -50,6 +50,7 @@ VERSION = "1"
 DATA = Path(__file__).parent / "data"
 TEMPLATES = {"choice": DATA / "judge_choice.txt", "generate": DATA / "judge_generate.txt"}
 LABELS = ("A++", "A+", "A=B", "B+", "B++")
+TIE = LABELS.index("A=B")
 STRENGTH = {"A++": 2, "A+": 1, "A=B": 0, "B+": -1, "B++": -2, "A": 1, "B": -1, "C": 0}
 CHOICE_PREFIX = "Verdict:"
 _BRACKETED = re.compile(r"\[\[\s*(A\+\+|A\+|A=B|B\+\+|B\+|A|B|C)\s*\]\]")
@@ -101,11 +102,10 @@ def apply_length_rule_probs(
     out = list(probs)
     if k is None:
         return out
-    tie = LABELS.index("A=B")
     for label, longer in (("A+", len_a - len_b), ("B+", len_b - len_a)):
         if longer > k:
             i = LABELS.index(label)
-            out[tie] += out[i]
+            out[TIE] += out[i]
             out[i] = 0.0
     return out
 
@@ -198,7 +198,7 @@ def _order(logprobs: list[float], len_a: int, len_b: int, k: int | None) -> dict
         "ruled": apply_length_rule(verdict, len_a, len_b, k),
         "logprobs": logprobs,
         "probs": probs,
-        "tie_mass_moved": None if probs is None or ruled is None else ruled[2] - probs[2],
+        "tie_mass_moved": None if probs is None or ruled is None else ruled[TIE] - probs[TIE],
         "expected": None if ruled is None else expected_strength(ruled),
     }
 
