@@ -10,6 +10,18 @@ verdict for a response longer than the other by more than K characters into a ti
 * ``conservative`` = +1/-1 only when both orders name the same winner, else 0 (FastChat);
 * ``consistent`` = both orders give the same sign (position-swap consistency).
 
+In ``mode: choice`` with ``strength: expected`` (the default) the judge's five label
+log-probabilities of each order become probabilities p_k (normalised over the label set) and an
+expected strength E = sum_k p_k s_k, s = (2, 1, 0, -1, -2); the length rule moves the
+"slightly better" label's probability to the tie. The score is (E1 - E2) / 2 with E2 the
+strength for position A of the swapped order: balanced position calibration (Wang et al. 2023,
+"Large Language Models are not Fair Evaluators"). A judge that always prefers position A by a
+constant amount adds it to E1 and to E2 alike, so it cancels in the score, while the argmax of
+such a judge is the same label in both orders and its score is 0 whatever it read. The argmax
+verdicts (``verdict_order*``, ``strength_order*``, ``conservative``, ``consistent``,
+``score_argmax``) and the label log-probabilities and probabilities are kept as evidence.
+``strength: argmax`` is the judge before calibration, unchanged (constrained generation).
+
 A reply the parser cannot read is an abstention (``status="abstain"``), never a tie; the raw
 text of both orders is always kept. Candidate texts are sanitised of judge-template markers
 (``[[...]]``, section headers) so a response cannot vote for itself. A null-response canary —
@@ -19,8 +31,10 @@ for a sample of pairs; how often the judge prefers it is reported for the run.
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +50,7 @@ VERSION = "1"
 DATA = Path(__file__).parent / "data"
 TEMPLATES = {"choice": DATA / "judge_choice.txt", "generate": DATA / "judge_generate.txt"}
 LABELS = ("A++", "A+", "A=B", "B+", "B++")
+TIE = LABELS.index("A=B")
 STRENGTH = {"A++": 2, "A+": 1, "A=B": 0, "B+": -1, "B++": -2, "A": 1, "B": -1, "C": 0}
 CHOICE_PREFIX = "Verdict:"
 _BRACKETED = re.compile(r"\[\[\s*(A\+\+|A\+|A=B|B\+\+|B\+|A|B|C)\s*\]\]")
@@ -64,6 +79,40 @@ def apply_length_rule(strength: int, len_a: int, len_b: int, k: int | None) -> i
         return strength
     winner, loser = (len_a, len_b) if strength > 0 else (len_b, len_a)
     return 0 if winner - loser > k else strength
+
+
+def label_probabilities(logprobs: Sequence[float]) -> list[float] | None:
+    """Softmax of the labels' summed log-probs: the judge's distribution over the label set
+    (the labels' total likelihood mass is normalised away). None when no label is possible."""
+    top = max(logprobs)
+    if not math.isfinite(top):
+        return None
+    weights = [math.exp(v - top) for v in logprobs]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def apply_length_rule_probs(
+    probs: Sequence[float], len_a: int, len_b: int, k: int | None
+) -> list[float]:
+    """The WildBench length rule on a distribution over :data:`LABELS`: when A is longer than B
+    by more than K characters, the probability of "A slightly better" (``A+``) moves to the
+    tie (``A=B``); the same for ``B+`` when B is the longer one. "Much better" keeps its mass,
+    as the argmax rule keeps a ``++`` verdict."""
+    out = list(probs)
+    if k is None:
+        return out
+    for label, longer in (("A+", len_a - len_b), ("B+", len_b - len_a)):
+        if longer > k:
+            i = LABELS.index(label)
+            out[TIE] += out[i]
+            out[i] = 0.0
+    return out
+
+
+def expected_strength(probs: Sequence[float]) -> float:
+    """E = sum_k p_k s_k over :data:`LABELS` with s = (2, 1, 0, -1, -2): the strength for A."""
+    return sum(p * STRENGTH[label] for p, label in zip(probs, LABELS, strict=True))
 
 
 def combine(s1: int | None, s2: int | None) -> dict[str, Any]:
@@ -105,6 +154,8 @@ def judge_pairs(
     prompts = []
     for query, y1, y2 in items:
         prompts += [_prompt(engine, config, query, y1, y2), _prompt(engine, config, query, y2, y1)]
+    if config.mode == "choice" and config.strength == "expected":
+        return _judge_expected(engine, config, items, prompts)
     params = config.sampling.model_copy(
         update={"choices": [f" {label}" for label in LABELS] if config.mode == "choice" else []}
     )
@@ -134,6 +185,72 @@ def judge_pairs(
     return out
 
 
+def _order(logprobs: list[float], len_a: int, len_b: int, k: int | None) -> dict[str, Any]:
+    """One order's label log-probs -> argmax label, its strength before and after the length
+    rule, the label probabilities, the mass the length rule moved, and E for position A."""
+    best = max(range(len(LABELS)), key=logprobs.__getitem__)  # the first on a tie, as before
+    verdict = STRENGTH[LABELS[best]]
+    probs = label_probabilities(logprobs)
+    ruled = None if probs is None else apply_length_rule_probs(probs, len_a, len_b, k)
+    return {
+        "raw": f" {LABELS[best]}",  # the text constrained generation returned
+        "verdict": verdict,
+        "ruled": apply_length_rule(verdict, len_a, len_b, k),
+        "logprobs": logprobs,
+        "probs": probs,
+        "tie_mass_moved": None if probs is None or ruled is None else ruled[TIE] - probs[TIE],
+        "expected": None if ruled is None else expected_strength(ruled),
+    }
+
+
+def _judge_expected(
+    engine: Engine, config: JudgeConfig, items: list[tuple[str, str, str]], prompts: list[str]
+) -> list[dict[str, Any]]:
+    """Choice mode, ``strength: expected``: every label's log-prob in both orders (one engine
+    call), the expected strengths, their balanced average, and the argmax evidence."""
+    scores = engine.choice_logprobs(prompts, [f" {label}" for label in LABELS])
+    out = []
+    for k, (_, y1, y2) in enumerate(items):
+        o1 = _order(scores[2 * k], len(y1), len(y2), config.length_k)
+        o2 = _order(scores[2 * k + 1], len(y2), len(y1), config.length_k)
+        s1, s2 = o1["ruled"], -o2["ruled"]  # argmax strengths for y1, order 2 un-swapped
+        e1 = o1["expected"]
+        e2 = None if o2["expected"] is None else -o2["expected"]
+        argmax = combine(s1, s2)
+        out.append(
+            {
+                "raw_order1": o1["raw"],
+                "raw_order2": o2["raw"],
+                "verdict_order1": o1["verdict"],
+                "verdict_order2": o2["verdict"],
+                "strength_order1": s1,
+                "strength_order2": s2,
+                "length_rule_changed": (o1["verdict"] != o1["ruled"])
+                or (o2["verdict"] != o2["ruled"]),
+                "len_y1": len(y1),
+                "len_y2": len(y2),
+                "conservative": argmax["conservative"],
+                "consistent": argmax["consistent"],
+                "score_argmax": argmax["score"],
+                "strength": "expected",
+                "labels": list(LABELS),
+                "label_logprobs_order1": o1["logprobs"],
+                "label_logprobs_order2": o2["logprobs"],
+                "label_probs_order1": o1["probs"],
+                "label_probs_order2": o2["probs"],
+                "tie_mass_moved_order1": o1["tie_mass_moved"],
+                "tie_mass_moved_order2": o2["tie_mass_moved"],
+                # E for position A of each order (after the length rule), and for y1
+                "expected_verdict_order1": o1["expected"],
+                "expected_verdict_order2": o2["expected"],
+                "expected_strength_order1": e1,
+                "expected_strength_order2": e2,
+                "score": None if e1 is None or e2 is None else (e1 + e2) / 2,
+            }
+        )
+    return out
+
+
 def annotate_shard(
     engine: Engine, config: JudgeConfig, pairs: list[Pair], config_key: str, seed: int
 ) -> list[Annotation]:
@@ -150,6 +267,7 @@ def annotate_shard(
         "template_sha256": read_template(TEMPLATES[config.mode]).sha256,
         "sampling": config.sampling.model_dump(),
         "length_k": config.length_k,
+        "strength": config.strength if config.mode == "choice" else None,
         "canary_share": config.canary_share,
         "version": VERSION,
     }
@@ -193,8 +311,66 @@ def canary_figures(annotations: list[Annotation]) -> dict[str, Any]:
     }
 
 
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def probability_figures(evidence: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Position figures of the calibrated judge, from the evidence of judged pairs.
+
+    * from the label probabilities (before the length rule, like the argmax A-pick rate):
+      ``prob_a_pick_rate`` = share of orders with P(A wins) = p(A++) + p(A+) above P(B wins),
+      among orders where they differ; ``prob_position_consistency`` = share of pairs whose two
+      orders favour the same response (the signs of P(A wins) - P(B wins), un-swapped, equal);
+    * after removing the judge's position bias ``position_bias`` b = mean E over every judged
+      order (E for position A, after the length rule; in a position-balanced design, where
+      each pair is shown both ways, the true mean is 0): ``debiased_a_pick_rate`` = share of
+      orders with E - b > 0 among those with E != b, and ``debiased_position_consistency`` =
+      share of pairs with sign(E1 - b) = sign(-(E2 - b)). The score (E1 - E2) / 2 does not
+      depend on b.
+
+    Values are None where no row has label probabilities (generate mode, ``strength: argmax``).
+    """
+    rows = [e for e in evidence if e.get("label_probs_order1") and e.get("label_probs_order2")]
+    a_win = [LABELS.index("A++"), LABELS.index("A+")]
+    b_win = [LABELS.index("B++"), LABELS.index("B+")]
+
+    def lean(probs: list[float]) -> float:  # P(A wins) - P(B wins)
+        return sum(probs[i] for i in a_win) - sum(probs[i] for i in b_win)
+
+    leans = [(lean(e["label_probs_order1"]), lean(e["label_probs_order2"])) for e in rows]
+    decided = [x for pair in leans for x in pair if x != 0]
+    expected = [
+        (e["expected_verdict_order1"], e["expected_verdict_order2"])
+        for e in rows
+        if e.get("expected_verdict_order1") is not None
+        and e.get("expected_verdict_order2") is not None
+    ]
+    orders = [x for pair in expected for x in pair]
+    bias = sum(orders) / len(orders) if orders else None
+    shifted = [x - bias for x in orders] if bias is not None else []
+    shifted_decided = [x for x in shifted if x != 0]
+    return {
+        "prob_a_pick_rate": sum(x > 0 for x in decided) / len(decided) if decided else None,
+        "prob_position_consistency": (
+            sum(_sign(l1) == _sign(-l2) for l1, l2 in leans) / len(leans) if leans else None
+        ),
+        "position_bias": bias,
+        "debiased_a_pick_rate": (
+            sum(x > 0 for x in shifted_decided) / len(shifted_decided) if shifted_decided else None
+        ),
+        "debiased_position_consistency": (
+            sum(_sign(e1 - bias) == _sign(-(e2 - bias)) for e1, e2 in expected) / len(expected)
+            if expected and bias is not None
+            else None
+        ),
+    }
+
+
 def position_figures(annotations: list[Annotation]) -> dict[str, Any]:
-    """Position-swap consistency and the share of verdicts that pick position A."""
+    """Position-swap consistency and the share of verdicts that pick position A: from the
+    argmax verdicts (``position_consistency``, ``a_pick_rate``, as before the calibrated judge)
+    and from the label probabilities (:func:`probability_figures`)."""
     rows = [a for a in annotations if a.annotator == NAME and a.status == "ok"]
     verdicts = [
         v for a in rows for v in (a.evidence["verdict_order1"], a.evidence["verdict_order2"])
@@ -209,4 +385,5 @@ def position_figures(annotations: list[Annotation]) -> dict[str, Any]:
             sum(bool(a.evidence["consistent"]) for a in rows) / len(rows) if rows else None
         ),
         "a_pick_rate": (sum(v > 0 for v in decided) / len(decided)) if decided else None,
+        **probability_figures([a.evidence for a in rows]),
     }

@@ -428,7 +428,12 @@ def judge_figures(judge: Sequence[Annotation]) -> dict[str, Any] | None:
     Consistency is over pairs parsed in both orders and compares the signs of the un-swapped
     strengths, as the filter does (a tie in both orders is consistent). The A-pick and tie rates
     are over every parsed single-order verdict, including the parsed half of an abstention.
+    These come from the argmax verdicts; the calibrated judge's figures from its label
+    probabilities (``prob_*``, ``position_bias``, ``debiased_*``) are added by
+    :func:`prefsynth.annotators.judge.probability_figures` (None without probabilities).
     """
+    from prefsynth.annotators.judge import probability_figures
+
     rows = [a for a in judge if a.annotator == JUDGE]
     if not rows:
         return None
@@ -456,6 +461,7 @@ def judge_figures(judge: Sequence[Annotation]) -> dict[str, Any] | None:
         "verdicts": len(verdicts),
         "a_pick_rate": sum(v > 0 for v in decided) / len(decided) if decided else None,
         "tie_rate": sum(v == 0 for v in verdicts) / len(verdicts) if verdicts else None,
+        **probability_figures([a.evidence for a in rows if a.status == "ok"]),
     }
 
 

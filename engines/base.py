@@ -6,6 +6,9 @@
   assistant's answer already filled in.
 * ``logprobs(requests)`` -> for each (context, continuation), the sum and count of the
   continuation's token log-probs given the context (and optionally the per-token values).
+* ``choice_logprobs(requests, choices)`` -> for each request, the summed log-prob of every choice
+  string as its continuation (a judge's five verdict labels): the whole distribution over a
+  closed label set, where ``generate(..., choices=...)`` returns only the pick.
 * ``rewards(texts, max_length)`` -> a reward model's scalar for each rendered text; only
   reward models (``task: reward`` in the models table) have it, and they have only it and
   ``render_chat``.
@@ -164,6 +167,38 @@ class Engine(ABC):
         """Default: no cache to share, score each continuation with the full context."""
         requests = [ScoreRequest(context=context, continuation=c) for c in continuations]
         return self._logprobs(requests, per_token)
+
+    def choice_logprobs(
+        self, requests: Sequence[Chat | str], choices: Sequence[str]
+    ) -> list[list[float]]:
+        """Per request, the summed log-prob of each choice string as its continuation, in the
+        order of ``choices``.
+
+        Why beside ``generate(..., choices=...)``: a constrained generation returns only the
+        chosen string, and a judge that can be calibrated needs the likelihood of every label
+        (docs/methods.md §9). The default goes through the portable scoring hook (one
+        (request, choice) continuation each), so every backend that scores has it; the
+        transformers backend overrides it to run each context once and reuse its KV cache."""
+        if not requests:
+            return []
+        if not choices:
+            raise ValueError("choice_logprobs needs at least one choice")
+        with self._lock:
+            out = self._choice_scores(list(requests), list(choices))
+        if len(out) != len(requests) or any(len(row) != len(choices) for row in out):
+            raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of scores")
+        _record("choice_logprobs", self.info.model_id, sum(r.n_tokens for row in out for r in row))
+        return [[r.logprob_sum for r in row] for row in out]
+
+    def _choice_scores(
+        self, requests: list[Chat | str], choices: list[str]
+    ) -> list[list[ScoreResult]]:
+        """Default: score every (request, choice) pair with :meth:`_logprobs`, which each
+        backend implements (vLLM and OpenAI-compatible servers included)."""
+        flat = [ScoreRequest(context=r, continuation=c) for r in requests for c in choices]
+        scores = self._logprobs(flat, per_token=False)
+        k = len(choices)
+        return [scores[i * k : (i + 1) * k] for i in range(len(requests))]
 
     def rewards(self, texts: Sequence[str], max_length: int) -> list[float]:
         """A reward model's score of each text (rendered with :meth:`render_chat`, cut to

@@ -13,6 +13,8 @@ of a real model. Everything is deterministic:
 * ``logprobs``: the script's ``logprob(context, continuation)`` (the sum), else
   ``token_logprob`` per token. A token is a whitespace-separated word (at least one per
   continuation); per-token values split the sum evenly.
+* ``choice_logprobs``: the same ``logprob`` for every choice (the base class's portable
+  default), so a test scripts a judge's whole label distribution with one callable.
 
 Scripts are Python callables, so a test registers one under a name
 (:func:`register_script`) and a config names it (``models: {judge: {backend: fake, script:

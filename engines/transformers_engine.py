@@ -193,6 +193,17 @@ class TransformersEngine(Engine):
             )
         return out
 
+    def _choice_scores(
+        self, requests: list[Chat | str], choices: list[str]
+    ) -> list[list[ScoreResult]]:
+        """:meth:`Engine.choice_logprobs` on the batched, KV-reusing :meth:`_choice_logprobs`
+        (the same numbers as the portable default, computed once per context)."""
+        scores = self._choice_logprobs(
+            [self.chat.encode_context(r) for r in requests],
+            [self.chat.encode_continuation(c) for c in choices],
+        )
+        return [[ScoreResult(logprob_sum=t, n_tokens=n) for t, n in row] for row in scores]
+
     def _choice_logprobs(
         self, contexts: list[list[int]], choices: list[list[int]]
     ) -> list[list[tuple[float, int]]]:

@@ -577,9 +577,13 @@ NULL_RESPONSE = (
 class JudgeConfig(StrictModel):
     """LLM judge (docs/methods.md §9): every candidate pair judged in both orders, on five levels.
 
-    ``mode: choice`` constrains the verdict to the five labels (vLLM structured output, or the
-    label with the highest likelihood on backends without it); ``mode: generate`` lets the
-    judge write freely and parses the verdict, recording unparsable replies as abstentions.
+    ``mode: choice`` scores the five labels as continuations of each order's prompt;
+    ``mode: generate`` lets the judge write freely and parses the verdict, recording
+    unparsable replies as abstentions. In choice mode, ``strength: expected`` (default) turns
+    the labels' probabilities into an expected strength per order and averages the un-swapped
+    orders (balanced position calibration); ``strength: argmax`` keeps the single most likely
+    label per order (vLLM structured output, or the label with the highest likelihood), the
+    behaviour before the calibrated judge.
     """
 
     enabled: bool = True
@@ -594,6 +598,14 @@ class JudgeConfig(StrictModel):
         ge=0,
         description="a 'slightly better' win by more than K characters becomes a "
         "tie (WildBench); null disables",
+    )
+    strength: Literal["expected", "argmax"] = Field(
+        "expected",
+        description="choice mode: 'expected' = probability-weighted strength of the five "
+        "labels, averaged over both orders; 'argmax' = the most likely label's strength",
+        # judge shards written before this setting existed are the argmax ones: that value
+        # keeps their keys, any other enters the key
+        json_schema_extra={"keyed_unless": "argmax"},
     )
     max_chars: int = Field(3000, ge=100, description="responses are cut to this for the prompt")
     canary_share: float = Field(
@@ -981,6 +993,14 @@ class BuildConfig(StrictModel):
             # a setting added after shard keys existed stays out of keys at the value that
             # reproduces the old behaviour, so existing stores stay valid
             if name in fields and _left_out_of_keys(fields[name], attr):
+                continue
+            # the same for a setting whose old behaviour is not its default (judge.strength):
+            # it enters a key unless it is set to the value that reproduces the old behaviour
+            if (
+                isinstance(extra, dict)
+                and "keyed_unless" in extra
+                and attr == extra["keyed_unless"]
+            ):
                 continue
             if uses is not None:
                 out[uses.legacy or name] = legacy_engine_dict(self.engine_spec(attr))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -34,10 +35,12 @@ def sides(prompt: str) -> tuple[str, str]:
 
 
 def label_rule(pick: str) -> FakeScript:
-    """A judge in choice mode: the label ``pick(a, b)`` is the most likely continuation."""
+    """A judge in choice mode: the label ``pick(a, b)`` is the only possible continuation (the
+    others' log-prob -1000 underflows to probability 0, so the expected strength is exactly
+    the picked label's)."""
 
     def logprob(context: str, continuation: str) -> float:
-        return 0.0 if continuation.strip() == pick(*sides(context)) else -10.0
+        return 0.0 if continuation.strip() == pick(*sides(context)) else -1000.0
 
     return FakeScript(logprob=logprob)
 
@@ -120,6 +123,11 @@ def test_position_bias_is_caught_by_swap_consistency() -> None:
         "judge_abstained": 0,
         "position_consistency": 1.0,
         "a_pick_rate": 0.5,
+        "prob_a_pick_rate": 0.5,
+        "prob_position_consistency": 1.0,
+        "position_bias": 0.0,  # E = +2 and -2 in the two orders
+        "debiased_a_pick_rate": 0.5,
+        "debiased_position_consistency": 1.0,
     }
     biased_rows = judge.annotate_shard(_judge(label_rule(always_a)), cfg, pairs, "k", seed=0)
     assert [r.score for r in biased_rows] == [0.0] * 4  # +2 and -2 cancel once un-swapped
@@ -129,7 +137,17 @@ def test_position_bias_is_caught_by_swap_consistency() -> None:
         "judge_abstained": 0,
         "position_consistency": 0.0,
         "a_pick_rate": 1.0,
+        "prob_a_pick_rate": 1.0,
+        "prob_position_consistency": 0.0,
+        # E = +2 in every order: all of it is position bias, and without it every order is
+        # a tie (no order picks A; a tie in both orders is consistent, as for the argmax)
+        "position_bias": 2.0,
+        "debiased_a_pick_rate": None,
+        "debiased_position_consistency": 1.0,
     }
+    argmax = JudgeConfig(canary_share=0.0, strength="argmax")
+    legacy = judge.annotate_shard(_judge(label_rule(always_a)), argmax, pairs, "k", seed=0)
+    assert judge.position_figures(legacy)["prob_a_pick_rate"] is None  # no probabilities
 
 
 @pytest.mark.parametrize(
@@ -154,6 +172,108 @@ def test_canary_figures_count_the_null_preferences(
         "canary_null_preferred_rate": rate,
         "canary_null_wins_both_orders": both,
     }
+
+
+# --------------------------------------------------------------------------- calibrated judge
+
+LN = math.log
+# label probabilities (A++, A+, A=B, B+, B++) a scripted judge gives in each order
+ORDER1 = (0.5, 0.2, 0.1, 0.1, 0.1)  # y1 in position A
+ORDER2 = (0.1, 0.1, 0.2, 0.25, 0.35)  # y2 in position A
+
+
+def distribution_rule(
+    first: str, probs1: tuple[float, ...], probs2: tuple[float, ...]
+) -> FakeScript:
+    """A judge whose label log-probs are log(p) - 3 (unnormalised, so the judge must normalise
+    over the labels; -inf for p = 0): ``probs1`` when ``first`` stands in position A, else
+    ``probs2``."""
+
+    def logprob(context: str, continuation: str) -> float:
+        a, _ = sides(context)
+        probs = probs1 if a == first else probs2
+        p = probs[judge.LABELS.index(continuation.strip())]
+        return LN(p) - 3.0 if p > 0 else -math.inf
+
+    return FakeScript(logprob=logprob)
+
+
+def test_expected_strength_and_score_by_hand() -> None:
+    y1, y2 = "first answer", "second answer"
+    engine = _judge(distribution_rule(y1, ORDER1, ORDER2))
+    with engines.track_usage() as usage:
+        (res,) = judge.judge_pairs(engine, JudgeConfig(length_k=None), [("Q?", y1, y2)])
+    assert usage.calls["choice_logprobs"] == 1 and "generate" not in usage.calls
+    assert res["label_probs_order1"] == pytest.approx(ORDER1, abs=1e-12)
+    assert res["label_probs_order2"] == pytest.approx(ORDER2, abs=1e-12)
+    # E1 = 2(.5) + .2 - .1 - 2(.1) = 0.9; E2 (for A = y2) = .2 + .1 - .25 - 2(.35) = -0.65
+    assert res["expected_verdict_order1"] == pytest.approx(0.9)
+    assert res["expected_verdict_order2"] == pytest.approx(-0.65)
+    assert res["expected_strength_order2"] == pytest.approx(0.65)  # un-swapped, for y1
+    assert res["score"] == pytest.approx((0.9 + 0.65) / 2)
+    # argmax evidence: A++ in order 1, B++ in order 2 -> +2 for y1 in both
+    assert (res["raw_order1"], res["raw_order2"]) == (" A++", " B++")
+    assert (res["verdict_order1"], res["verdict_order2"]) == (2, -2)
+    assert res["score_argmax"] == 2.0 and res["consistent"] is True
+    assert res["tie_mass_moved_order1"] == 0.0 and res["tie_mass_moved_order2"] == 0.0
+
+
+def test_length_rule_moves_slightly_better_mass_to_the_tie() -> None:
+    y1, y2 = "a much longer first answer", "short"  # 26 vs 5 chars: y1 longer by 21 > K = 5
+    engine = _judge(distribution_rule(y1, ORDER1, ORDER2))
+    (res,) = judge.judge_pairs(engine, JudgeConfig(length_k=5), [("Q?", y1, y2)])
+    # order 1: A (y1) is the longer, p(A+) = .2 moves to the tie: E1 = 2(.5) - .1 - 2(.1) = 0.7
+    # order 2: B (y1) is the longer, p(B+) = .25 moves to the tie: E2 = .2 + .1 - 2(.35) = -0.4
+    assert res["tie_mass_moved_order1"] == pytest.approx(0.2)
+    assert res["tie_mass_moved_order2"] == pytest.approx(0.25)
+    assert res["expected_verdict_order1"] == pytest.approx(0.7)
+    assert res["expected_verdict_order2"] == pytest.approx(-0.4)
+    assert res["score"] == pytest.approx((0.7 + 0.4) / 2)
+    assert res["label_probs_order1"] == pytest.approx(ORDER1)  # evidence: before the rule
+    # a K the difference does not pass leaves the distribution alone
+    (same,) = judge.judge_pairs(engine, JudgeConfig(length_k=21), [("Q?", y1, y2)])
+    assert same["score"] == pytest.approx((0.9 + 0.65) / 2)
+
+
+def _content_judge(context: str, continuation: str) -> float:
+    """Log-probs from what A and B say (their lengths and letters) plus a pull towards A: any
+    deterministic function of the two sides will do."""
+    a, b = sides(context)
+    s = judge.STRENGTH[continuation.strip()]
+    return (
+        0.3 * s * (len(a) - len(b)) / 10 + 0.7 * (s > 0) - 0.2 * s * (a.count("e") - b.count("e"))
+    )
+
+
+@pytest.mark.parametrize(
+    ("y1", "y2"), [("one", "a longer answer here"), ("eeee", "bb"), ("x", "x")]
+)
+def test_swapping_the_responses_negates_the_score(y1: str, y2: str) -> None:
+    engine = _judge(FakeScript(logprob=_content_judge))
+    cfg = JudgeConfig(length_k=None)
+    forward, backward = judge.judge_pairs(engine, cfg, [("Q?", y1, y2), ("Q?", y2, y1)])
+    assert backward["score"] == pytest.approx(-forward["score"], abs=1e-12)
+    assert backward["expected_strength_order1"] == pytest.approx(
+        -forward["expected_strength_order2"], abs=1e-12
+    )
+    if y1 == y2:  # the same text both ways: only the pull towards A is left, and it cancels
+        assert forward["score"] == pytest.approx(0.0, abs=1e-12)
+        assert forward["expected_verdict_order1"] > 0
+
+
+def test_probability_figures_can_disagree_with_the_argmax() -> None:
+    """A judge whose most likely label is A++ in both orders while B wins on probability
+    (0.4 for A against 0.6): the argmax figures say 'always A', the probability ones do not."""
+    probs = (0.4, 0.0, 0.0, 0.3, 0.3)  # E = 0.8 - 0.3 - 0.6 = -0.1 in both orders
+    pairs = [_pair(k) for k in range(3)]
+    engine = _judge(distribution_rule(GOOD, probs, probs))
+    rows = judge.annotate_shard(engine, JudgeConfig(canary_share=0.0, length_k=None), pairs, "k", 0)
+    assert [r.score for r in rows] == pytest.approx([0.0] * 3, abs=1e-12)  # (-0.1 + 0.1) / 2
+    figures = judge.position_figures(rows)
+    assert figures["a_pick_rate"] == 1.0 and figures["position_consistency"] == 0.0
+    assert figures["prob_a_pick_rate"] == 0.0 and figures["prob_position_consistency"] == 0.0
+    assert figures["position_bias"] == pytest.approx(-0.1)
+    assert figures["debiased_a_pick_rate"] is None  # E - b = 0 in every order
 
 
 # --------------------------------------------------------------------------- a whole build

@@ -49,6 +49,8 @@ def _overrides() -> list[str]:
         "annotators.cdr.weak=tiny_b",
         "annotators.flr.model=tiny_a",
         "annotators.judge.model=tiny_a",
+        # recorded before the calibrated judge: its argmax verdicts, whose keys are unchanged
+        "annotators.judge.strength=argmax",
         "instructions.style=seed_self_instruct",
         "instructions.n=8",
         "instructions.dedup.enabled=false",

@@ -3,15 +3,23 @@ run."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from prefsynth.annotators import judge
-from prefsynth.engines import Completion, Engine, ScoreRequest, ScoreResult, get_engine
+from prefsynth.engines import (
+    Completion,
+    Engine,
+    ScoreRequest,
+    ScoreResult,
+    get_engine,
+    track_usage,
+)
 
-from prefsynth.config import JudgeConfig, TransformersSpec
+from prefsynth.config import JudgeConfig, TransformersSpec, load_config
 from prefsynth.records import Message, ModelRef, Pair, SamplingParams
 
 
@@ -162,7 +170,13 @@ def test_judge_shard_on_a_tiny_model(tiny_models: dict[str, Path], mode: str) ->
         if mode == "choice":  # constrained: always one of the labels, never an abstention
             assert r.status == "ok"
             assert ev["raw_order1"].strip() in judge.LABELS
-        if r.status == "ok":
+        if r.status == "ok" and mode == "choice":  # the calibrated judge (strength: expected)
+            assert sum(ev["label_probs_order1"]) == pytest.approx(1.0)
+            assert r.score == pytest.approx(
+                (ev["expected_strength_order1"] + ev["expected_strength_order2"]) / 2
+            )
+            assert ev["score_argmax"] == (ev["strength_order1"] + ev["strength_order2"]) / 2
+        elif r.status == "ok":
             assert r.score == (ev["strength_order1"] + ev["strength_order2"]) / 2
         else:
             assert r.score is None and r.reason == "unparsable_verdict"
@@ -170,3 +184,91 @@ def test_judge_shard_on_a_tiny_model(tiny_models: dict[str, Path], mode: str) ->
     assert figures["canary_pairs"] == sum(r.status == "ok" for r in canaries)
     pos = judge.position_figures(rows)
     assert pos["judged_pairs"] + pos["judge_abstained"] == 3
+
+
+# --------------------------------------------------------------------------- calibrated judge
+
+
+def test_label_probabilities_expected_strength_and_probabilistic_length_rule() -> None:
+    probs = judge.label_probabilities([math.log(p) - 7.0 for p in (0.4, 0.3, 0.1, 0.1, 0.1)])
+    assert probs == pytest.approx([0.4, 0.3, 0.1, 0.1, 0.1], abs=1e-12)
+    assert judge.expected_strength(probs) == pytest.approx(0.8 + 0.3 - 0.1 - 0.2)
+    assert judge.label_probabilities([-math.inf] * 5) is None
+    rule = judge.apply_length_rule_probs
+    p = [0.4, 0.3, 0.1, 0.15, 0.05]
+    assert rule(p, 1000, 400, 500) == pytest.approx([0.4, 0.0, 0.4, 0.15, 0.05])  # A longer
+    assert rule(p, 400, 1000, 500) == pytest.approx([0.4, 0.3, 0.25, 0.0, 0.05])  # B longer
+    assert rule(p, 900, 400, 500) == p  # exactly K longer: unchanged
+    assert rule(p, 10_000, 1, None) == p  # K unset: off
+
+
+def test_strength_enters_the_judge_key_only_when_not_argmax() -> None:
+    """Judge shards written before the calibrated judge are argmax ones: ``strength: argmax``
+    keeps their keys, the new default changes them (its margins differ)."""
+    config = load_config(None, [])
+    assert config.annotators.judge.strength == "expected"
+    assert config.key_view(config.annotators.judge)["strength"] == "expected"
+    argmax = load_config(None, ["annotators.judge.strength=argmax"])
+    view = argmax.key_view(argmax.annotators.judge)
+    assert "strength" not in view
+    assert view == {
+        k: v for k, v in config.key_view(config.annotators.judge).items() if k != "strength"
+    }
+
+
+def test_argmax_strength_keeps_constrained_generation() -> None:
+    """``strength: argmax`` is the judge as before: one constrained generate call, no label
+    probabilities in the evidence, the score from the argmax verdicts."""
+    engine = _LengthJudge()
+    with track_usage() as usage:
+        (res,) = judge.judge_pairs(engine, JudgeConfig(strength="argmax"), [("q", "aaaa", "bb")])
+    assert usage.calls["generate"] == 1 and "choice_logprobs" not in usage.calls
+    assert res["score"] == 2.0 and "label_probs_order1" not in res
+
+
+def test_choice_logprobs_default_equals_the_transformers_override(
+    tiny_models: dict[str, Path],
+) -> None:
+    """The portable default (one scored continuation per request and choice) and the batched,
+    KV-reusing transformers override give the same label log-probs."""
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"]), batch_size=3))
+    requests: list[list[Message] | str] = [
+        [Message(role="user", content="Which answer is better? " * k)] for k in range(1, 4)
+    ]
+    requests.append(engine.render_chat([Message(role="user", content="Pick one.")]) + "Verdict:")
+    choices = [f" {label}" for label in judge.LABELS] + [" a longer label of several tokens"]
+    with track_usage() as usage:
+        fast = engine.choice_logprobs(requests, choices)
+    assert usage.calls["choice_logprobs"] == 1 and usage.tokens["choice_logprobs"] > 0
+    portable = Engine._choice_scores(engine, requests, choices)
+    assert len(fast) == len(requests) and all(len(row) == len(choices) for row in fast)
+    for got, want in zip(fast, portable, strict=True):
+        assert got == pytest.approx([r.logprob_sum for r in want], abs=1e-4)
+    assert len({round(v, 3) for v in fast[0]}) > 1  # the labels are told apart
+
+
+def test_audit_judge_figures_add_the_probability_figures(tiny_models: dict[str, Path]) -> None:
+    from prefsynth.curation.audit import judge_figures
+
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
+    rows = judge.annotate_shard(
+        engine, JudgeConfig(canary_share=0.0), [_pair(k) for k in range(3)], "k", 0
+    )
+    figures = judge_figures(rows)
+    assert figures is not None
+    pos = judge.position_figures(rows)
+    for key in (
+        "a_pick_rate",
+        "position_consistency",
+        "prob_a_pick_rate",
+        "prob_position_consistency",
+        "position_bias",
+        "debiased_position_consistency",
+    ):
+        assert figures[key] == pos[key], key
+    orders = [
+        e
+        for r in rows
+        for e in (r.evidence["expected_verdict_order1"], r.evidence["expected_verdict_order2"])
+    ]
+    assert figures["position_bias"] == pytest.approx(sum(orders) / len(orders))
