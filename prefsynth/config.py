@@ -994,14 +994,6 @@ class BuildConfig(StrictModel):
             # reproduces the old behaviour, so existing stores stay valid
             if name in fields and _left_out_of_keys(fields[name], attr):
                 continue
-            # the same for a setting whose old behaviour is not its default (judge.strength):
-            # it enters a key unless it is set to the value that reproduces the old behaviour
-            if (
-                isinstance(extra, dict)
-                and "keyed_unless" in extra
-                and attr == extra["keyed_unless"]
-            ):
-                continue
             if uses is not None:
                 out[uses.legacy or name] = legacy_engine_dict(self.engine_spec(attr))
             elif isinstance(attr, StrictModel):
