@@ -750,7 +750,7 @@ class FilterConfig(StrictModel):
         json_schema_extra={"keyed_when_set": True},
     )
     keep_share: float | None = Field(
-        None,
+        0.5,
         gt=0,
         le=1,
         description="keep at most this share of the voted pairs, those the aggregate is surest "

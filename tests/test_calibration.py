@@ -202,7 +202,7 @@ def test_low_confidence_rule_uses_the_files_threshold(tmp_path: Path) -> None:
     unit = calibration.scales["flr"] / calibration.weights["flr"]  # margin with logit 1
     # logits 3 (confident), 0.01 (not), -3 (negative)
     pairs = [_candidate(k, {"flr": x * unit}) for k, x in enumerate((3.0, 0.01, -3.0))]
-    config = FilterConfig(calibration=path)
+    config = FilterConfig(calibration=path, keep_share=None)  # only the calibrated threshold
     assert config.aggregate == "calibrated" and config.min_confidence == "calibration"
     final, figures = vote_and_filter(pairs, [], config)
     assert [(p.status, p.reason) for p in final] == [
@@ -213,7 +213,9 @@ def test_low_confidence_rule_uses_the_files_threshold(tmp_path: Path) -> None:
     assert abs(final[1].mu or 0) < t <= abs(final[0].mu or 0)
     assert figures["calibration"]["sha256"] and figures["weights"] == calibration.weights
     # a number overrides the file's threshold; 0 keeps the unsure pair
-    final, _ = vote_and_filter(pairs, [], FilterConfig(calibration=path, min_confidence=0.0))
+    final, _ = vote_and_filter(
+        pairs, [], FilterConfig(calibration=path, min_confidence=0.0, keep_share=None)
+    )
     assert final[1].status == "kept"
 
 

@@ -323,6 +323,7 @@ def test_a_build_on_scripted_engines_wires_judge_and_canary_into_the_vote(
             "responses.n=3",
             "instructions.dedup.enabled=false",
             "instructions.decontam.enabled=false",
+            "filter.keep_share=null",  # every pair is checked below, none cut by the share
             "output_dir=out",
         ],
     )

@@ -122,7 +122,9 @@ def _candidate(k: int, margins: dict[str, float]) -> Pair:
 def test_selectable_in_the_filter() -> None:
     margins, _ = _synthetic(80, PLANTED, seed=3)
     pairs = [_candidate(k, m) for k, m in enumerate(margins)]
-    final, figures = vote_and_filter(pairs, [], FilterConfig(aggregate="label_model"))
+    final, figures = vote_and_filter(
+        pairs, [], FilterConfig(aggregate="label_model", keep_share=None)
+    )
     assert figures["aggregate"] == "label_model" and figures["label_model"]["fitted"]
     assert figures["kept"] + figures["dropped"] == len(pairs)
     assert figures["kept"] > 0 and figures["dropped_by_reason"].get("negative_mu", 0) > 0

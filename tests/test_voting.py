@@ -200,7 +200,8 @@ def test_a_registered_aggregate_replaces_the_mean_vote() -> None:
     assert [p.mu for p in final] == [2.0, -1.0]
     assert [p.status for p in final] == ["kept", "dropped"]
     assert figures["aggregate"] == "cdr_only_test" and figures["fitted_pairs"] == 2
-    mean, figures = vote_and_filter(pairs, [], FilterConfig())  # the standardised mean
+    # the standardised mean; no kept-share cut, so both positive pairs stay
+    mean, figures = vote_and_filter(pairs, [], FilterConfig(keep_share=None))
     assert [p.status for p in mean] == ["kept", "kept"] and figures["aggregate"] == "mean"
     with pytest.raises(ConfigError, match=r"filter\.aggregate: unknown aggregate 'nope'"):
         vote_and_filter(pairs, [], FilterConfig(aggregate="nope"))
