@@ -3,14 +3,19 @@ count."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefsynth.annotators import cdr
 from prefsynth.annotators.base import items_from, to_annotations
+from prefsynth.curation.human_pairs import HumanPair
 from prefsynth.engines import ScoreRequest, get_engine
+from prefsynth.flows.evaluate import _score_pointwise, eval_flow
 
-from prefsynth.config import CDRConfig, TransformersSpec
+from prefsynth.config import CDRConfig, TransformersSpec, load_config
 from prefsynth.records import (
     GenerationProvenance,
     Instruction,
@@ -19,6 +24,7 @@ from prefsynth.records import (
     Response,
     SamplingParams,
 )
+from tests.helpers import tiny_overrides
 
 
 def _prov() -> GenerationProvenance:
@@ -262,8 +268,6 @@ def test_same_model_same_prompt_is_zero_and_prompts_make_the_contrast(engines) -
 
 
 def test_new_settings_leave_default_keys_alone(tiny_models: dict[str, Path]) -> None:
-    from prefsynth.config import load_config
-    from tests.helpers import tiny_overrides
 
     base = load_config(None, tiny_overrides(tiny_models))
     view = base.key_view(base.annotators.cdr)
@@ -279,11 +283,6 @@ def test_new_settings_leave_default_keys_alone(tiny_models: dict[str, Path]) -> 
 def test_eval_rows_keep_each_responses_evidence(tiny_models: dict[str, Path]) -> None:
     """eval-annotators caches both responses' CDR evidence (per-token log-probs when kept), so
     a run can be re-scored offline under another reward form."""
-    from prefsynth.curation.human_pairs import HumanPair
-    from prefsynth.flows.evaluate import _score_pointwise
-
-    from prefsynth.config import load_config
-    from tests.helpers import tiny_overrides
 
     cfg = load_config(
         None, [*tiny_overrides(tiny_models), "annotators.cdr.keep_token_logprobs=true"]
@@ -297,3 +296,57 @@ def test_eval_rows_keep_each_responses_evidence(tiny_models: dict[str, Path]) ->
         assert sum(s) - sum(w) == pytest.approx(ev[side]["reward_sum"], abs=1e-9)
     assert ev["first"]["reward_sum"] == ev["score_first"]
     assert row["margin"] == pytest.approx(ev["score_first"] - ev["score_second"])
+
+
+def _cdr_variants() -> Any:
+    """bench/cdr_variants.py as a module (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "cdr_variants.py"
+    spec = importlib.util.spec_from_file_location("cdr_variants", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_offline_rescoring_reproduces_the_runs_margins(
+    prefect_api_url: str, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """One eval run with per-token log-probs re-scores offline: its sum equals the stored
+    margin, and a run made with reward 'mean' agrees with the offline mean."""
+    pairs = tmp_path / "mini.jsonl"
+    rows = [
+        ("Name a fruit.", "An apple is a fruit, sweet and crisp.", "Carrots."),
+        ("What is 2+2?", "4", "It is 22, obviously, if you add them the way I like."),
+        ("Say hello in French.", "Bonjour!", "Hola"),
+    ]
+    pairs.write_text(
+        "".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in rows)
+    )
+    base = [
+        *tiny_overrides(tiny_models),
+        f"output_dir={tmp_path / 'out'}",
+        "annotators.flr.enabled=false",
+        "annotators.judge.enabled=false",
+        "annotators.cdr.keep_token_logprobs=true",
+        "annotators.cdr.prefix_tokens=32",
+    ]
+    bench = _cdr_variants()
+    runs = {}
+    for reward in ("sum", "mean"):
+        out = tmp_path / reward
+        eval_flow(
+            load_config(None, [*base, f"annotators.cdr.reward={reward}"]), str(pairs), None, 0, out
+        )
+        runs[reward] = {r["pair_id"]: r for r in bench.rescore(out)}  # checks stored == offline
+    stored = {
+        json.loads(x)["pair_id"]: json.loads(x)["margins"]["cdr"]
+        for x in (tmp_path / "mean" / "pairs.jsonl").read_text().splitlines()
+    }
+    for pid, row in runs["sum"].items():
+        assert row["margins"]["sum"] != 0
+        assert row["margins"]["mean"] == pytest.approx(stored[pid], abs=1e-9)
+        assert row["margins"]["mean"] != pytest.approx(row["margins"]["sum"], abs=1e-6)
+        assert row["margins"]["sum"] == pytest.approx(runs["mean"][pid]["margins"]["sum"])
+    lines = bench.table(list(runs["sum"].values()))
+    assert [x["form"] for x in lines] == ["-", *bench.forms()]
+    assert all(x["n"] == 3 for x in lines)
