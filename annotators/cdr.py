@@ -8,6 +8,17 @@ Each model tokenises the response with its own tokenizer; only response tokens a
 ``"mean"`` divides by the strong model's response token count (reward_hub's default). Both are
 kept in the evidence; ``score`` holds the configured one.
 
+``reward="prefix"`` sums the log-ratio over the first ``prefix_tokens`` response tokens only
+(:func:`prefix_reward`): every response longer than that contributes the same number of tokens,
+so the reward cannot grow or shrink with length alone (the pointwise form of SamPO's
+equal-token comparison, Lu et al. 2024); shorter responses sum all their tokens.
+
+Per-side prompts (``strong_system`` / ``weak_system``): each side's T(x) gets its own system
+prompt (packaged: ``criteria``, ``contrary``, in ``annotators/data/cdr_system_prompts.json``).
+With the same model on both sides this is a same-model contrastive pair, the setting of the CDR
+paper (its pairs share a family and a tokenizer): the reward is how much the criteria raise the
+response's likelihood. Both sides still score the same response tokens.
+
 Customisation (``prompting: routed``, docs/methods.md §7.2): a router model labels each prompt
 SAFETY, REASONING or CHAT (an answer it cannot parse counts as CHAT and is flagged); T(x) then
 carries that domain's system prompt with its criteria, and the user turn becomes
@@ -40,6 +51,7 @@ VERSION = "2"
 DOMAINS = ("SAFETY", "REASONING", "CHAT")
 DATA = Path(__file__).parent / "data"
 PACKAGED_DOMAINS = DATA / "cdr_domains.json"
+SYSTEM_PROMPTS = DATA / "cdr_system_prompts.json"
 ROUTER_TEMPLATE = DATA / "cdr_router.txt"
 _ROUTE = re.compile(r"\[START\]\s*(SAFETY|REASONING|CHAT)\s*\[END\]", re.I)
 
@@ -84,6 +96,43 @@ def load_domains(path: Path | None) -> DomainSet:
     if missing:
         raise InputDataError(f"CDR domains file {path}: missing domains {missing}")
     return domains
+
+
+def packaged_system_prompts() -> dict[str, str]:
+    """The packaged per-side system prompts by name (``criteria``, ``contrary``)."""
+    data = json.loads(SYSTEM_PROMPTS.read_text(encoding="utf-8"))
+    return dict(data["prompts"])
+
+
+def system_text(value: str | None) -> str | None:
+    """A ``strong_system`` / ``weak_system`` setting as text: a packaged name is looked up,
+    any other string is the prompt itself; None stays None (plain T(x))."""
+    if value is None:
+        return None
+    return packaged_system_prompts().get(value, value)
+
+
+def with_system(context: list[Message], system: str | None) -> list[Message]:
+    """``context`` with ``system`` as its system turn (before an existing one's text)."""
+    if system is None:
+        return list(context)
+    existing = [m.content for m in context if m.role == "system"]
+    text = "\n\n".join([system, *existing])
+    return [Message(role="system", content=text), *(m for m in context if m.role != "system")]
+
+
+def prefix_reward(strong: list[float], weak: list[float], k: int) -> float:
+    """Summed log-ratio over the first ``k`` response tokens of the strong model.
+
+    A response of at most ``k`` strong tokens sums all tokens of both sides (the full ratio).
+    Otherwise the weak side sums its first ``round(k * n_weak / n_strong)`` tokens, the same
+    share of its own tokenisation: exactly ``k`` when both sides share a tokenizer (a same-model
+    pair), and about the same text when they do not (tokens are spread evenly enough over a
+    response that the cut is off by a token or so; the engines report no character offsets)."""
+    if len(strong) <= k:
+        return sum(strong) - sum(weak)
+    k_weak = round(k * len(weak) / len(strong))
+    return sum(strong[:k]) - sum(weak[:k_weak])
 
 
 def parse_route(raw: str) -> str | None:
@@ -142,6 +191,13 @@ def provenance(
         "prompt_template_sha256": renderer.info.chat_template_sha256,
         "version": VERSION,
     }
+    if config.reward == "prefix":
+        prov["prefix_tokens"] = config.prefix_tokens
+    for side in ("strong_system", "weak_system"):
+        text = system_text(getattr(config, side))
+        if text is not None:
+            prov[side] = getattr(config, side)
+            prov[f"{side}_sha256"] = sha256_text(text)
     if config.prompting == "routed" and router is not None:
         domains = load_domains(config.domains_file)
         prov.update(
@@ -187,20 +243,37 @@ def score_items(
                 "rendered": renderer.render_chat(messages),
             }
     else:
+        strong_sys, weak_sys = system_text(config.strong_system), system_text(config.weak_system)
         for g in groups:
-            prompt_info[g] = {"rendered": renderer.render_chat(contexts[g])}
+            prompt_info[g] = {
+                "rendered": renderer.render_chat(with_system(contexts[g], strong_sys))
+            }
+            if weak_sys != strong_sys:
+                prompt_info[g]["rendered_weak"] = renderer.render_chat(
+                    with_system(contexts[g], weak_sys)
+                )
 
     scorable = [it for it in items if it.response.strip()]
-    requests = [
+    strong_requests = [
         ScoreRequest(context=prompt_info[it.group]["rendered"], continuation=it.response)
         for it in scorable
     ]
-    per_token = config.keep_token_logprobs
+    weak_requests = [
+        ScoreRequest(
+            context=prompt_info[it.group].get("rendered_weak", prompt_info[it.group]["rendered"]),
+            continuation=it.response,
+        )
+        for it in scorable
+    ]
+    # the prefix form needs the per-token values; they are stored only when asked for
+    per_token = config.keep_token_logprobs or config.reward == "prefix"
     keys = [it.key for it in scorable]
     strong_scores = dict(
-        zip(keys, score_isolating_errors(strong, requests, per_token), strict=True)
+        zip(keys, score_isolating_errors(strong, strong_requests, per_token), strict=True)
     )
-    weak_scores = dict(zip(keys, score_isolating_errors(weak, requests, per_token), strict=True))
+    weak_scores = dict(
+        zip(keys, score_isolating_errors(weak, weak_requests, per_token), strict=True)
+    )
 
     verdicts: dict[str, Verdict] = {}
     for it in items:
@@ -225,12 +298,21 @@ def score_items(
             "reward_sum": reward_sum,
             "reward_mean": reward_mean,
             "rendered_prompt_sha256": sha256_text(info["rendered"]),
-            **{k: v for k, v in info.items() if k != "rendered"},
+            **{k: v for k, v in info.items() if k not in ("rendered", "rendered_weak")},
         }
-        if per_token:
+        if "rendered_weak" in info:
+            evidence["weak_rendered_prompt_sha256"] = sha256_text(info["rendered_weak"])
+        if per_token and s.token_logprobs is not None and w.token_logprobs is not None:
+            evidence["reward_prefix"] = prefix_reward(
+                s.token_logprobs, w.token_logprobs, config.prefix_tokens
+            )
+        elif config.reward == "prefix":
+            verdicts[it.key] = Verdict("error", reason="the engine returned no per-token log-probs")
+            continue
+        if config.keep_token_logprobs:
             evidence["strong_token_logprobs"] = s.token_logprobs
             evidence["weak_token_logprobs"] = w.token_logprobs
-        score = reward_sum if config.reward == "sum" else reward_mean
+        score = evidence[f"reward_{config.reward}"]
         verdicts[it.key] = Verdict("ok", score=score, evidence=evidence)
     return verdicts
 
@@ -278,7 +360,13 @@ class CDR(PointwiseAnnotator):
         fps = [models[r].fingerprint for r in roles if r in models]
         routed = self.config.prompting == "routed"
         domains = load_domains(self.config.domains_file).sha256() if routed else None
-        return [self.settings(), fps, domains, VERSION]
+        identity: list[object] = [self.settings(), fps, domains, VERSION]
+        # a packaged prompt is named in the settings; its text enters here (only when set,
+        # so the keys of runs without per-side prompts stay as they were)
+        sides = [system_text(self.config.strong_system), system_text(self.config.weak_system)]
+        if any(t is not None for t in sides):
+            identity.append([sha256_text(t) if t is not None else None for t in sides])
+        return identity
 
     def score(self, items: list[Item]) -> tuple[dict[str, Verdict], dict[str, Any]]:
         from prefsynth.engines import get_engine

@@ -91,6 +91,11 @@ def _score_judge(config: BuildConfig, pairs: Sequence[HumanPair]) -> dict[str, A
 
 
 def _score_pointwise(config: BuildConfig, name: str, pairs: Sequence[HumanPair]) -> dict[str, Any]:
+    """Per pair: the margin of the first response over the second, and both verdicts' evidence.
+
+    The evidence is stored in the cached chunk (not in the chunk key), so e.g. CDR's per-token
+    log-probs (``keep_token_logprobs``) let ``bench/cdr_variants.py`` recompute the margin under
+    another reward form without calling a model."""
     items = []
     for p in pairs:
         items += [
@@ -107,7 +112,14 @@ def _score_pointwise(config: BuildConfig, name: str, pairs: Sequence[HumanPair])
             "margin": (v1.score or 0.0) - (v2.score or 0.0) if ok else None,
             "status": "ok" if ok else bad.status,
             "reason": None if ok else bad.reason,
-            "evidence": {"score_first": v1.score, "score_second": v2.score},
+            # each response's own evidence (CDR: log-prob sums, per-token values when kept)
+            # is kept, so one run can be re-scored offline under other reward forms
+            "evidence": {
+                "score_first": v1.score,
+                "score_second": v2.score,
+                "first": v1.evidence,
+                "second": v2.evidence,
+            },
         }
     return out
 

@@ -533,8 +533,29 @@ class CDRConfig(StrictModel):
     enabled: bool = True
     strong: Annotated[str, Uses()] = _alias("smollm2", "the strong model")
     weak: Annotated[str, Uses()] = _alias("gemma3", "the weak model")
-    reward: Literal["sum", "mean"] = Field(
-        "sum", description="sum over response tokens (paper code) or per-token mean (reward_hub)"
+    reward: Literal["sum", "mean", "prefix"] = Field(
+        "sum",
+        description="sum over response tokens (paper code), per-token mean (reward_hub), or "
+        "prefix: the sum over the first prefix_tokens response tokens (length-controlled)",
+    )
+    prefix_tokens: int = Field(
+        64,
+        ge=1,
+        description="reward prefix: response tokens summed (the strong model's; a shorter "
+        "response sums all its tokens)",
+        json_schema_extra={"keyed_when_set": True},
+    )
+    strong_system: str | None = Field(
+        None,
+        description="system prompt for the strong side only: a packaged name (criteria, "
+        "contrary; annotators/data/cdr_system_prompts.json) or the text itself; null: plain. "
+        "With weak_system, the same model on both sides makes a same-model contrastive pair",
+        json_schema_extra={"keyed_when_set": True},
+    )
+    weak_system: str | None = Field(
+        None,
+        description="system prompt for the weak side only (as strong_system); null: plain",
+        json_schema_extra={"keyed_when_set": True},
     )
     template: Literal["strong", "weak"] = Field(
         "strong", description="whose chat template renders T(x) for both models (paper: strong)"
@@ -551,6 +572,14 @@ class CDRConfig(StrictModel):
     )
     plain_chat: bool = Field(True, description="routed: CHAT prompts get no system prompt")
     keep_token_logprobs: bool = Field(False, description="store per-token log-probs")
+
+    @model_validator(mode="after")
+    def _side_prompts_vanilla(self) -> CDRConfig:
+        # routed prompting writes its own system turn from the router's domain; a second,
+        # per-side system prompt on top of it would be two competing instructions
+        if self.prompting == "routed" and (self.strong_system or self.weak_system):
+            raise ValueError("strong_system / weak_system need prompting 'vanilla'")
+        return self
 
 
 class FLRConfig(StrictModel):

@@ -3,14 +3,19 @@ count."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefsynth.annotators import cdr
 from prefsynth.annotators.base import items_from, to_annotations
+from prefsynth.curation.human_pairs import HumanPair
 from prefsynth.engines import ScoreRequest, get_engine
+from prefsynth.flows.evaluate import _score_pointwise, eval_flow
 
-from prefsynth.config import CDRConfig, TransformersSpec
+from prefsynth.config import CDRConfig, TransformersSpec, load_config
 from prefsynth.records import (
     GenerationProvenance,
     Instruction,
@@ -19,6 +24,7 @@ from prefsynth.records import (
     Response,
     SamplingParams,
 )
+from tests.helpers import tiny_overrides
 
 
 def _prov() -> GenerationProvenance:
@@ -188,3 +194,159 @@ def test_routed_prompting_records_route_and_keeps_properties(engines) -> None:  
     assert ann.provenance["domains_sha256"] == cdr.load_domains(None).sha256()
     with pytest.raises(ValueError, match="router"):
         _annotate(a, b, cfg, ins, rsp)
+
+
+# --- length-controlled reward and per-side prompts (docs/methods.md §7.5) ---------------------
+
+
+def test_prefix_reward_by_hand() -> None:
+    strong = [-1.0, -2.0, -3.0, -4.0]
+    # longer than k with a shared tokenizer: the first k tokens of both sides
+    assert cdr.prefix_reward(strong, [-0.5, -0.5, -0.5, -0.5], 2) == (-3.0) - (-1.0)
+    # at most k tokens: every token of both sides (the weak side may tokenise differently)
+    assert cdr.prefix_reward(strong, [-1.0, -1.0], 4) == -10.0 - (-2.0)
+    # another tokenizer: the weak side keeps the same share, round(2 * 2 / 4) = 1 token
+    assert cdr.prefix_reward(strong, [-5.0, -7.0], 2) == (-3.0) - (-5.0)
+
+
+def test_prefix_form_on_tiny_engines(engines) -> None:  # type: ignore[no-untyped-def]
+    """``reward: prefix`` is the summed log-ratio of the first prefix_tokens response tokens,
+    read from each engine's own per-token log-probs."""
+    a, b = engines
+    ins, rsp = _data()
+    cfg = CDRConfig(reward="prefix", prefix_tokens=2)
+    anns = _scores(_annotate(a, b, cfg, ins, rsp))
+    ann = anns["i1-r0"]  # "Water falls from clouds." has more than 2 tokens
+    ctx = a.render_chat([Message(role="user", content=ins[1].text or "")])
+    req = [ScoreRequest(context=ctx, continuation="Water falls from clouds.")]
+    s = a.logprobs(req, per_token=True)[0].token_logprobs
+    w = b.logprobs(req, per_token=True)[0].token_logprobs
+    assert s is not None and w is not None and len(s) == len(w) > 2
+    assert ann.score == pytest.approx(sum(s[:2]) - sum(w[:2]), abs=1e-9)
+    assert ann.score != pytest.approx(sum(s) - sum(w), abs=1e-6)
+    assert ann.evidence["reward_prefix"] == ann.score
+    assert "strong_token_logprobs" not in ann.evidence  # only kept when asked for
+    # a long prefix covers every token: then prefix equals sum
+    whole = _scores(_annotate(a, b, CDRConfig(reward="prefix", prefix_tokens=500), ins, rsp))
+    assert whole["i1-r0"].score == pytest.approx(ann.evidence["reward_sum"], abs=1e-9)
+
+
+def test_side_system_prompts_reach_their_side(engines) -> None:  # type: ignore[no-untyped-def]
+    a, b = engines
+    ins, rsp = _data()
+    cfg = CDRConfig(strong_system="criteria", weak_system="contrary")
+    ann = _scores(_annotate(a, b, cfg, ins, rsp))["i0-r0"]
+    prompts = cdr.packaged_system_prompts()
+    user = Message(role="user", content=ins[0].text or "")
+
+    def direct(engine, system: str | None) -> float:  # type: ignore[no-untyped-def]
+        msgs = [Message(role="system", content=system), user] if system else [user]
+        ctx = a.render_chat(msgs)  # the strong template renders both sides
+        return engine.logprobs([ScoreRequest(context=ctx, continuation="Blue.")])[0].logprob_sum
+
+    assert ann.evidence["strong_logprob_sum"] == pytest.approx(direct(a, prompts["criteria"]))
+    assert ann.evidence["weak_logprob_sum"] == pytest.approx(direct(b, prompts["contrary"]))
+    assert ann.evidence["weak_logprob_sum"] != pytest.approx(direct(b, prompts["criteria"]))
+    assert ann.evidence["weak_rendered_prompt_sha256"] != ann.evidence["rendered_prompt_sha256"]
+    # a string that is no packaged name is the prompt itself
+    own = _scores(_annotate(a, b, CDRConfig(strong_system="Be brief."), ins, rsp))["i0-r0"]
+    assert own.evidence["strong_logprob_sum"] == pytest.approx(direct(a, "Be brief."))
+    assert own.evidence["weak_logprob_sum"] == pytest.approx(direct(b, None))
+
+
+def test_same_model_same_prompt_is_zero_and_prompts_make_the_contrast(engines) -> None:  # type: ignore[no-untyped-def]
+    a, _ = engines
+    ins, rsp = _data()
+    same = CDRConfig(strong_system="criteria", weak_system="criteria")
+    contrast = CDRConfig(strong_system="criteria", weak_system="contrary")
+    zero = [x for x in _annotate(a, a, same, ins, rsp) if x.status == "ok"]
+    assert len(zero) == 3 and all(x.score == 0.0 for x in zero)
+    scored = [x for x in _annotate(a, a, contrast, ins, rsp) if x.status == "ok"]
+    assert len(scored) == 3 and all(x.score != 0.0 for x in scored)
+    for x in scored:  # same tokenizer: both sides score the same response tokens
+        assert x.evidence["strong_n_tokens"] == x.evidence["weak_n_tokens"]
+
+
+def test_new_settings_leave_default_keys_alone(tiny_models: dict[str, Path]) -> None:
+
+    base = load_config(None, tiny_overrides(tiny_models))
+    view = base.key_view(base.annotators.cdr)
+    assert not {"prefix_tokens", "strong_system", "weak_system"} & set(view)
+    changed = load_config(
+        None, [*tiny_overrides(tiny_models), "annotators.cdr.weak_system=contrary"]
+    )
+    assert changed.key_view(changed.annotators.cdr)["weak_system"] == "contrary"
+    with pytest.raises(ValueError, match="vanilla"):
+        CDRConfig(prompting="routed", strong_system="criteria")
+
+
+def test_eval_rows_keep_each_responses_evidence(tiny_models: dict[str, Path]) -> None:
+    """eval-annotators caches both responses' CDR evidence (per-token log-probs when kept), so
+    a run can be re-scored offline under another reward form."""
+
+    cfg = load_config(
+        None, [*tiny_overrides(tiny_models), "annotators.cdr.keep_token_logprobs=true"]
+    )
+    user = [Message(role="user", content="Name a colour.")]
+    pairs = [HumanPair("p0", user, "Blue is a colour.", "Red.", 1)]
+    row = _score_pointwise(cfg, "cdr", pairs)["p0"]
+    ev = row["evidence"]
+    for side in ("first", "second"):
+        s, w = ev[side]["strong_token_logprobs"], ev[side]["weak_token_logprobs"]
+        assert sum(s) - sum(w) == pytest.approx(ev[side]["reward_sum"], abs=1e-9)
+    assert ev["first"]["reward_sum"] == ev["score_first"]
+    assert row["margin"] == pytest.approx(ev["score_first"] - ev["score_second"])
+
+
+def _cdr_variants() -> Any:
+    """bench/cdr_variants.py as a module (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "cdr_variants.py"
+    spec = importlib.util.spec_from_file_location("cdr_variants", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_offline_rescoring_reproduces_the_runs_margins(
+    prefect_api_url: str, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """One eval run with per-token log-probs re-scores offline: its sum equals the stored
+    margin, and a run made with reward 'mean' agrees with the offline mean."""
+    pairs = tmp_path / "mini.jsonl"
+    rows = [
+        ("Name a fruit.", "An apple is a fruit, sweet and crisp.", "Carrots."),
+        ("What is 2+2?", "4", "It is 22, obviously, if you add them the way I like."),
+        ("Say hello in French.", "Bonjour!", "Hola"),
+    ]
+    pairs.write_text(
+        "".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in rows)
+    )
+    base = [
+        *tiny_overrides(tiny_models),
+        f"output_dir={tmp_path / 'out'}",
+        "annotators.flr.enabled=false",
+        "annotators.judge.enabled=false",
+        "annotators.cdr.keep_token_logprobs=true",
+        "annotators.cdr.prefix_tokens=32",
+    ]
+    bench = _cdr_variants()
+    runs = {}
+    for reward in ("sum", "mean"):
+        out = tmp_path / reward
+        eval_flow(
+            load_config(None, [*base, f"annotators.cdr.reward={reward}"]), str(pairs), None, 0, out
+        )
+        runs[reward] = {r["pair_id"]: r for r in bench.rescore(out)}  # checks stored == offline
+    stored = {
+        json.loads(x)["pair_id"]: json.loads(x)["margins"]["cdr"]
+        for x in (tmp_path / "mean" / "pairs.jsonl").read_text().splitlines()
+    }
+    for pid, row in runs["sum"].items():
+        assert row["margins"]["sum"] != 0
+        assert row["margins"]["mean"] == pytest.approx(stored[pid], abs=1e-9)
+        assert row["margins"]["mean"] != pytest.approx(row["margins"]["sum"], abs=1e-6)
+        assert row["margins"]["sum"] == pytest.approx(runs["mean"][pid]["margins"]["sum"])
+    lines = bench.table(list(runs["sum"].values()))
+    assert [x["form"] for x in lines] == ["-", *bench.forms()]
+    assert all(x["n"] == 3 for x in lines)
