@@ -36,7 +36,13 @@ def test_default_build_end_to_end(tmp_path: Path) -> None:
     n_instructions = run.rows.instructions
     assert n_instructions == BuildConfig().instructions.n
     assert train.num_rows == run.rows.pairs_kept
-    assert 2 * train.num_rows >= n_instructions, "fewer than one pair per two instructions"
+    # the default filter keeps the surer half of the voted pairs (filter.keep_share 0.5), and
+    # a best-vs-worst build votes on at most one pair per instruction
+    share = BuildConfig().filter.keep_share
+    assert share is not None
+    voted = train.num_rows + run.voting.dropped
+    assert 1 <= train.num_rows <= int(share * voted + 0.5)
+    assert 4 * train.num_rows >= n_instructions, "fewer than one pair per four instructions"
     for row in train:
         assert [m["role"] for m in row["prompt"]] == ["user"]
         assert [m["role"] for m in row["chosen"]] == ["assistant"]
