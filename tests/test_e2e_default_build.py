@@ -39,7 +39,7 @@ def test_default_build_end_to_end(tmp_path: Path) -> None:
     # the default filter keeps the surer half of the voted pairs (filter.keep_share 0.5), and
     # a best-vs-worst build votes on at most one pair per instruction
     share = BuildConfig().filter.keep_share
-    assert share is not None
+    assert share is not None and run.voting is not None
     voted = train.num_rows + run.voting.dropped
     assert 1 <= train.num_rows <= int(share * voted + 0.5)
     assert 4 * train.num_rows >= n_instructions, "fewer than one pair per four instructions"
