@@ -247,6 +247,8 @@ def test_default_filter_keys_and_run_folder_are_unchanged() -> None:
     )
     for name in ("calibration", "min_confidence", "aggregate"):
         dumped["filter"].pop(name)
+    for name in ("prefix_tokens", "strong_system", "weak_system"):  # CDR's, also added later
+        dumped["annotators"]["cdr"].pop(name)
     from prefsynth.hashing import content_key
 
     assert config.content_hash() == content_key(dumped)
