@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from prefsynth.curation.audit import wilson_interval
-from prefsynth.curation.voting import Aggregate, Vote, rms_scales
+from prefsynth.curation.voting import Aggregate, Vote, posterior_vote, rms_scales
 from pydantic import Field, ValidationError
 
 from prefsynth import __version__
@@ -484,14 +484,5 @@ class CalibratedVote(Aggregate):
         cal = self.calibration
         z = {n: v / cal.scales[n] for n, v in margins.items()}
         mu = 2 * cal.probability(margins) - 1
-        var = max(0.0, 1 - mu * mu)
-        sign = (mu > 0) - (mu < 0)
-        return Vote(
-            standardized=z,
-            mu=mu,
-            sigma=math.sqrt(var),
-            wco=min(z.values()),
-            uwo=mu - self.config.uwo_lambda * var,
-            n_voters=len(z),
-            n_agree=sum(1 for v in z.values() if sign != 0 and (v > 0) - (v < 0) == sign),
-        )
+        signs = {n: (v > 0) - (v < 0) for n, v in z.items()}
+        return posterior_vote(z, mu, self.config.uwo_lambda, signs)

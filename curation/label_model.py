@@ -37,11 +37,10 @@ for the whole dataset, and its figures say ``fitted: false`` with the reason.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
-from prefsynth.curation.voting import Aggregate, MeanVote, Vote, rms_scales
+from prefsynth.curation.voting import Aggregate, MeanVote, Vote, posterior_vote, rms_scales
 
 from prefsynth.config import FilterConfig
 from prefsynth.registry import AGGREGATES
@@ -179,14 +178,4 @@ class LabelModelVote(Aggregate):
         (votes,) = votes_of([margins])
         mu = self.model.mu(votes)
         z = {name: v / self.scales.get(name, 1.0) for name, v in margins.items()}
-        var = max(1.0 - mu * mu, 0.0)
-        sign = (mu > 0) - (mu < 0)
-        return Vote(
-            standardized=z,
-            mu=mu,
-            sigma=math.sqrt(var),
-            wco=min(z.values()),
-            uwo=mu - self.config.uwo_lambda * var,
-            n_voters=len(votes),
-            n_agree=sum(1 for v in votes.values() if sign != 0 and v == sign),
-        )
+        return posterior_vote(z, mu, self.config.uwo_lambda, votes)

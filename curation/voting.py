@@ -83,6 +83,26 @@ def vote(margins: Mapping[str, float], scales: Mapping[str, float], lam: float) 
     )
 
 
+def posterior_vote(
+    standardized: Mapping[str, float], mu: float, lam: float, signs: Mapping[str, int]
+) -> Vote:
+    """The vote of an aggregate that gives a probability p that the chosen response is better
+    (label model, calibration), with mu = 2p - 1: sigma = sqrt(1 - mu²) is the spread of the
+    ±1 label under p, uwo = mu - lam * sigma², and the voters are ``signs`` (each annotator's
+    vote, 0 for a tie, which agrees with nothing)."""
+    var = max(0.0, 1.0 - mu * mu)
+    sign = (mu > 0) - (mu < 0)
+    return Vote(
+        standardized=dict(standardized),
+        mu=mu,
+        sigma=math.sqrt(var),
+        wco=min(standardized.values()),
+        uwo=mu - lam * var,
+        n_voters=len(signs),
+        n_agree=sum(1 for s in signs.values() if sign != 0 and s == sign),
+    )
+
+
 class Aggregate(ABC):
     """How the annotators' margins on each pair become a :class:`Vote`."""
 
