@@ -38,10 +38,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prefsynth.curation.audit import probability_figures
 from prefsynth.engines import Engine
 
 from prefsynth.config import JudgeConfig
-from prefsynth.records import Annotation, Message, Pair
+from prefsynth.records import JUDGE_LABELS, Annotation, Message, Pair
 from prefsynth.templates import read_template
 
 NAME = "judge"
@@ -49,7 +50,7 @@ CANARY = "judge_canary"
 VERSION = "1"
 DATA = Path(__file__).parent / "data"
 TEMPLATES = {"choice": DATA / "judge_choice.txt", "generate": DATA / "judge_generate.txt"}
-LABELS = ("A++", "A+", "A=B", "B+", "B++")
+LABELS = JUDGE_LABELS
 TIE = LABELS.index("A=B")
 STRENGTH = {"A++": 2, "A+": 1, "A=B": 0, "B+": -1, "B++": -2, "A": 1, "B": -1, "C": 0}
 CHOICE_PREFIX = "Verdict:"
@@ -308,62 +309,6 @@ def canary_figures(annotations: list[Annotation]) -> dict[str, Any]:
         if orders
         else None,
         "canary_null_wins_both_orders": sum(a.evidence["conservative"] == -1 for a in rows),
-    }
-
-
-def _sign(x: float) -> int:
-    return (x > 0) - (x < 0)
-
-
-def probability_figures(evidence: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Position figures of the calibrated judge, from the evidence of judged pairs.
-
-    * from the label probabilities (before the length rule, like the argmax A-pick rate):
-      ``prob_a_pick_rate`` = share of orders with P(A wins) = p(A++) + p(A+) above P(B wins),
-      among orders where they differ; ``prob_position_consistency`` = share of pairs whose two
-      orders favour the same response (the signs of P(A wins) - P(B wins), un-swapped, equal);
-    * after removing the judge's position bias ``position_bias`` b = mean E over every judged
-      order (E for position A, after the length rule; in a position-balanced design, where
-      each pair is shown both ways, the true mean is 0): ``debiased_a_pick_rate`` = share of
-      orders with E - b > 0 among those with E != b, and ``debiased_position_consistency`` =
-      share of pairs with sign(E1 - b) = sign(-(E2 - b)). The score (E1 - E2) / 2 does not
-      depend on b.
-
-    Values are None where no row has label probabilities (generate mode, ``strength: argmax``).
-    """
-    rows = [e for e in evidence if e.get("label_probs_order1") and e.get("label_probs_order2")]
-    a_win = [LABELS.index("A++"), LABELS.index("A+")]
-    b_win = [LABELS.index("B++"), LABELS.index("B+")]
-
-    def lean(probs: list[float]) -> float:  # P(A wins) - P(B wins)
-        return sum(probs[i] for i in a_win) - sum(probs[i] for i in b_win)
-
-    leans = [(lean(e["label_probs_order1"]), lean(e["label_probs_order2"])) for e in rows]
-    decided = [x for pair in leans for x in pair if x != 0]
-    expected = [
-        (e["expected_verdict_order1"], e["expected_verdict_order2"])
-        for e in rows
-        if e.get("expected_verdict_order1") is not None
-        and e.get("expected_verdict_order2") is not None
-    ]
-    orders = [x for pair in expected for x in pair]
-    bias = sum(orders) / len(orders) if orders else None
-    shifted = [x - bias for x in orders] if bias is not None else []
-    shifted_decided = [x for x in shifted if x != 0]
-    return {
-        "prob_a_pick_rate": sum(x > 0 for x in decided) / len(decided) if decided else None,
-        "prob_position_consistency": (
-            sum(_sign(l1) == _sign(-l2) for l1, l2 in leans) / len(leans) if leans else None
-        ),
-        "position_bias": bias,
-        "debiased_a_pick_rate": (
-            sum(x > 0 for x in shifted_decided) / len(shifted_decided) if shifted_decided else None
-        ),
-        "debiased_position_consistency": (
-            sum(_sign(e1 - bias) == _sign(-(e2 - bias)) for e1, e2 in expected) / len(expected)
-            if expected and bias is not None
-            else None
-        ),
     }
 
 

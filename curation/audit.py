@@ -38,7 +38,7 @@ from prefsynth.curation.voting import rms
 from prefsynth.config import FilterConfig
 from prefsynth.errors import RunFolderError
 from prefsynth.hashing import content_key
-from prefsynth.records import Annotation, Pair
+from prefsynth.records import JUDGE_LABELS, Annotation, Pair
 from prefsynth.run_record import RunRecord
 from prefsynth.store import ShardStore
 
@@ -421,6 +421,62 @@ def _sample_points(rows: list[tuple[int, float]]) -> list[list[float]]:
 # --------------------------------------------------------------------------- judge, histograms
 
 
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def probability_figures(evidence: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Position figures of the calibrated judge, from the evidence of judged pairs.
+
+    * from the label probabilities (before the length rule, like the argmax A-pick rate):
+      ``prob_a_pick_rate`` = share of orders with P(A wins) = p(A++) + p(A+) above P(B wins),
+      among orders where they differ; ``prob_position_consistency`` = share of pairs whose two
+      orders favour the same response (the signs of P(A wins) - P(B wins), un-swapped, equal);
+    * after removing the judge's position bias ``position_bias`` b = mean E over every judged
+      order (E for position A, after the length rule; in a position-balanced design, where
+      each pair is shown both ways, the true mean is 0): ``debiased_a_pick_rate`` = share of
+      orders with E - b > 0 among those with E != b, and ``debiased_position_consistency`` =
+      share of pairs with sign(E1 - b) = sign(-(E2 - b)). The score (E1 - E2) / 2 does not
+      depend on b.
+
+    Values are None where no row has label probabilities (generate mode, ``strength: argmax``).
+    """
+    rows = [e for e in evidence if e.get("label_probs_order1") and e.get("label_probs_order2")]
+    a_win = [JUDGE_LABELS.index("A++"), JUDGE_LABELS.index("A+")]
+    b_win = [JUDGE_LABELS.index("B++"), JUDGE_LABELS.index("B+")]
+
+    def lean(probs: list[float]) -> float:  # P(A wins) - P(B wins)
+        return sum(probs[i] for i in a_win) - sum(probs[i] for i in b_win)
+
+    leans = [(lean(e["label_probs_order1"]), lean(e["label_probs_order2"])) for e in rows]
+    decided = [x for pair in leans for x in pair if x != 0]
+    expected = [
+        (e["expected_verdict_order1"], e["expected_verdict_order2"])
+        for e in rows
+        if e.get("expected_verdict_order1") is not None
+        and e.get("expected_verdict_order2") is not None
+    ]
+    orders = [x for pair in expected for x in pair]
+    bias = sum(orders) / len(orders) if orders else None
+    shifted = [x - bias for x in orders] if bias is not None else []
+    shifted_decided = [x for x in shifted if x != 0]
+    return {
+        "prob_a_pick_rate": sum(x > 0 for x in decided) / len(decided) if decided else None,
+        "prob_position_consistency": (
+            sum(_sign(l1) == _sign(-l2) for l1, l2 in leans) / len(leans) if leans else None
+        ),
+        "position_bias": bias,
+        "debiased_a_pick_rate": (
+            sum(x > 0 for x in shifted_decided) / len(shifted_decided) if shifted_decided else None
+        ),
+        "debiased_position_consistency": (
+            sum(_sign(e1 - bias) == _sign(-(e2 - bias)) for e1, e2 in expected) / len(expected)
+            if expected and bias is not None
+            else None
+        ),
+    }
+
+
 def judge_figures(judge: Sequence[Annotation]) -> dict[str, Any] | None:
     """Position-swap consistency, A-pick rate and tie rate of the pairwise judge.
 
@@ -430,10 +486,8 @@ def judge_figures(judge: Sequence[Annotation]) -> dict[str, Any] | None:
     are over every parsed single-order verdict, including the parsed half of an abstention.
     These come from the argmax verdicts; the calibrated judge's figures from its label
     probabilities (``prob_*``, ``position_bias``, ``debiased_*``) are added by
-    :func:`prefsynth.annotators.judge.probability_figures` (None without probabilities).
+    :func:`probability_figures` (None without probabilities).
     """
-    from prefsynth.annotators.judge import probability_figures
-
     rows = [a for a in judge if a.annotator == JUDGE]
     if not rows:
         return None

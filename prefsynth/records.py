@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefsynth.hashing import content_key
 
+#: The judge's five labels, in the order of its evidence's ``label_probs_order1/2`` lists. Core,
+#: because the judge (annotators) writes that evidence and the audit (curation) reads it.
+JUDGE_LABELS = ("A++", "A+", "A=B", "B+", "B++")
+
 
 class StrictModel(BaseModel):
     """Base for configs and records: unknown fields are errors, not silently ignored."""
