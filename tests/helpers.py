@@ -3,6 +3,7 @@ front matter). Test modules import these, never each other; fixtures live in con
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fnmatch import fnmatch
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +11,10 @@ from typing import Any
 
 import numpy as np
 import yaml
+from prefsynth.curation.voting import Aggregate, Vote
 
+from prefsynth.config import FilterConfig
+from prefsynth.errors import ConfigError
 from prefsynth.records import Annotation, ModelRef, Pair
 from prefsynth.run_record import (
     CurationFigures,
@@ -361,3 +365,19 @@ class FakeApi:
             f for f in files if any(fnmatch(f, pat) for pat in kwargs["allow_patterns"])
         )
         return SimpleNamespace(commit_url=COMMIT_URL, oid="abc123")
+
+
+class NeedsAFile(Aggregate):
+    """A toy aggregate that cannot be built without a setting the config lacks: the side-by-side
+    comparisons (evaluation, audit) must skip it with this reason."""
+
+    description = "needs a setting this config lacks"
+
+    def __init__(self, config: FilterConfig) -> None:
+        raise ConfigError("filter.calibration: no file given")
+
+    def fit(self, margins: list[Mapping[str, float]]) -> dict[str, Any]:  # pragma: no cover
+        return {}
+
+    def vote(self, margins: Mapping[str, float]) -> Vote | None:  # pragma: no cover
+        return None

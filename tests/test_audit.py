@@ -31,7 +31,7 @@ from prefsynth.curation.audit import (
 from prefsynth.errors import InputDataError, RunFolderError
 from prefsynth.records import Annotation, Pair
 from prefsynth.store import ShardStore
-from tests.helpers import JUDGE_ROWS, hand_pairs, make_pair, make_record
+from tests.helpers import JUDGE_ROWS, NeedsAFile, hand_pairs, make_pair, make_record
 
 # Two annotators, 7 items: B abstains on nothing, A abstains on item 5; item 3 is a tie for both.
 A = [1.0, 2.0, -1.0, 0.0, 0.5, None, -3.0]
@@ -547,10 +547,9 @@ def test_audit_compares_every_registered_aggregate(monkeypatch: pytest.MonkeyPat
     and one that needs a missing setting is listed as skipped with its reason."""
     from collections.abc import Mapping
 
-    from prefsynth.curation.voting import Aggregate, MeanVote, Vote
+    from prefsynth.curation.voting import MeanVote, Vote
 
     from prefsynth.config import FilterConfig
-    from prefsynth.errors import ConfigError
     from prefsynth.registry import AGGREGATES
 
     class Negated(MeanVote):
@@ -559,18 +558,6 @@ def test_audit_compares_every_registered_aggregate(monkeypatch: pytest.MonkeyPat
         def vote(self, margins: Mapping[str, float]) -> Vote | None:
             v = super().vote(margins)
             return None if v is None else Vote({}, -v.mu, v.sigma, 0.0, 0.0, v.n_voters, 0)
-
-    class NeedsAFile(Aggregate):
-        description = "needs a file"
-
-        def __init__(self, config: FilterConfig) -> None:
-            raise ConfigError("filter.calibration: no file given")
-
-        def fit(self, margins: list[Mapping[str, float]]) -> dict[str, Any]:  # pragma: no cover
-            return {}
-
-        def vote(self, margins: Mapping[str, float]) -> Vote | None:  # pragma: no cover
-            return None
 
     monkeypatch.setitem(AGGREGATES._items, "negated_test", Negated)
     monkeypatch.setitem(AGGREGATES._items, "needs_file_test", NeedsAFile)

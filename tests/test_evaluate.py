@@ -21,7 +21,7 @@ from prefsynth.flows.evaluate import eval_flow, write_pair_rows
 from prefsynth.config import FilterConfig, load_config
 from prefsynth.errors import ConfigError
 from prefsynth.registry import AGGREGATES
-from tests.helpers import tiny_overrides
+from tests.helpers import NeedsAFile, tiny_overrides
 
 PAIRS = [
     ("Name a fruit.", "An apple is a fruit.", "Carrots."),
@@ -179,19 +179,6 @@ class OnlyLength(Aggregate):
         if m is None:
             return None
         return Vote({"toy_len": m}, mu=m, sigma=0.0, wco=m, uwo=m, n_voters=1, n_agree=1)
-
-
-class NeedsAFile(Aggregate):
-    description = "needs a setting this config lacks"
-
-    def __init__(self, config: FilterConfig) -> None:
-        raise ConfigError("filter.calibration: no file given")
-
-    def fit(self, margins: list[Mapping[str, float]]) -> dict[str, Any]:  # pragma: no cover
-        return {}
-
-    def vote(self, margins: Mapping[str, float]) -> Vote | None:  # pragma: no cover
-        return None
 
 
 @pytest.fixture
