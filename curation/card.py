@@ -430,6 +430,11 @@ def _calibration_lines(run: RunRecord) -> list[str]:
     return [*lines, ""]
 
 
+def _margin_scale(run: RunRecord) -> float:
+    """The ``dataset.margin_scale`` the run wrote ``margin`` with (1 before the setting)."""
+    return float((run.config.get("dataset") or {}).get("margin_scale", 1.0))
+
+
 def _voting_section(run: RunRecord) -> list[str]:
     voting = run.voting
     dropped = run.rows.dropped_by_reason if run.rows else {}
@@ -440,8 +445,10 @@ def _voting_section(run: RunRecord) -> list[str]:
         "",
         "Every annotator is a voter; margins are standardised per annotator "
         f"({(voting and voting.standardisation) or 'n/a'}), then mu = mean, sigma = population "
-        "standard deviation. `margin` in the data is mu; `margin_<annotator>` are the "
-        "standardised margins.",
+        "standard deviation. `margin` in the data is "
+        f"{_margin_scale(run)} x mu (`dataset.margin_scale`; TRL's RewardTrainer subtracts it "
+        "inside its loss, -log sigmoid(r_chosen - r_rejected - margin)); `mu` is the vote "
+        "itself and `margin_<annotator>` are the standardised margins.",
         "",
         _table(["figure", "value"], figures) if figures else "",
         "",
@@ -587,8 +594,9 @@ def render_card(
         "Synthetic preference pairs in TRL's conversational format (`prompt`, `chosen`, "
         "`rejected`), built by prefsynth "
         f"{run.prefsynth_version}. Every row carries the ids of its instruction and "
-        "responses; `margin` is the preference strength mu (mean of the annotators' "
-        "standardised margins), `sigma` its uncertainty, `margin_<annotator>` each voter's.",
+        f"responses; `margin` is {_margin_scale(run)} x the preference strength mu (mean of "
+        "the annotators' standardised margins; TRL's reward-margin column), `sigma` its "
+        "uncertainty, `margin_<annotator>` each voter's.",
         "",
         f"- kept pairs: **{rows.pairs_kept if rows else 0}**; dropped pairs: "
         f"{rows.pairs_dropped if rows else 0} (config `dropped_pairs`)",

@@ -30,12 +30,17 @@ def _messages(role: str, text: str) -> list[dict[str, str]]:
     return [{"role": role, "content": text}]
 
 
-def trl_row(pair: Pair, voters: list[str]) -> dict[str, Any]:
-    """TRL's conversational preference columns, ids, the vote (``margin`` = mu, TRL's reward
-    margin column), and one standardised ``margin_<annotator>`` column per voter."""
+def trl_row(pair: Pair, voters: list[str], margin_scale: float = 1.0) -> dict[str, Any]:
+    """TRL's conversational preference columns, ids, the vote, and one standardised
+    ``margin_<annotator>`` column per voter.
+
+    ``margin`` = ``margin_scale`` x mu is TRL's reward-margin column: ``RewardTrainer`` adds it
+    to its loss, -log sigmoid(r_chosen - r_rejected - margin), as the reward gap a pair must
+    clear. mu is in annotator RMS units, so the scale maps it to the reward model's logits
+    (``dataset.margin_scale``, 1 by default; 0 turns the term off). ``mu`` keeps the vote."""
     if pair.chosen is None or pair.rejected is None:
         raise ValueError(f"pair {pair.pair_id} has no chosen/rejected text")
-    return {
+    row = {
         "prompt": _messages("user", pair.prompt),
         "chosen": _messages("assistant", pair.chosen),
         "rejected": _messages("assistant", pair.rejected),
@@ -47,6 +52,9 @@ def trl_row(pair: Pair, voters: list[str]) -> dict[str, Any]:
         "flipped": pair.flipped,
         "source_method": pair.source_method,
     }
+    if row["margin"] is not None:
+        row["margin"] = margin_scale * row["margin"]
+    return row
 
 
 def features(voters: list[str]) -> Any:
@@ -82,8 +90,11 @@ def sft_schema() -> Any:
     )
 
 
-def write_dataset(run_dir: Path, pairs: list[Pair], voters: list[str]) -> dict[str, int]:
-    """Write the dataset of kept pairs and the dropped pairs file; returns row counts."""
+def write_dataset(
+    run_dir: Path, pairs: list[Pair], voters: list[str], margin_scale: float = 1.0
+) -> dict[str, int]:
+    """Write the dataset of kept pairs and the dropped pairs file; returns row counts.
+    ``margin_scale``: see :func:`trl_row`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from datasets import Dataset, DatasetDict
@@ -91,7 +102,7 @@ def write_dataset(run_dir: Path, pairs: list[Pair], voters: list[str]) -> dict[s
     kept = [p for p in pairs if p.status == "kept"]
     dropped = [p for p in pairs if p.status != "kept"]
     feats = features(voters)
-    rows = [trl_row(p, voters) for p in kept]
+    rows = [trl_row(p, voters, margin_scale) for p in kept]
     train = (
         Dataset.from_list(rows, features=feats)
         if rows

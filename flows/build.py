@@ -282,7 +282,9 @@ def run_build(config: BuildConfig) -> RunRecord:
 
         t0 = time.perf_counter()
         pairs = store.read("vote", planned["vote"][0].key, Pair)
-        written = write_dataset(run_dir, pairs, config.annotators.enabled())
+        written = write_dataset(
+            run_dir, pairs, config.annotators.enabled(), config.dataset.margin_scale
+        )
         summaries = run.stage_summaries()
         run.rows = _rows(summaries, pairs)
         finish = summaries["responses"].counts

@@ -854,6 +854,20 @@ class PublishConfig(StrictModel):
     max_retries: int = Field(5, ge=0)
 
 
+class DatasetConfig(StrictModel):
+    """How kept pairs are written (``dataset/``, ``data/train.parquet``; docs/methods.md §14)."""
+
+    margin_scale: float = Field(
+        1.0,
+        ge=0,
+        description="the dataset's `margin` column is margin_scale * mu. TRL's RewardTrainer "
+        "reads it into its loss, -log sigmoid(r_chosen - r_rejected - margin), so it is the "
+        "reward gap (in the reward model's logits) a pair must clear; mu is in annotator RMS "
+        "units (mean of the standardised margins). 0 turns the margin term off",
+        json_schema_extra={"keyed_when_set": True},
+    )
+
+
 class BuildConfig(StrictModel):
     """A whole build. Everything that changes an output is here and in the dataset card."""
 
@@ -888,6 +902,9 @@ class BuildConfig(StrictModel):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     task_runner: TaskRunnerConfig = Field(default_factory=TaskRunnerConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    dataset: DatasetConfig = Field(
+        default_factory=DatasetConfig, json_schema_extra={"keyed_when_set": True}
+    )
 
     @field_validator("models", mode="before")
     @classmethod
@@ -1058,7 +1075,7 @@ def _left_out_of_keys(info: FieldInfo, value: Any) -> bool:
     extra = info.json_schema_extra
     if not isinstance(extra, dict):
         return False
-    if extra.get("keyed_when_set") and value == info.default:
+    if extra.get("keyed_when_set") and value == info.get_default(call_default_factory=True):
         return True
     return "keyed_unless" in extra and value == extra["keyed_unless"]
 

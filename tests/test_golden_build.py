@@ -2,7 +2,7 @@
 declaration per stage, the models table, the run record). A change of layout must not change
 what a build writes: the same shard keys per stage (so an existing shard store stays valid),
 the same pair ids, texts, statuses and reasons, the same judge verdicts, and the same margins
-to 1e-4 (float32 summation order; see MARGIN_TOL).
+to 1e-3 (float32 summation order and CPU kernels; see MARGIN_TOL).
 
 The tiny models are built from a fixed seed and referred to by relative folder names, so the
 model ids that enter the shard keys (and therefore the pair ids) are the same on every machine.
@@ -28,9 +28,11 @@ from tests.helpers import tiny_model
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_tiny_build.json"
 # The same code, CPU and thread count compute bit-identical float32 sums. A different torch
 # thread count (OMP_NUM_THREADS=1 against the 2 a 2-core machine uses) changes the BLAS summation
-# order: measured 6.1e-6 on one standardised margin. 1e-4 absorbs that and still catches any real
-# change of method (a changed annotator or vote moves margins by 1e-2 and more).
-MARGIN_TOL = 1e-4
+# order: measured 6.1e-6 on one standardised margin. A different CPU changes the kernels: the
+# recording was made on AVX2, and an AVX-512 (avx512_bf16) machine measured 1.13e-4 on one
+# standardised FLR margin, with 1 thread. 1e-3 absorbs both and still catches any real change of
+# method (a changed annotator or vote moves margins by 1e-2 and more).
+MARGIN_TOL = 1e-3
 
 
 def _overrides() -> list[str]:
