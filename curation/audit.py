@@ -719,6 +719,8 @@ def audit_run(run_dir: Path) -> dict[str, Any]:
     ids = {p.pair_id for p in pairs}
     judge = [a for k in judge_keys for a in store.read("judge", k, Annotation) if a.pair_id in ids]
     figures = audit_pairs(pairs, judge, _filter_config(run.config))
+    if run.response_gate is not None:
+        figures["response_gate"] = run.response_gate.model_dump()
     figures["run_id"] = run.run_id
     figures["source"] = {
         "run_dir": str(run_dir),

@@ -430,6 +430,21 @@ def _calibration_lines(run: RunRecord) -> list[str]:
     return [*lines, ""]
 
 
+def _gate_lines(run: RunRecord) -> list[str]:
+    """The response gate's counts by reason, and what flagged responses may become."""
+    gate = run.response_gate
+    if gate is None:
+        return ["- response gate: off (`gate.enabled: false`); any response may be chosen"]
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(gate.by_reason.items())) or "none"
+    role = "may be rejected, never chosen" if gate.flagged_as_rejected else "enter no pair"
+    return [
+        f"- response gate: {gate.flagged} of {gate.checked} responses flagged ({reasons}); "
+        f"flagged responses {role}. Kept pairs with a flagged rejected response: "
+        f"{gate.kept_with_flagged_rejected}; with a flagged chosen one: "
+        f"{gate.kept_with_flagged_chosen}"
+    ]
+
+
 def _margin_scale(run: RunRecord) -> float:
     """The ``dataset.margin_scale`` the run wrote ``margin`` with (1 before the setting)."""
     return float((run.config.get("dataset") or {}).get("margin_scale", 1.0))
@@ -603,6 +618,7 @@ def render_card(
         f"- instructions: {rows.instructions if rows else 0} written, "
         f"{rows.instructions_ok if rows else 0} usable; responses: {rows.responses if rows else 0} "
         f"({run.responses_cut_by_length or 0:.1%} cut by the length limit)",
+        *_gate_lines(run),
         f"- licence: `{front['license']}`"
         + (f" ({front['license_name']})" if "license_name" in front else "")
         + " (from the models that wrote the text; see Models)",

@@ -6,7 +6,9 @@ voters (:mod:`prefsynth.curation.voting`). Rules then run in a fixed order and t
 fires decides (docs/methods.md §13):
 
 1. ``negative_mu`` — mu < 0: dropped, or (``negative: flip``, mu <= ``flip_below``) flipped:
-   chosen and rejected swap, margins negate, and the pair goes on through the other rules;
+   chosen and rejected swap, margins negate, and the pair goes on through the other rules. A
+   pair whose rejected response the gate flagged is never flipped (it is dropped), so a flagged
+   response never becomes chosen;
 2. ``judge_inconsistent`` / ``judge_abstained`` — with ``require_judge_consistency``;
 3. ``annotators_disagree`` — fewer than ``min_agreeing`` voters share mu's sign;
 4. ``uncertain`` — sigma above ``max_sigma``;
@@ -84,6 +86,9 @@ def _decide(
 ) -> Pair:
     mu = pair.mu or 0.0
     if mu < 0:
+        if pair.rejected_flag is not None:
+            # flipping would make a response the gate flagged the chosen one
+            return pair.model_copy(update={"status": "dropped", "reason": "negative_mu"})
         if config.negative == "flip" and mu <= config.flip_below:
             pair = _flip(pair)
             mu = pair.mu or 0.0

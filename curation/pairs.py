@@ -12,7 +12,10 @@ statistics (each shard decides alone). Strategies (docs/methods.md §11):
 
 Responses with equal text (after trimming whitespace) count once, so a pair never has
 chosen == rejected. A consensus gap at or below ``min_margin`` is a tie: dropped with reason
-``tie``; fewer than two distinct scored responses: ``too_few_responses``. Each candidate carries
+``tie``; fewer than two distinct scored responses: ``too_few_responses``. A response the gate
+flagged is never chosen (the best acceptable response is), may be rejected
+(``gate.flagged_as_rejected``), and an instruction whose responses are all flagged is dropped as
+``no_acceptable_response``. Each candidate carries
 every pointwise annotator's raw margin (score(chosen) - score(rejected)) for the vote; ``chosen``
 is set whenever there is a best response, and is the SFT view's answer (PiKa's selection).
 """
@@ -50,17 +53,24 @@ def consensus_scores(
     return {rid: sum(z) / len(z) for rid, z in totals.items()}
 
 
+Ranked = tuple[Response, float]
+
+
 def _pairs_for(
-    strategy: str, ranked: list[tuple[Response, float]], rng: random.Random
-) -> list[tuple[tuple[Response, float], tuple[Response, float]]]:
-    best = ranked[0]
+    strategy: str, ranked: list[Ranked], rng: random.Random, flags: dict[str, str]
+) -> list[tuple[Ranked, Ranked]]:
+    """(winner, loser) pairs of one instruction; a winner is never a flagged response, so the
+    best is the best *acceptable* one, and UPO's top half keeps only acceptable winners."""
+    acceptable = [c for c in ranked if c[0].response_id not in flags]
+    best = acceptable[0]
+    others = [c for c in ranked if c is not best]
     if strategy == "best_vs_worst":
-        return [(best, ranked[-1])]
+        return [(best, others[-1])]
     if strategy == "best_vs_random":
-        return [(best, rng.choice(ranked[1:]))]
+        return [(best, rng.choice(others))]
     half = len(ranked) // 2
     top, bottom = ranked[: len(ranked) - half], ranked[len(ranked) - half :]
-    return [(w, loser) for w in top for loser in bottom if w is not loser]
+    return [(w, loser) for w in top if w in acceptable for loser in bottom if w is not loser]
 
 
 def build_pairs(
@@ -70,8 +80,16 @@ def build_pairs(
     annotations: list[Annotation],
     config_key: str,
     rank_by: list[str],
+    flags: dict[str, str] | None = None,
+    flagged_as_rejected: bool = True,
 ) -> list[Pair]:
-    """Candidate (or dropped) pairs for every kept instruction of a shard."""
+    """Candidate (or dropped) pairs for every kept instruction of a shard.
+
+    ``flags``: response_id -> the gate's reason (:mod:`prefsynth.curation.response_gate`). A
+    flagged response is never chosen; with ``flagged_as_rejected`` it may be the rejected side
+    (marked in ``rejected_flag``), else it enters no pair. An instruction with no acceptable
+    response is dropped as ``no_acceptable_response``."""
+    flags = flags or {}
     scores: dict[str, dict[str, float]] = defaultdict(dict)
     for a in annotations:
         if a.annotator in rank_by and a.status == "ok" and a.score is not None:
@@ -88,7 +106,8 @@ def build_pairs(
         distinct: list[Response] = []
         for r in by_instruction.get(ins.instruction_id, []):
             key = r.text.strip()
-            if r.response_id in scores and key not in seen:
+            usable = flagged_as_rejected or r.response_id not in flags
+            if r.response_id in scores and key not in seen and usable:
                 seen.add(key)
                 distinct.append(r)
         consensus = consensus_scores(
@@ -102,8 +121,18 @@ def build_pairs(
             "source_method": ins.method,
             "n_candidates": len(distinct),
         }
+        if len(ranked) >= 2 and all(r.response_id in flags for r, _ in ranked):
+            pairs.append(
+                Pair(
+                    **base,
+                    pair_id=Pair.make_id(ins.instruction_id, config_key),
+                    status="dropped",
+                    reason="no_acceptable_response",
+                )
+            )
+            continue
         if len(ranked) < 2:
-            only = ranked[0] if ranked else None
+            only = ranked[0] if ranked and ranked[0][0].response_id not in flags else None
             pairs.append(
                 Pair(
                     **base,
@@ -117,7 +146,7 @@ def build_pairs(
             )
             continue
         rng = random.Random(f"{config_key}:{ins.instruction_id}")
-        for slot, (win, lose) in enumerate(_pairs_for(config.strategy, ranked, rng)):
+        for slot, (win, lose) in enumerate(_pairs_for(config.strategy, ranked, rng, flags)):
             gap = win[1] - lose[1]
             tie = gap <= config.min_margin
             margins = {
@@ -139,6 +168,7 @@ def build_pairs(
                     annotator_margins=margins,
                     len_chosen=len(win[0].text),
                     len_rejected=len(lose[0].text),
+                    rejected_flag=flags.get(lose[0].response_id),
                     status="dropped" if tie else "candidate",
                     reason="tie" if tie else None,
                 )

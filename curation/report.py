@@ -207,6 +207,20 @@ def _filter_blocks(figures: dict[str, Any]) -> list[Block]:
     return blocks
 
 
+def _gate_blocks(figures: dict[str, Any]) -> list[Block]:
+    """The response gate (docs/methods.md §10.1): flagged responses by reason."""
+    gate = figures.get("response_gate")
+    if not gate:
+        return []
+    counts = [(k, v) for k, v in gate.items() if k != "by_reason"]
+    blocks = [Block(heading="Response gate"), Block(table=_kv_table(counts))]
+    reasons = gate.get("by_reason") or {}
+    if reasons:
+        rows = [[reason, fmt(n)] for reason, n in sorted(reasons.items())]
+        blocks.append(Block(table=Table(["flag reason", "responses"], rows)))
+    return blocks
+
+
 ACCURACY_HEADER = [
     "n",
     "accuracy",
@@ -384,6 +398,7 @@ def report_blocks(figures: dict[str, Any], title: str, images: set[str]) -> list
     blocks += _length_blocks(figures, images)
     blocks += _strength_blocks(images)
     blocks += _filter_blocks(figures)
+    blocks += _gate_blocks(figures)
     return blocks
 
 

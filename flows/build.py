@@ -50,13 +50,14 @@ from prefsynth import CODE_VERSION, __version__
 from prefsynth.config import BuildConfig, FilterConfig
 from prefsynth.errors import PrefsynthError
 from prefsynth.fileio import atomic_write_text
-from prefsynth.records import Annotation, Pair
+from prefsynth.records import Annotation, Pair, ResponseCheck
 from prefsynth.run_record import (
     AuditHeadline,
     AuditSummary,
     CurationFigures,
     DatasetInfo,
     EngineUsage,
+    ResponseGateSummary,
     RowCounts,
     RunRecord,
     SkillsSummary,
@@ -214,6 +215,7 @@ def audit_build(
     store: ShardStore,
     judge_keys: list[str],
     filter_config: FilterConfig,
+    gate: ResponseGateSummary | None = None,
 ) -> AuditSummary:
     """The agreement audit of the finished pairs (``prefsynth audit`` computes the same from
     the run folder): report in RUN_DIR/audit/, Prefect artifacts, headline for the card."""
@@ -223,6 +225,8 @@ def audit_build(
 
     judge = [a for key in judge_keys for a in store.read("judge", key, Annotation)]
     figures = {**audit_pairs(pairs, judge, filter_config), "run_id": run_id}
+    if gate is not None:
+        figures["response_gate"] = gate.model_dump()
     title = f"Annotation audit: {run_id}"
     write_report(run_dir / "audit", figures, title)
     publish_artifacts(figures, title)
@@ -236,6 +240,35 @@ def _resolved(config: BuildConfig) -> BuildConfig:
     the dtype that really runs; the run folder keeps the name the user's config gives it."""
     resolved: BuildConfig = resolve_dtypes(config)
     return resolved.model_copy(update={"run_id": config.resolved_run_id()})
+
+
+def _gate_summary(
+    config: BuildConfig,
+    summaries: dict[str, StageSummary],
+    pairs: list[Pair],
+    store: ShardStore,
+    planned: dict[str, list[ShardSpec]],
+) -> ResponseGateSummary | None:
+    """The gate's counts by reason (from its stage tallies) and where flagged responses ended
+    up among the kept pairs (read back from the gate's shards, not assumed)."""
+    if "gate" not in summaries:
+        return None
+    counts = summaries["gate"].counts
+    flagged = {
+        c.response_id
+        for spec in planned["gate"]
+        for c in store.read("gate", spec.key, ResponseCheck)
+        if c.status == "flagged"
+    }
+    kept = [p for p in pairs if p.status == "kept"]
+    return ResponseGateSummary(
+        checked=sum(counts.values()),
+        flagged=len(flagged),
+        by_reason={k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("flagged:")},
+        flagged_as_rejected=config.gate.flagged_as_rejected,
+        kept_with_flagged_rejected=sum(p.rejected_response_id in flagged for p in kept),
+        kept_with_flagged_chosen=sum(p.chosen_response_id in flagged for p in kept),
+    )
 
 
 def run_build(config: BuildConfig) -> RunRecord:
@@ -290,6 +323,7 @@ def run_build(config: BuildConfig) -> RunRecord:
         finish = summaries["responses"].counts
         sampled = finish.get("finish:length", 0) + finish.get("finish:stop", 0)
         run.responses_cut_by_length = finish.get("finish:length", 0) / max(1, sampled)
+        run.response_gate = _gate_summary(config, summaries, pairs, store, planned)
         run.dataset = DatasetInfo(path="dataset", splits={"train": written["kept"]})
         run.stages["dataset"] = StepTiming(seconds=round(time.perf_counter() - t0, 2))
         run.engine_usage = EngineUsage.merge(
@@ -297,7 +331,9 @@ def run_build(config: BuildConfig) -> RunRecord:
             + ([run.skills.engine_usage] if run.skills else [])
         )
         judge_keys = [spec.key for spec in planned.get("judge", [])]
-        run.audit = audit_build(run_dir, run.run_id, pairs, store, judge_keys, config.filter)
+        run.audit = audit_build(
+            run_dir, run.run_id, pairs, store, judge_keys, config.filter, run.response_gate
+        )
         run.status = "completed"
         run.finished_at = _now()
         run.seconds = round(time.perf_counter() - t_start, 2)

@@ -522,6 +522,75 @@ class ResponsesConfig(StrictModel):
     )
 
 
+#: Refusal openings (case-insensitive regexes searched in a response's first 200 characters).
+DEFAULT_REFUSAL_PATTERNS = [
+    r"\bI(?:'m| am) (?:sorry|afraid),? (?:but )?I (?:can(?:'|no)?t|cannot|won'?t|(?:am|'m) unable)",
+    r"^\W*(?:I )?(?:can(?:'|no)?t|cannot|won'?t) (?:help|assist|comply|do that|provide)",
+    r"\bI(?:'m| am) (?:not able|unable) to (?:help|assist|comply|provide|fulfil)",
+    r"\bAs an AI(?: language model)?,? I (?:can(?:'|no)?t|cannot|don'?t|do not|am not able)",
+]
+
+
+class GateConfig(StrictModel):
+    """The response gate, between responses and annotation (docs/methods.md §10.1).
+
+    Each response is checked in this order and the first check that fires flags it: empty,
+    truncated (stopped at the length limit), a copy of the prompt, degenerate repetition, the
+    wrong script, a refusal. A flagged response is never chosen; ``flagged_as_rejected`` says
+    whether it may still be the rejected side of a pair."""
+
+    enabled: bool = Field(
+        True,
+        description="check responses; false: every response may be chosen (builds before the gate)",
+        json_schema_extra={"keyed_unless": False},
+    )
+    flagged_as_rejected: bool = Field(
+        True,
+        description="a flagged response may be a pair's rejected side (it is a true negative: "
+        "worse than an acceptable answer); false: flagged responses enter no pair",
+    )
+    min_chars: int = Field(1, ge=1, description="fewer non-space characters: empty")
+    ngram: int = Field(3, ge=1, description="word n-gram size of the repetition check")
+    max_repeated_ngram_share: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="repetition: 1 - distinct/all word n-grams above this (with >= 6 n-grams)",
+    )
+    max_compression_ratio: float = Field(
+        2.4,
+        gt=1,
+        description="repetition: raw/zlib-compressed size above this, for responses of 200+ "
+        "characters (Whisper's degenerate-loop test)",
+    )
+    max_prompt_similarity: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="prompt_copy: rapidfuzz ratio (0..1) to the instruction at or above this",
+    )
+    check_script: bool = Field(
+        True,
+        description="wrong_script: the instruction's letters are >= 80% one script and the "
+        "response's >= 80% another (20+ letters each)",
+    )
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REFUSAL_PATTERNS),
+        description="refusal: case-insensitive regexes searched in the first 200 characters; "
+        "[] turns the check off (for red-teaming prompts, where a refusal is warranted)",
+    )
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"refusal pattern {pattern!r} does not compile: {e}") from None
+        return value
+
+
 class CDRConfig(StrictModel):
     """CDR (docs/methods.md §7): log pi_strong(y|T(x)) - log pi_weak(y|T(x)), both on the same T(x).
 
@@ -898,6 +967,7 @@ class BuildConfig(StrictModel):
     instructions: InstructionsConfig = Field(default_factory=InstructionsConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     annotators: AnnotatorsConfig = Field(default_factory=AnnotatorsConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     task_runner: TaskRunnerConfig = Field(default_factory=TaskRunnerConfig)

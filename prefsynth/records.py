@@ -205,6 +205,30 @@ class Response(Record):
         return "rsp-" + content_key(instruction_id, index, policy_fingerprint, length=16)
 
 
+class ResponseCheck(Record):
+    """The response gate's verdict on one response (docs/methods.md §10.1): ``ok``, or
+    ``flagged`` with the first check that fired. A flagged response is never a chosen one; the
+    measurements every check read are kept, so a threshold can be re-judged without rerunning."""
+
+    record_type: ClassVar[str] = "response_check"
+
+    def tally_label(self) -> str:
+        """``ok`` or ``flagged:<reason>`` (the counts by reason in ``run.json``)."""
+        return "ok" if self.status == "ok" else f"flagged:{self.reason}"
+
+    response_id: str
+    instruction_id: str
+    status: Literal["ok", "flagged"]
+    reason: (
+        Literal["empty", "truncated", "repetition", "prompt_copy", "wrong_script", "refusal"] | None
+    ) = None
+    measures: dict[str, float] = Field(
+        default_factory=dict,
+        description="what the checks measured: repeated n-gram share, compression ratio, "
+        "similarity to the prompt, script shares",
+    )
+
+
 class CurationDecision(Record):
     """Whether an instruction goes on to sampling, and why not: failed generation, duplicate of
     an earlier instruction, or close to an evaluation prompt (benchmark, item id, score)."""
@@ -296,6 +320,9 @@ class Pair(Record):
     n_candidates: int = Field(0, description="distinct scored responses the pair was chosen from")
     len_chosen: int | None = None
     len_rejected: int | None = None
+    rejected_flag: str | None = Field(
+        None, description="the response gate's reason when the rejected response is flagged"
+    )
 
     @staticmethod
     def make_id(instruction_id: str, config_key: str, slot: int = 0) -> str:

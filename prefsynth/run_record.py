@@ -32,6 +32,7 @@ __all__ = [
     "CurationFigures",
     "DatasetInfo",
     "EngineUsage",
+    "ResponseGateSummary",
     "RowCounts",
     "RunRecord",
     "SkillsSummary",
@@ -187,6 +188,22 @@ class VotingFigures(_Figures):
     calibration: CalibrationRecord | None = None
 
 
+class ResponseGateSummary(_Part):
+    """The response gate's counts (docs/methods.md §10.1): what it checked and flagged, by
+    reason, and where flagged responses ended up among the kept pairs."""
+
+    checked: int
+    flagged: int
+    by_reason: dict[str, int] = Field(default_factory=dict, description="flagged, by reason")
+    flagged_as_rejected: bool = Field(description="the config: may a flagged one be rejected")
+    kept_with_flagged_rejected: int = Field(
+        0, description="kept pairs whose rejected response is flagged (a junk negative)"
+    )
+    kept_with_flagged_chosen: int = Field(
+        0, description="kept pairs whose chosen response is flagged: 0 unless the gate failed"
+    )
+
+
 class RowCounts(_Part):
     """Rows at each step of the build, and the dropped pairs by reason."""
 
@@ -252,6 +269,7 @@ class RunRecord(_Part):
             "voting",
             "rows",
             "responses_cut_by_length",
+            "response_gate",
             "dataset",
             "engine_usage",
             "audit",
@@ -280,6 +298,7 @@ class RunRecord(_Part):
     responses_cut_by_length: float | None = Field(
         None, description="share of sampled responses that stopped at the length limit"
     )
+    response_gate: ResponseGateSummary | None = None
     dataset: DatasetInfo | None = None
     engine_usage: EngineUsage | None = None
     audit: AuditSummary | None = None

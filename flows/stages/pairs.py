@@ -1,5 +1,6 @@
 """Stage 5, pairs: candidate pairs from each instruction's responses, ranked by the pointwise
-annotators (:mod:`prefsynth.curation.pairs`); never a pair from a tie or from equal texts.
+annotators (:mod:`prefsynth.curation.pairs`); never a pair from a tie or from equal texts, and
+never a response the gate flagged as the chosen one.
 
 One shard per instruction shard. It is keyed by its annotation shards (which already carry the
 response and instruction keys) and the pair settings.
@@ -7,7 +8,7 @@ response and instruction keys) and the pair settings.
 
 from __future__ import annotations
 
-from prefsynth.curation import pairs
+from prefsynth.curation import pairs, response_gate
 from prefsynth.flows.pipeline import (
     Draft,
     Input,
@@ -32,6 +33,9 @@ class Pairs(Stage):
         Input("responses", keyed=False),
         Input("instructions", keyed=False),
         Input("curation", each=False, keyed=False),
+        # the gate's flags; keyed through the identity, and only while the gate is on, so
+        # stores made before the gate existed stay valid with `gate.enabled: false`
+        Input("gate", keyed=False),
     )
 
     def shards(self, ctx: StageContext, planned: dict[str, list[ShardSpec]]) -> list[Draft]:
@@ -40,7 +44,10 @@ class Pairs(Stage):
     def identity(
         self, ctx: StageContext, draft: Draft, inputs: dict[str, list[ShardSpec]]
     ) -> list[object]:
-        return [ctx.config.key_view(ctx.config.pairs), pairs.VERSION]
+        identity: list[object] = [ctx.config.key_view(ctx.config.pairs), pairs.VERSION]
+        if ctx.config.gate.enabled:
+            identity += ["gate", [s.key for s in inputs["gate"]]]
+        return identity
 
     def run(self, ctx: StageContext, spec: ShardSpec, inputs: ShardInputs) -> Output:
         config = ctx.config
@@ -52,5 +59,7 @@ class Pairs(Stage):
                 inputs.records("annotations"),
                 spec.key,
                 rank_by=config.pairs.rank_by or config.annotators.pointwise(),
+                flags=response_gate.flags(inputs.records("gate")),
+                flagged_as_rejected=config.gate.flagged_as_rejected,
             )
         )
