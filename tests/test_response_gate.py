@@ -176,7 +176,7 @@ def test_junk_planted_in_a_response_shard_is_counted_and_never_chosen(
     sets += ["shard_size=3"]
     # the tiny model's instructions are random tokens in several scripts: the script check is
     # tested above, here it would flag the planted good answers too
-    sets += ["instructions.dedup.enabled=false", "gate.check_script=false"]
+    sets += ["instructions.dedup.enabled=false", "gate.enabled=true", "gate.check_script=false"]
     cfg = load_config(None, sets)
     assert build(cfg).status == "completed"
     store = ShardStore(cfg.shard_dir())
