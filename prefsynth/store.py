@@ -40,7 +40,12 @@ META_SHA256 = b"prefsynth.sha256"
 def set_aside(path: Path, problem: str) -> Path:
     """Move an invalid file to ``<name>.invalid-<time>`` with a warning, so that it is
     recomputed but kept for inspection (an edit or a disk fault is worth looking at)."""
-    aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+    stamp = int(time.time())
+    aside = path.with_name(f"{path.name}.invalid-{stamp}")
+    n = 0
+    while aside.exists():  # never overwrite an earlier copy set aside in the same second
+        n += 1
+        aside = path.with_name(f"{path.name}.invalid-{stamp}-{n}")
     try:
         os.replace(path, aside)
     except FileNotFoundError:  # another worker sharing the store moved it first
