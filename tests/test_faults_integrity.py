@@ -147,6 +147,35 @@ def test_eval_chunks_of_the_wrong_shape_are_set_aside_and_scored_again(
     assert reused["reused"]
 
 
+def test_benchmark_embeddings_with_non_finite_values_are_not_trusted(tmp_path: Path) -> None:
+    import numpy as np
+    from prefsynth.curation.decontam import _load_npy
+
+    path = tmp_path / "bench.npy"
+    good = np.ones((2, 3), np.float32)
+    np.save(path, good)
+    assert np.array_equal(_load_npy(path, 2), good)
+    np.save(path, np.array([[1, 2, 3], [np.nan, 0, 0]], np.float32))
+    assert _load_npy(path, 2) is None
+
+
+@pytest.mark.parametrize("text", ["[1]", '"x"', '{"cpu_dtype": 5}', "{bad", "[" * 100_000])
+def test_a_device_cache_of_the_wrong_shape_is_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    from prefsynth.engines import device
+
+    monkeypatch.setenv("PREFSYNTH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(device, "_cpu_identity", lambda: ("Test CPU", {"avx2"}))
+    (tmp_path / "device.json").write_text(text)
+    device.cpu_dtype.cache_clear()
+    try:
+        assert device.cpu_dtype() == "float32"  # no native bf16: decided without a matmul
+    finally:
+        device.cpu_dtype.cache_clear()
+    assert json.loads((tmp_path / "device.json").read_text())["cpu_dtype"] == "float32"
+
+
 # --------------------------------------------------------------------------- identical pairs
 
 
