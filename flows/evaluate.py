@@ -232,8 +232,9 @@ IDENTICAL = "identical_responses"  # the skip reason of a pair whose two respons
 
 
 def same_text(a: str, b: str) -> bool:
-    """True when two responses differ at most in whitespace (runs, line breaks, ends)."""
-    return a.split() == b.split()
+    """True when two responses differ at most in whitespace (runs, line breaks, ends).
+    ``str()`` because a JSON set may hold a bare value as a response (PanDAlm has ``true``)."""
+    return str(a).split() == str(b).split()
 
 
 def without_identical(human: HumanSet) -> HumanSet:

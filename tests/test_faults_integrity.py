@@ -17,6 +17,7 @@ from prefsynth.flows.evaluate import (
     IDENTICAL,
     chunk_key,
     eval_flow,
+    same_text,
     score_chunks,
     without_identical,
 )
@@ -220,6 +221,8 @@ def test_a_set_of_only_identical_pairs_is_an_input_error() -> None:
     kept = without_identical(mixed)
     assert [p.pair_id for p in kept.pairs] == ["human-1"]
     assert kept.skipped == {"other": 3, IDENTICAL: 1} and kept.total == 1
+    assert same_text(" a\n b ", "a b") and not same_text("a b", "ab")
+    assert not same_text(True, "True.")  # type: ignore[arg-type]  # PanDAlm holds bare `true`
 
 
 # --------------------------------------------------------------------------- a broken run.json
