@@ -304,7 +304,10 @@ class BenchmarkIndex:
 
 
 def _load_npy(path: Path, rows: int) -> np.ndarray | None:
-    """A cached array if it exists and has the expected rows; anything else means re-encode."""
+    """A cached array if it exists and has the expected rows; anything else means re-encode.
+
+    A non-finite value is a damaged cache too: NaN cosines are never above the threshold, so
+    such a cache would silently report no contamination."""
     import numpy as np
 
     try:
@@ -312,6 +315,9 @@ def _load_npy(path: Path, rows: int) -> np.ndarray | None:
     except (OSError, ValueError, EOFError):
         return None
     if arr.ndim != 2 or arr.shape[0] != rows or arr.dtype != np.float32:
+        return None
+    if not np.isfinite(arr).all():
+        log.warning("benchmark embeddings %s hold non-finite values; re-encoding", path)
         return None
     return arr
 

@@ -102,8 +102,8 @@ def cpu_dtype() -> str:
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("identity") == ident and saved.get("cpu_dtype") in ("float32", "bfloat16"):
             return str(saved["cpu_dtype"])
-    except (OSError, ValueError, AttributeError):
-        pass
+    except (OSError, ValueError, AttributeError, RecursionError):
+        pass  # unreadable, not JSON or not an object: measure again and overwrite it
     record: dict[str, Any] = {"identity": ident, "native_bf16": native}
     if native:
         fp32, bf16 = _matmul_seconds(torch.float32), _matmul_seconds(torch.bfloat16)

@@ -28,7 +28,15 @@ Work is cached per annotator and chunk of pairs under ``OUT/scores/`` (content-k
 an interrupted evaluation resumes where it stopped and a second annotator config reuses the
 first's finished annotators. The keys hold only what the margins depend on: changing the vote or
 the filter recomputes no model call. Missing chunks are scored a group at a time
-(``GROUP_CHUNKS``), so the engines see large, length-sorted batches.
+(``GROUP_CHUNKS``), so the engines see large, length-sorted batches. A cached chunk that is not
+the shape the figures read (:class:`ScoreChunk`, every pair of the chunk present) is moved aside
+and scored again, as an invalid shard is.
+
+A pair whose two responses are the same text (after whitespace normalisation) carries no
+preference an annotator could find: every annotator ties on it and scores 0.5, which would pull
+every accuracy towards chance. Such pairs are never scored; they are counted under
+``identical_responses`` with the set's other skipped pairs (``figures["pairs"]["skipped"]``,
+the headline and a warning).
 """
 
 from __future__ import annotations
@@ -43,9 +51,11 @@ from prefect.cache_policies import NO_CACHE
 from prefsynth.annotators.base import Item, PointwiseAnnotator, configured, transcript
 from prefsynth.curation.evaluation import LabelledPair, evaluate_margins, pair_rows
 from prefsynth.curation.human_pairs import HumanPair, HumanSet, load_pairs, sample_pairs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prefsynth import CODE_VERSION
 from prefsynth.config import BuildConfig
+from prefsynth.errors import InputDataError
 from prefsynth.fileio import atomic_path
 from prefsynth.hashing import content_key
 from prefsynth.store import ArtifactStore
@@ -137,6 +147,47 @@ def chunk_key(config: BuildConfig, name: str, pairs: Sequence[HumanPair]) -> str
     )
 
 
+class ScoredPair(BaseModel):
+    """One pair's cached score as the figures read it (``evidence`` is free-form)."""
+
+    model_config = ConfigDict(strict=True)
+
+    margin: float | None
+    status: str
+    reason: str | None = None
+    evidence: Any = None
+
+
+class ScoreChunk(BaseModel):
+    """A cached chunk of one annotator's scores (``OUT/scores/eval-<name>/<key>.json``)."""
+
+    model_config = ConfigDict(strict=True)
+
+    annotator: str
+    seconds: float = Field(ge=0)
+    rows: dict[str, ScoredPair]
+
+
+def chunk_problem(cached: dict[str, Any], name: str, chunk: Sequence[HumanPair]) -> str | None:
+    """What makes a cached chunk unusable for this annotator and these pairs, or None.
+
+    The key already names the annotator and the pairs, so a mismatch means the file was edited
+    or damaged; checking here keeps a wrong shape (``{}``, a row without a margin) from
+    crashing the figures after every model has run."""
+    try:
+        parsed = ScoreChunk.model_validate(cached)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        return f"not a score chunk ({where}: {first['msg']})"
+    if parsed.annotator != name:
+        return f"scores of {parsed.annotator!r}, not {name!r}"
+    missing = [p.pair_id for p in chunk if p.pair_id not in parsed.rows]
+    if missing:
+        return f"{len(missing)} of its {len(chunk)} pairs missing (first {missing[0]})"
+    return None
+
+
 @task(name="eval-score-chunks", cache_policy=NO_CACHE)
 def score_chunks(
     config: BuildConfig, name: str, chunks: list[list[HumanPair]], store_root: str
@@ -148,10 +199,13 @@ def score_chunks(
     store = ArtifactStore(store_root)
     keys = [chunk_key(config, name, chunk) for chunk in chunks]
     out: list[dict[str, Any] | None] = []
-    for key in keys:
-        cached = store.read(f"eval-{name}", key)
-        valid = isinstance(cached, dict) and isinstance(cached.get("rows"), dict)
-        out.append({**cached, "reused": True} if valid else None)  # type: ignore[dict-item]
+    for key, chunk in zip(keys, chunks, strict=True):
+
+        def check(data: dict[str, Any], chunk: Sequence[HumanPair] = chunk) -> str | None:
+            return chunk_problem(data, name, chunk)
+
+        cached = store.read(f"eval-{name}", key, check)  # an invalid chunk is moved aside
+        out.append(None if cached is None else {**cached, "reused": True})
     missing = [k for k, result in enumerate(out) if result is None]
     if missing:
         pairs = [p for k in missing for p in chunks[k]]
@@ -172,6 +226,32 @@ def score_chunks(
             store.write(f"eval-{name}", keys[k], result)
             out[k] = {**result, "reused": False}
     return [r for r in out if r is not None]
+
+
+IDENTICAL = "identical_responses"  # the skip reason of a pair whose two responses are one text
+
+
+def same_text(a: str, b: str) -> bool:
+    """True when two responses differ at most in whitespace (runs, line breaks, ends).
+    ``str()`` because a JSON set may hold a bare value as a response (PanDAlm has ``true``)."""
+    return str(a).split() == str(b).split()
+
+
+def without_identical(human: HumanSet) -> HumanSet:
+    """The set without pairs whose two responses are the same text, counted as skipped under
+    :data:`IDENTICAL` like the parser's own unusable pairs. Done before sampling, so ``--n``
+    counts scorable pairs and a larger sample still extends a smaller one."""
+    kept = [p for p in human.pairs if not same_text(p.first, p.second)]
+    dropped = len(human.pairs) - len(kept)
+    if not dropped:
+        return human
+    if not kept:
+        raise InputDataError(
+            f"{human.path}: no pair left to score: the two responses of all {dropped} usable "
+            "pairs are the same text"
+        )
+    skipped = {**human.skipped, IDENTICAL: human.skipped.get(IDENTICAL, 0) + dropped}
+    return HumanSet(human.name, human.path, kept, len(kept), skipped)
 
 
 def labelled_pairs(human: HumanSet) -> list[LabelledPair]:
@@ -215,7 +295,13 @@ def eval_flow(
 
     config = resolve_dtypes(config)  # cached chunks are keyed by the dtype that really runs
     logger = get_run_logger()
-    human = sample_pairs(load_pairs(pairs), n, seed)
+    usable = without_identical(load_pairs(pairs))
+    identical = usable.skipped.get(IDENTICAL, 0)
+    if identical:
+        logger.warning(
+            "%d pairs skipped: their two responses are the same text (not scored)", identical
+        )
+    human = sample_pairs(usable, n, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     store_root = str(out_dir / "scores")
     names = annotator_names(config)  # the config requires at least one
@@ -258,6 +344,8 @@ def eval_flow(
             },
         }
     )
+    if identical:  # in the printed summary and the report's headline, only when it happened
+        figures["headline"][f"pairs_skipped_{IDENTICAL}"] = identical
     write_pair_rows(out_dir / "pairs.jsonl", pair_rows(labelled, margins, evaluation))
     title = f"Annotators against human labels: {human.name} (n={len(human.pairs)}, seed={seed})"
     write_report(out_dir, figures, title)

@@ -1051,6 +1051,46 @@ class BuildConfig(StrictModel):
             raise ValueError(f"pairs.rank_by has {unknown}; pointwise annotators: {pointwise}")
         return self
 
+    @model_validator(mode="after")
+    def _pairs_possible(self) -> BuildConfig:
+        """Refuse a config that can never produce a pair, before any model runs.
+
+        A pair needs two candidate responses to one instruction: ``responses.n`` samples, plus
+        the generator's own answer for SkillMix with ``keep_reference``. With fewer, every model
+        still runs and the build then keeps 0 pairs. Likewise ``filter.min_agreeing`` above the
+        number of voters drops every pair."""
+        errors = []
+        reference = self.instructions.skillmix.keep_reference
+        short = [
+            style
+            for style in self.instructions.counts()
+            if self.responses.n + (style == "skillmix" and reference) < 2
+        ]
+        if short:
+            errors.append(
+                _field_error(
+                    ("responses", "n"),
+                    f"{self.responses.n} response per instruction can never make a pair (a pair "
+                    f"needs 2 candidates; style {short[0]!r} adds no reference answer): set "
+                    "responses.n to 2 or more",
+                    self.responses.n,
+                )
+            )
+        voters = len(self.annotators.enabled())
+        if self.filter.min_agreeing is not None and self.filter.min_agreeing > voters:
+            errors.append(
+                _field_error(
+                    ("filter", "min_agreeing"),
+                    f"{self.filter.min_agreeing} agreeing voters needed but only {voters} "
+                    f"annotators vote ({', '.join(self.annotators.enabled())}): every pair "
+                    "would be dropped",
+                    self.filter.min_agreeing,
+                )
+            )
+        if errors:
+            raise ValidationError.from_exception_data("BuildConfig", errors)
+        return self
+
     def content_hash(self) -> str:
         """Hash of everything that changes the dataset (not where it is written or how run).
 
@@ -1168,6 +1208,12 @@ def _without_unset_keyed(node: Any, dumped: Any) -> Any:
     if isinstance(node, list) and isinstance(dumped, list) and len(node) == len(dumped):
         return [_without_unset_keyed(n, d) for n, d in zip(node, dumped, strict=True)]
     return dumped
+
+
+def _field_error(loc: tuple[str | int, ...], message: str, value: Any) -> InitErrorDetails:
+    """A validation error located at a field path, so the message names e.g. ``responses.n``
+    (a model validator's ValueError would name only the section it runs on)."""
+    return InitErrorDetails(type=PydanticCustomError("no_pairs", message), loc=loc, input=value)
 
 
 # --------------------------------------------------------------------------- loading

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,20 @@ def sha256_text(text: str) -> str:
 def content_key(*parts: Any, length: int = 32) -> str:
     """Hash of any JSON-able parts: the identity of a shard or a record."""
     return sha256_text(canonical_json(list(parts)))[:length]
+
+
+def rows_sha256(rows: Iterable[Mapping[str, Any]]) -> str:
+    """sha256 of table rows in order, each as canonical JSON on its own line.
+
+    A shard stores this over its rows so that an edit to the data with the file's metadata left
+    intact is caught on reuse. Rows are hashed as the Python values Parquet gives back (str,
+    int, float, bool, None), whose JSON is exact (floats by their shortest repr), so the digest
+    of the rows written equals the digest of the rows read back."""
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(canonical_json(row).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 _FILE_HASH_CACHE: dict[tuple[str, int, int], str] = {}

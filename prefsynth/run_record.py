@@ -337,16 +337,22 @@ class RunRecord(_Part):
 
     @classmethod
     def load(cls, path: str | Path) -> RunRecord:
-        """Read a ``run.json``; a missing, unreadable or malformed file is an error naming it."""
+        """Read a ``run.json``; a missing, unreadable or malformed file is an error naming it.
+
+        Every way the file can be wrong (not UTF-8, not JSON, nested too deep to parse, JSON
+        of the wrong shape, fields missing) is an InputDataError, so ``audit`` and ``publish``
+        print one line naming the file and exit 2 instead of a traceback."""
         path = Path(path)
-        if path.is_dir():
+        if path.is_dir() and path.name != "run.json":
             path = path / "run.json"
         if not path.is_file():
-            raise RunFolderError(f"{path} not found: not a prefsynth run folder")
+            raise RunFolderError(f"{path} not found (or not a file): not a prefsynth run folder")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputDataError(f"{path}: not a readable run record ({e})") from e
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: JSON and UTF-8 errors
+            raise InputDataError(
+                f"{path}: not a readable run record ({type(e).__name__}: {e})"
+            ) from e
         try:
             return cls.model_validate(data)
         except ValidationError as e:

@@ -84,3 +84,30 @@ def test_load_names_the_file_when_run_json_is_broken(tmp_path: Path) -> None:
     assert "store" in str(err.value) and "stages.vote" in str(err.value)
     path.write_text(json.dumps(make_record().to_json()), encoding="utf-8")
     assert RunRecord.load(tmp_path).run_id == "demo-1"  # a run folder is accepted too
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[" * 100_000, "not a readable run record (RecursionError"),  # json's nesting limit
+        (b"\xff\xfe{}", "not a readable run record (UnicodeDecodeError"),
+        ("[1, 2]", "not a valid run record ((top level)"),
+        ("null", "not a valid run record ((top level)"),
+    ],
+)
+def test_load_turns_every_broken_run_json_into_an_input_error(
+    tmp_path: Path, content: str | bytes, problem: str
+) -> None:
+    path = tmp_path / "run.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputDataError, match=re.escape(f"{path}: {problem}")):
+        RunRecord.load(path)
+
+
+def test_load_names_a_run_json_that_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "run.json").mkdir()
+    with pytest.raises(RunFolderError, match=re.escape(f"{tmp_path / 'run.json'} not found")):
+        RunRecord.load(tmp_path)

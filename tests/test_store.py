@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,7 +17,7 @@ from prefsynth.records import (
     Response,
     SamplingParams,
 )
-from prefsynth.store import ShardStore
+from prefsynth.store import ArtifactStore, ShardStore
 
 
 def _prov() -> GenerationProvenance:
@@ -121,6 +122,62 @@ def test_write_leaves_no_temporary_files_and_records_metadata(tmp_path: Path) ->
     md = pq.read_schema(path).metadata
     assert md[b"prefsynth.key"] == b"k"
     assert md[b"prefsynth.rows"] == b"2"
+    assert len(md[b"prefsynth.sha256"]) == 64
+
+
+def _rewrite(path: Path, table: pa.Table) -> None:
+    """Replace a shard's rows and keep its metadata, as a hand edit in pandas/pyarrow would."""
+    pq.write_table(table.replace_schema_metadata(pq.read_schema(path).metadata), path)
+
+
+def test_edited_rows_with_intact_metadata_are_invalid(tmp_path: Path) -> None:
+    """Same key, type, row count and schema: only the content hash tells the edit apart."""
+    store = ShardStore(tmp_path)
+    path = store.write("instructions", "k", [_instruction(0), _instruction(1)], Instruction)
+    table = pq.read_table(path)
+    texts = table.column("text").to_pylist()
+    edited = table.set_column(
+        table.schema.get_field_index("text"), "text", pa.array(["edited", texts[1]])
+    )
+    _rewrite(path, edited)
+    with pytest.raises(FileNotFoundError, match="content hash mismatch"):
+        store.read("instructions", "k", Instruction)
+    assert not store.is_valid("instructions", "k", Instruction)
+    assert not path.exists() and len(list(path.parent.glob("k.parquet.invalid-*"))) == 1
+
+
+def test_shard_without_content_hash_is_recomputed(tmp_path: Path) -> None:
+    """A shard written before the hash existed cannot be told from an edited one."""
+    store = ShardStore(tmp_path)
+    path = store.write("instructions", "k", [_instruction(0)], Instruction)
+    md = dict(pq.read_schema(path).metadata)
+    del md[b"prefsynth.sha256"]
+    pq.write_table(pq.read_table(path).replace_schema_metadata(md), path)
+    with pytest.raises(FileNotFoundError, match="no content hash"):
+        store.read("instructions", "k", Instruction)
+    assert not store.is_valid("instructions", "k", Instruction)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"text"', "null", "{not json", "[" * 100_000])
+def test_artifact_that_is_not_an_object_is_set_aside(tmp_path: Path, text: str) -> None:
+    artifacts = ArtifactStore(tmp_path)
+    artifacts.write("skills", "k", {"skills": []})
+    path = artifacts.path("skills", "k")
+    path.write_text(text)
+    assert artifacts.read("skills", "k") is None
+    assert not path.exists() and len(list(path.parent.glob("k.json.invalid-*"))) == 1
+
+
+def test_artifact_check_rejects_a_wrong_shape(tmp_path: Path) -> None:
+    artifacts = ArtifactStore(tmp_path)
+    artifacts.write("skills", "k", {"skills": "not a list"})
+
+    def check(data: dict[str, object]) -> str | None:
+        return None if isinstance(data.get("skills"), list) else "skills is not a list"
+
+    assert artifacts.read("skills", "k", check) is None
+    artifacts.write("skills", "k", {"skills": []})
+    assert artifacts.read("skills", "k", check) == {"skills": []}
 
 
 def test_wrong_record_type_is_refused(tmp_path: Path) -> None:
