@@ -208,7 +208,7 @@ def _filter_blocks(figures: dict[str, Any]) -> list[Block]:
 
 
 def _gate_blocks(figures: dict[str, Any]) -> list[Block]:
-    """The response gate (docs/methods.md §10.1): flagged responses by reason."""
+    """The response gate (docs/methods.md §6.1): flagged responses by reason."""
     gate = figures.get("response_gate")
     if not gate:
         return []

@@ -1,4 +1,4 @@
-"""The response gate: junk never becomes a chosen response (docs/methods.md §10.1).
+"""The response gate: junk never becomes a chosen response (docs/methods.md §6.1).
 
 Instruct-SkillMix (Kaur et al. 2024) measured that replacing a fifth of the answers with
 low-quality ones ("shirkers") makes an SFT model's quality plummet; a preference pipeline that

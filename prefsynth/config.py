@@ -532,7 +532,7 @@ DEFAULT_REFUSAL_PATTERNS = [
 
 
 class GateConfig(StrictModel):
-    """The response gate, between responses and annotation (docs/methods.md §10.1).
+    """The response gate, between responses and pairs (docs/methods.md §6.1).
 
     Each response is checked in this order and the first check that fires flags it: empty,
     truncated (stopped at the length limit), a copy of the prompt, degenerate repetition, the

@@ -206,7 +206,7 @@ class Response(Record):
 
 
 class ResponseCheck(Record):
-    """The response gate's verdict on one response (docs/methods.md §10.1): ``ok``, or
+    """The response gate's verdict on one response (docs/methods.md §6.1): ``ok``, or
     ``flagged`` with the first check that fired. A flagged response is never a chosen one; the
     measurements every check read are kept, so a threshold can be re-judged without rerunning."""
 

@@ -189,7 +189,7 @@ class VotingFigures(_Figures):
 
 
 class ResponseGateSummary(_Part):
-    """The response gate's counts (docs/methods.md §10.1): what it checked and flagged, by
+    """The response gate's counts (docs/methods.md §6.1): what it checked and flagged, by
     reason, and where flagged responses ended up among the kept pairs."""
 
     checked: int

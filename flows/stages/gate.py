@@ -1,5 +1,5 @@
 """Stage 4b, gate: every response checked for junk before it can be ranked into a pair
-(:mod:`prefsynth.curation.response_gate`, docs/methods.md §10.1).
+(:mod:`prefsynth.curation.response_gate`, docs/methods.md §6.1).
 
 One shard per response shard, no model. A shard is keyed by its response shard (which already
 carries the instruction keys) and the gate's settings. The pairs stage reads the flags: a
