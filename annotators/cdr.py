@@ -29,7 +29,6 @@ and exemplars live in ``annotators/data/cdr_domains.json``; ``domains_file`` rep
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
@@ -42,6 +41,7 @@ from pydantic import BaseModel
 from prefsynth.config import BuildConfig, CDRConfig, EngineSpec
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, sha256_text
+from prefsynth.inputs import read_json, validate
 from prefsynth.records import Message, ModelRef
 from prefsynth.registry import ANNOTATORS
 from prefsynth.templates import read_template
@@ -85,23 +85,28 @@ class DomainSet(BaseModel):
 
 
 def load_domains(path: Path | None) -> DomainSet:
+    """The routed prompts per domain (default: the packaged set); errors name the file and
+    the field."""
     path = path or PACKAGED_DOMAINS
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path, what="CDR domains file")
+    if isinstance(data, dict):
         data.pop("note", None)
-        domains = DomainSet.model_validate(data)
-    except (OSError, ValueError) as e:
-        raise InputDataError(f"CDR domains file {path}: {e}") from None
+    domains: DomainSet = validate(DomainSet, data, path)
     missing = [d for d in DOMAINS if d not in domains.domains]
     if missing:
         raise InputDataError(f"CDR domains file {path}: missing domains {missing}")
     return domains
 
 
+class SystemPrompts(BaseModel):
+    """The packaged per-side system prompts file (its version and note are not needed)."""
+
+    prompts: dict[str, str]
+
+
 def packaged_system_prompts() -> dict[str, str]:
     """The packaged per-side system prompts by name (``criteria``, ``contrary``)."""
-    data = json.loads(SYSTEM_PROMPTS.read_text(encoding="utf-8"))
-    return dict(data["prompts"])
+    return dict(validate(SystemPrompts, read_json(SYSTEM_PROMPTS), SYSTEM_PROMPTS).prompts)
 
 
 def system_text(value: str | None) -> str | None:

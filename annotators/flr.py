@@ -19,7 +19,6 @@ once and reuses from its KV cache.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from pydantic import BaseModel
 from prefsynth.config import BuildConfig, EngineSpec, FLRConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, sha256_text
+from prefsynth.inputs import read_json, validate
 from prefsynth.records import Message, ModelRef
 from prefsynth.registry import ANNOTATORS
 
@@ -55,13 +55,12 @@ class FollowUps(BaseModel):
 
 
 def load_followups(path: Path | None) -> FollowUps:
+    """The follow-up set (default: the packaged one); errors name the file and the field."""
     path = path or PACKAGED_FOLLOWUPS
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path, what="follow-ups file")
+    if isinstance(data, dict):
         data.pop("note", None)
-        followups = FollowUps.model_validate(data)
-    except (OSError, ValueError) as e:
-        raise InputDataError(f"follow-ups file {path}: {e}") from None
+    followups: FollowUps = validate(FollowUps, data, path)
     for name, dim in followups.dimensions.items():
         if not dim.positive or not dim.negative:
             raise InputDataError(f"follow-ups file {path}: dimension {name!r} needs both lists")

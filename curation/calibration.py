@@ -21,7 +21,6 @@ calibration pairs; the file also records the cross-validated accuracy of the pai
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,13 +30,14 @@ from typing import Any, ClassVar, Literal
 
 from prefsynth.curation.audit import wilson_interval
 from prefsynth.curation.voting import Aggregate, Vote, posterior_vote, rms_scales
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
 
 from prefsynth import __version__
 from prefsynth.config import CALIBRATED, FilterConfig
 from prefsynth.errors import ConfigError, InputDataError
 from prefsynth.fileio import atomic_write_json
 from prefsynth.hashing import content_key, file_sha256
+from prefsynth.inputs import read_json, read_jsonl, validate
 from prefsynth.records import StrictModel
 from prefsynth.registry import AGGREGATES
 
@@ -163,20 +163,8 @@ def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration file; a missing, malformed or inconsistent one is an error naming the
     file and the field."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputDataError(f"calibration file {path}: cannot read it ({e.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputDataError(f"calibration file {path}: not JSON ({e})") from None
-    try:
-        calibration = Calibration.model_validate(data)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in e.errors()[:5]
-        )
-        raise InputDataError(f"calibration file {path}: {problems}") from None
+    data = read_json(path, what="calibration file")
+    calibration: Calibration = validate(Calibration, data, path)
     for field in ("scales", "weights"):
         missing = [a for a in calibration.annotators if a not in getattr(calibration, field)]
         if missing:
@@ -341,6 +329,23 @@ class EvalPairs:
     figures: dict[str, Any]
 
 
+class EvalRow(BaseModel):
+    """What calibration reads of a ``pairs.jsonl`` row (the other fields are ignored)."""
+
+    human: int
+    margins: dict[str, float | None]
+
+    @field_validator("human")
+    @classmethod
+    def _label(cls, value: int) -> int:
+        if value not in (-1, 0, 1):
+            raise ValueError("human must be -1, 0 or 1")
+        return value
+
+
+_FIGURES = TypeAdapter(dict[str, Any])
+
+
 def read_eval(path: str | Path) -> EvalPairs:
     """An eval folder (or its pairs.jsonl): margins for the first response and human labels."""
     path = Path(path)
@@ -350,27 +355,15 @@ def read_eval(path: str | Path) -> EvalPairs:
         raise InputDataError(f"{pairs_file} not found: not an eval-annotators folder")
     margins: list[dict[str, float | None]] = []
     human: list[int] = []
-    with pairs_file.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                h = int(row["human"])
-                m = {str(k): (None if v is None else float(v)) for k, v in row["margins"].items()}
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-                raise InputDataError(
-                    f"{pairs_file}:{line_no}: not a pairs.jsonl row with human and margins ({e})"
-                ) from None
-            if h not in (-1, 0, 1):
-                raise InputDataError(f"{pairs_file}:{line_no}: human must be -1, 0 or 1")
-            margins.append(m)
-            human.append(h)
+    for line_no, row in read_jsonl(pairs_file, what="eval pairs file"):
+        got: EvalRow = validate(EvalRow, row, pairs_file, line_no)
+        margins.append(got.margins)
+        human.append(got.human)
     if not margins:
         raise InputDataError(f"{pairs_file}: no pairs")
     figures: dict[str, Any] = {}
     if figures_file.is_file():
-        figures = json.loads(figures_file.read_text(encoding="utf-8"))
+        figures = validate(_FIGURES, read_json(figures_file), figures_file)
     annotators = list(figures.get("annotators") or [])
     if not annotators:
         annotators = sorted({n for m in margins for n in m})

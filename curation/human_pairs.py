@@ -13,17 +13,18 @@ construction (that would flatter a judge with a position bias).
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
 
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key
+from prefsynth.inputs import read_json, read_jsonl, validate
 from prefsynth.records import Message
 
 BUILTIN: dict[str, str] = {
@@ -123,50 +124,58 @@ def _pandalm_pair(row: dict[str, Any], source: str) -> HumanPair:
     )
 
 
-def _last_assistant(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and isinstance(value[-1], dict):
-        return str(value[-1]["content"])
-    raise ValueError("must be a string or a list of messages")
+class _Turn(BaseModel):
+    """A message of a TRL conversational list; only the content is used."""
+
+    content: str
 
 
-def _jsonl_pair(row: dict[str, Any], source: str) -> HumanPair:
-    prompt = row["prompt"]
-    if isinstance(prompt, str):
-        context = [Message(role="user", content=prompt)]
+class JsonlPair(BaseModel):
+    """One record of a user's pairs file: the prompt (text, or a TRL list of messages) and the
+    chosen and rejected responses (text, or a list of messages whose last one is the response).
+    Other fields are allowed and ignored."""
+
+    prompt: str | list[Message]
+    chosen: str | Annotated[list[_Turn], Field(min_length=1)]
+    rejected: str | Annotated[list[_Turn], Field(min_length=1)]
+
+
+def _last_assistant(value: str | list[_Turn]) -> str:
+    return value if isinstance(value, str) else value[-1].content
+
+
+def _jsonl_pair(row: JsonlPair, source: str) -> HumanPair:
+    if isinstance(row.prompt, str):
+        context = [Message(role="user", content=row.prompt)]
     else:
-        context = [Message.model_validate(m) for m in prompt]
+        context = list(row.prompt)
     return HumanPair(
         pair_id="",
         context=context,
-        first=_last_assistant(row["chosen"]),
-        second=_last_assistant(row["rejected"]),
+        first=_last_assistant(row.chosen),
+        second=_last_assistant(row.rejected),
         human=1,
         source=source,
     )
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-            if path.name.endswith(".json"):
-                return list(json.load(f))
-            rows = []
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise InputDataError(f"{path}:{n}: not JSON ({e.msg})") from None
-            return rows
-    except OSError as e:
-        raise InputDataError(f"cannot read pairs file {path}: {e.strerror or e}") from None
+def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(where, record) per record: ``line N`` of a JSONL file (``.gz`` too), ``record N`` of
+    a JSON array. A record that is not an object is an error naming it."""
+    if not path.name.endswith(".json"):
+        return [(f"line {n}", row) for n, row in read_jsonl(path, what="pairs file")]
+    data = read_json(path, what="pairs file")
+    if not isinstance(data, list):
+        raise InputDataError(f"{path}: expected an array of pair objects")
+    for n, row in enumerate(data, 1):
+        if not isinstance(row, dict):
+            raise InputDataError(f"{path}, record {n}: expected an object")
+    return [(f"record {n}", row) for n, row in enumerate(data, 1)]
 
 
 def load_pairs(name_or_path: str) -> HumanSet:
-    """Every usable pair of a built-in set or a JSONL file, in file order."""
+    """Every usable pair of a built-in set or a JSONL file, in file order. Errors name the
+    file and the line (or record) and the field (:mod:`prefsynth.inputs`)."""
     if name_or_path in BUILTIN:
         path, name = builtin_path(name_or_path), name_or_path
     else:
@@ -176,10 +185,9 @@ def load_pairs(name_or_path: str) -> HumanSet:
                 f"--pairs {name_or_path!r}: not a built-in set ({', '.join(BUILTIN)}) "
                 "and no such file"
             )
-    rows = _read_rows(path)
     pairs: list[HumanPair] = []
     skipped: Counter[str] = Counter()
-    for n, row in enumerate(rows, 1):
+    for n, (at, row) in enumerate(_read_rows(path), 1):
         where = f"{path.name}:{n}"
         try:
             if name.startswith("hh-rlhf"):
@@ -187,11 +195,11 @@ def load_pairs(name_or_path: str) -> HumanSet:
             elif name == "pandalm":
                 got = _pandalm_pair(row, where)
             else:
-                got = _jsonl_pair(row, where)
+                got = _jsonl_pair(validate(JsonlPair, row, path, where=at), where)
         except KeyError as e:
-            raise InputDataError(f"{path}, record {n}: missing field {e.args[0]!r}") from None
+            raise InputDataError(f"{path}, {at}: field {e.args[0]}: Field required") from None
         except (ValueError, TypeError) as e:
-            raise InputDataError(f"{path}, record {n}: {e}") from None
+            raise InputDataError(f"{path}, {at}: {e}") from None
         if isinstance(got, str):
             skipped[got] += 1
             continue

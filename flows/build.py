@@ -31,7 +31,7 @@ from prefect import flow
 from prefect.futures import as_completed
 from prefsynth.curation.card import render_card
 from prefsynth.curation.dataset import write_dataset
-from prefsynth.engines import close_engines
+from prefsynth.engines import close_engines, describe_engine
 from prefsynth.engines.device import resolve_dtypes, set_concurrent_tasks
 from prefsynth.flows.pipeline import (
     ShardResult,
@@ -47,7 +47,7 @@ from prefsynth.flows.pipeline import (
 from prefsynth.flows.runners import concurrent_model_tasks, make_task_runner, stage_resources
 
 from prefsynth import CODE_VERSION, __version__
-from prefsynth.config import BuildConfig, FilterConfig
+from prefsynth.config import BuildConfig, FilterConfig, check_references
 from prefsynth.errors import PrefsynthError
 from prefsynth.fileio import atomic_write_text
 from prefsynth.records import Annotation, Pair, ResponseCheck
@@ -200,7 +200,11 @@ def _run_stage(stage: Stage, ctx: StageContext, specs: list[ShardSpec]) -> list[
 
 def check_build(config: BuildConfig) -> StageContext:
     """Describe every model and check every data file a stage reads, before anything runs:
-    a missing model or a bad seed file fails here, naming it. ``config`` has resolved dtypes."""
+    a missing model or a bad seed file fails here, naming it. ``config`` has resolved dtypes.
+
+    First every file and model the config names must exist (:func:`check_references`, the
+    check ``prefsynth config`` makes, naming the field path), then each stage reads its files."""
+    check_references(config, describe_engine)
     ctx = StageContext(config, str(config.shard_dir()), build_models(config))
     for stage in pipeline():
         if stage.enabled(config):

@@ -12,19 +12,19 @@ common response, annotation and pair stages do; the dataset also gets an SFT vie
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefsynth.engines import Engine
 from prefsynth.generators.prompts import load_template
 from prefsynth.generators.seed_instructions import parse_instruction
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel, Field, StringConstraints
 
 from prefsynth.config import PikaConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, file_sha256
+from prefsynth.inputs import read_jsonl, validate
 from prefsynth.records import GenerationProvenance, Instruction, Message, ModelRef
 
 METHOD = "pika"
@@ -53,23 +53,25 @@ class PikaSource(BaseModel):
     global_index: int
 
 
+class PersonaRow(BaseModel):
+    """One line of a personas file (``text`` is accepted for ``persona``, as PersonaHub
+    names it); other fields are allowed and ignored."""
+
+    persona: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = Field(
+        validation_alias=AliasChoices("persona", "text")
+    )
+    id: str | int | None = None
+    domain: str | None = None
+
+
 def load_personas(path: Path) -> list[Persona]:
-    """JSONL: ``persona`` (or ``text``), optional ``id`` and ``domain``; errors name the line."""
-    if not path.exists():
-        raise InputDataError(f"personas file {path} does not exist")
+    """JSONL: ``persona`` (or ``text``), optional ``id`` and ``domain``; errors name the file
+    and line (:mod:`prefsynth.inputs`)."""
     out: list[Persona] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputDataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        text = row.get("persona", row.get("text")) if isinstance(row, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise InputDataError(f"{path}:{lineno}: needs a non-empty string field 'persona'")
-        pid = str(row.get("id", f"line-{lineno}"))
-        out.append(Persona(persona_id=pid, text=" ".join(text.split()), domain=row.get("domain")))
+    for lineno, row in read_jsonl(path, what="personas file"):
+        got = validate(PersonaRow, row, path, lineno)
+        pid = f"line-{lineno}" if got.id is None else str(got.id)
+        out.append(Persona(persona_id=pid, text=" ".join(got.persona.split()), domain=got.domain))
     if not out:
         raise InputDataError(f"personas file {path} has no personas")
     return out

@@ -11,18 +11,20 @@ retried up to ``max_attempts`` times; after that the instruction is kept with
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from prefsynth.engines import Engine
 from prefsynth.generators.prompts import load_template
+from pydantic import BaseModel, StringConstraints
 
 from prefsynth.config import SeedInstructConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import file_sha256
+from prefsynth.inputs import read_jsonl, validate
 from prefsynth.records import GenerationProvenance, Instruction, Message, ModelRef, SamplingParams
 
 METHOD = "seed_self_instruct"
@@ -42,22 +44,21 @@ def seeds_path(config: SeedInstructConfig) -> Path:
     return config.seeds_file or DEFAULT_SEEDS
 
 
+class SeedRow(BaseModel):
+    """One line of a seeds file; other fields are allowed and ignored."""
+
+    instruction: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    id: str | int | None = None
+
+
 def load_seed_tasks(path: Path) -> list[SeedTask]:
-    """Seed tasks from JSONL (``instruction``, optional ``id`` per line); errors name the line."""
-    if not path.exists():
-        raise InputDataError(f"seeds file {path} does not exist")
+    """Seed tasks from JSONL (``instruction``, optional ``id`` per line); errors name the file
+    and line (:mod:`prefsynth.inputs`)."""
     tasks: list[SeedTask] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputDataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        text = row.get("instruction") if isinstance(row, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise InputDataError(f"{path}:{lineno}: needs a non-empty string field 'instruction'")
-        tasks.append(SeedTask(str(row.get("id", f"line-{lineno}")), " ".join(text.split())))
+    for lineno, row in read_jsonl(path, what="seeds file"):
+        seed = validate(SeedRow, row, path, lineno)
+        seed_id = f"line-{lineno}" if seed.id is None else str(seed.id)
+        tasks.append(SeedTask(seed_id, " ".join(seed.instruction.split())))
     if not tasks:
         raise InputDataError(f"seeds file {path} has no tasks")
     return tasks

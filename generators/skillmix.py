@@ -15,7 +15,6 @@ seed up to ``max_attempts`` times and then kept as ``failed`` with every turn's 
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any, Literal
@@ -29,11 +28,12 @@ from prefsynth.generators.parsing import (
 )
 from prefsynth.generators.prompts import load_template
 from prefsynth.generators.seed_instructions import DEFAULT_SEEDS, load_seed_tasks
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from prefsynth.config import SkillMixConfig, SkillsConfig
 from prefsynth.errors import InputDataError
 from prefsynth.hashing import content_key, file_sha256
+from prefsynth.inputs import read_json, read_text, validate
 from prefsynth.records import GenerationProvenance, Instruction, Message, ModelRef
 
 METHOD = "instruct_skillmix"
@@ -82,15 +82,34 @@ class SkillSet(BaseModel):
 # --------------------------------------------------------------------------- stage A
 
 
+_QUERY_TYPES = TypeAdapter(list[QueryType])
+
+
 def _query_types_from_file(path: Path) -> list[QueryType]:
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        types = [QueryType.model_validate(r) for r in rows]
-    except (OSError, ValueError) as e:
-        raise InputDataError(f"query types file {path}: {e}") from None
+    rows = read_json(path, what="query types file")
+    types: list[QueryType] = validate(_QUERY_TYPES, rows, path)
     if not types:
         raise InputDataError(f"query types file {path} is empty")
     return types
+
+
+def read_skills_file(path: Path) -> tuple[list[str], list[QueryType] | None]:
+    """A skills file: a saved skills artifact (``.json``: its skills and query types) or a
+    text file with one skill per line (no query types). Errors name the file and line."""
+    if path.suffix == ".json":
+        saved = validate(SkillSet, read_json(path, what="skills file"), path)
+        return saved.skills, saved.query_types
+    lines = read_text(path, what="skills file").splitlines()
+    return [snake_case(s) for s in (ln.strip() for ln in lines) if s], None
+
+
+def check_files(cfg: SkillsConfig) -> None:
+    """Read the skills and query-types files the config names, so a bad one fails before any
+    model runs (the build reads them again in stage A)."""
+    if cfg.source == "file" and cfg.file is not None:
+        read_skills_file(cfg.file)
+    if cfg.query_types_file is not None:
+        _query_types_from_file(cfg.query_types_file)
 
 
 def packaged_query_types() -> list[QueryType]:
@@ -145,17 +164,9 @@ def extract_skill_set(engine: Engine | None, cfg: SkillsConfig, seed: int) -> Sk
     if cfg.source == "file":
         assert cfg.file is not None
         path = cfg.file
-        if not path.exists():
-            raise InputDataError(f"skills file {path} does not exist")
-        if path.suffix == ".json":
-            try:
-                saved = SkillSet.model_validate_json(path.read_text(encoding="utf-8"))
-            except ValueError as e:
-                raise InputDataError(f"skills file {path} is not a skills artifact: {e}") from None
-            raw_skills, query_types, qt_source = saved.skills, saved.query_types, "file"
-        else:
-            raw_skills = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-            raw_skills = [snake_case(s) for s in raw_skills if s.strip()]
+        raw_skills, saved_types = read_skills_file(path)
+        if saved_types is not None:
+            query_types, qt_source = saved_types, "file"
         provenance: dict[str, Any] = {"file": str(path), "file_sha256": file_sha256(path)}
     else:
         if engine is None:

@@ -45,13 +45,45 @@ def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+def _user_error_in(error: BaseException) -> PrefsynthError | None:
+    """The user error that caused ``error``, if any: Prefect and the task runners may re-raise
+    a task's exception wrapped in their own, and a user error inside a flow must still print
+    as one (``error: FILE, line N: ...``, exit 2), not as a failed build."""
+    seen: set[int] = set()
+    node: BaseException | None = error
+    while node is not None and id(node) not in seen:
+        if isinstance(node, PrefsynthError):
+            return node
+        seen.add(id(node))
+        node = node.__cause__ or node.__context__
+    return None
+
+
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
+    """Print a user error (a :class:`PrefsynthError`, also one wrapped by Prefect) as one line
+    and exit with its status; every other exception passes through."""
     try:
         yield
-    except PrefsynthError as e:
-        _err(str(e))
-        raise typer.Exit(e.exit_code) from None
+    except Exception as e:
+        user = _user_error_in(e)
+        if user is None:
+            raise
+        _err(str(user))
+        raise typer.Exit(user.exit_code) from None
+
+
+def _check_references(cfg: Any, models: bool = True) -> None:
+    """Every file the config names exists and (with ``models``) every model it names resolves;
+    errors name the field path. The same check the build makes first."""
+    from prefsynth.config import check_references
+
+    describe = None
+    if models:
+        from prefsynth.engines import describe_engine
+
+        describe = describe_engine
+    check_references(cfg, describe)
 
 
 def _load(config: Path | None, overrides: list[str] | None, **direct: Any) -> Any:
@@ -260,6 +292,7 @@ def eval_annotators(
 
     with _user_errors():
         cfg = _load(config, set_)
+        _check_references(cfg, models=False)
         load_pairs(pairs)  # a bad set or file fails here, before Prefect starts
     _quiet_env(verbose)
     from prefsynth.flows.evaluate import default_out_dir, eval_flow
@@ -327,6 +360,7 @@ def calibrate(
         from prefsynth.curation.human_pairs import load_pairs
 
         with _user_errors():
+            _check_references(cfg, models=False)
             load_pairs(pairs)  # a bad set or file fails here, before Prefect starts
         _quiet_env(verbose)
         from prefsynth.flows.evaluate import default_out_dir, eval_flow
@@ -406,11 +440,15 @@ def publish(
 
 @app.command("config")
 def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Validate a config and print the effective config (defaults filled in) as YAML."""
+    """Validate a config and print the effective config (defaults filled in) as YAML.
+
+    Also checks that every file the config names exists and every model it names resolves,
+    as a build does before it starts; an error names the field path."""
     from prefsynth.config import dump_config
 
     with _user_errors():
         cfg = _load(config, set_)
+        _check_references(cfg)
     typer.echo(dump_config(cfg), nl=False)
 
 

@@ -23,6 +23,7 @@ place, as NeMo DataDesigner keeps its config models together.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,8 +33,9 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator, model
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from prefsynth.errors import ConfigError
+from prefsynth.errors import ConfigError, PrefsynthError
 from prefsynth.hashing import content_key
+from prefsynth.inputs import parse_yaml, read_yaml
 from prefsynth.records import SamplingParams, StrictModel
 
 DType = Literal["float32", "bfloat16", "float16", "auto"]
@@ -258,6 +260,15 @@ class Uses:
     task: str = "generate"
 
 
+@dataclass(frozen=True)
+class Reads:
+    """Marks a config field as a file the build reads: :func:`check_references` checks that it
+    exists before anything runs, naming the field path."""
+
+
+READS = Reads()
+
+
 def _alias(default: str, what: str) -> Any:
     return Field(default, pattern=ALIAS_PATTERN, description=f"{what}: an alias of `models`")
 
@@ -334,7 +345,7 @@ class DecontamConfig(StrictModel):
 class SeedInstructConfig(StrictModel):
     """``seed_self_instruct``: the model sees a few seed tasks and writes a new one."""
 
-    seeds_file: Path | None = Field(
+    seeds_file: Annotated[Path | None, READS] = Field(
         None, description="JSONL with an 'instruction' field per line; default: packaged seeds"
     )
     examples_per_prompt: int = Field(3, ge=1, le=20)
@@ -356,8 +367,8 @@ class SkillsConfig(StrictModel):
     """
 
     source: Literal["seed_free", "seed_dependent", "file"] = "seed_dependent"
-    file: Path | None = None
-    query_types_file: Path | None = Field(
+    file: Annotated[Path | None, READS] = None
+    query_types_file: Annotated[Path | None, READS] = Field(
         None,
         description="JSON list of {name, definition, examples}; default: extracted "
         "(seed_free) or the packaged list",
@@ -415,7 +426,7 @@ DEFAULT_DOMAINS = (
 class PikaConfig(StrictModel):
     """PiKa (docs/methods.md §4): expert personas, one knowledge-intensive instruction each."""
 
-    personas_file: Path | None = Field(
+    personas_file: Annotated[Path | None, READS] = Field(
         None,
         description="JSONL with 'persona' (text) and optional 'id', 'domain' per line, "
         "e.g. a PersonaHub subset; default: personas written by the model",
@@ -634,7 +645,7 @@ class CDRConfig(StrictModel):
     router_sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=8)
     )
-    domains_file: Path | None = Field(
+    domains_file: Annotated[Path | None, READS] = Field(
         None,
         description="routed: JSON with per-domain system prompts and exemplars; default: "
         "the packaged set (annotators/data/cdr_domains.json)",
@@ -656,7 +667,7 @@ class FLRConfig(StrictModel):
 
     enabled: bool = True
     model: Annotated[str, Uses("engine")] = _alias("smollm2", "the scoring model")
-    followups_file: Path | None = Field(
+    followups_file: Annotated[Path | None, READS] = Field(
         None, description="JSON follow-up set; default: annotators/data/flr_followups.json"
     )
     dimensions: list[str] | None = Field(None, description="default: every dimension in the set")
@@ -840,7 +851,7 @@ class FilterConfig(StrictModel):
     min_agreeing: int | None = Field(
         None, ge=1, description="drop pairs with fewer voters agreeing with mu's sign"
     )
-    calibration: Path | None = Field(
+    calibration: Annotated[Path | None, READS] = Field(
         None,
         description="a calibration file written by `prefsynth calibrate` (weights and "
         "threshold fitted on human labels); naming one selects aggregate 'calibrated' and "
@@ -1240,10 +1251,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     keys = [k.strip() for k in path.split(".")]
     if not all(keys):
         raise ConfigError(f"--set {item!r}: empty field name in {path!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {path}: value {raw!r} is not valid YAML ({e})") from None
+    value = parse_yaml(raw, f"--set {path}", lines=False, error=ConfigError) if raw.strip() else ""
     return keys, value
 
 
@@ -1262,19 +1270,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> BuildConfig:
-    """Read YAML (optional), apply ``--set`` overrides, validate. Raises ConfigError."""
+    """Read YAML (optional), apply ``--set`` overrides, validate. Raises ConfigError.
+
+    The file goes through :func:`prefsynth.inputs.read_yaml`: a file that is not UTF-8 or not
+    YAML, or that gives a key twice, is an error naming the file and line."""
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
         origin = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        loaded = read_yaml(path, what="config file", error=ConfigError)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -1287,6 +1291,76 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
         return BuildConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, origin)) from None
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _in_disabled_section(config: BuildConfig, loc: tuple[str | int, ...]) -> bool:
+    """Whether a field lies in a section switched off (``enabled: false``): nothing reads it."""
+    node: Any = config
+    for part in loc[:-1]:
+        node = node[part] if isinstance(part, int) else getattr(node, part)
+        if getattr(node, "enabled", True) is False:
+            return True
+    return False
+
+
+def named_files(config: BuildConfig) -> list[tuple[tuple[str | int, ...], Path]]:
+    """Every input file the config names (fields marked :data:`READS`): (field path, file)."""
+    found: list[tuple[tuple[str | int, ...], Path]] = []
+
+    def walk(node: Any, loc: tuple[str | int, ...]) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, (*loc, i))
+        if not isinstance(node, StrictModel):
+            return
+        for name, info in type(node).model_fields.items():
+            value = getattr(node, name)
+            if READS in info.metadata:
+                if value is not None:
+                    found.append(((*loc, name), Path(value)))
+            elif name != "models":
+                walk(value, (*loc, name))
+
+    walk(config, ())
+    return found
+
+
+def check_references(
+    config: BuildConfig, describe_model: Callable[[EngineSpec], object] | None = None
+) -> None:
+    """Fail, naming the field path, if a file the config names does not exist or a model it
+    names does not resolve (``instructions.seed_self_instruct.seeds_file: no such file x``).
+
+    ``prefsynth config`` and the build both call this, so the two accept the same configs and
+    say the same thing. Sections switched off are not checked. ``describe_model`` is
+    :func:`prefsynth.engines.describe_engine` (passed in because this core module cannot import
+    the engines); it raises :class:`~prefsynth.errors.ModelNotFoundError` for a model that is
+    not there, reported at ``models.ALIAS.model``. The files' contents are checked later, by
+    the stage that reads them."""
+    problems = [
+        f"{_dotted(loc)}: no such file {path}"
+        for loc, path in named_files(config)
+        if not _in_disabled_section(config, loc) and not path.is_file()
+    ]
+    if describe_model is not None:
+        users: dict[str, list[str]] = {}
+        for loc, alias, _ in config.model_references():
+            if alias in config.models and not _in_disabled_section(config, loc):
+                users.setdefault(alias, []).append(_dotted(loc))
+        for alias, fields in users.items():
+            try:
+                describe_model(config.models[alias])
+            except PrefsynthError as e:
+                problems.append(f"models.{alias}.model (used by {', '.join(fields)}): {e}")
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def dump_config(config: BuildConfig) -> str:

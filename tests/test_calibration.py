@@ -272,7 +272,7 @@ def test_bad_calibration_files_name_the_file_and_field(tmp_path: Path) -> None:
         for needle in (str(path), *needles):
             assert needle in str(e.value)
 
-    check("{not json", "not JSON")
+    check("{not json", "line 1: not valid JSON")
     check(json.dumps({k: v for k, v in data.items() if k != "weights"}), "weights", "required")
     check(json.dumps({**data, "version": 9}), "version")
     check(json.dumps({**data, "weights": {"cdr": 1.0}}), "weights", "flr")

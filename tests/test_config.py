@@ -75,7 +75,7 @@ def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
     path.write_text("responses: [unclosed\n")
     with pytest.raises(ConfigError, match=str(path)):
         load_config(path)
-    with pytest.raises(ConfigError, match="cannot read config file"):
+    with pytest.raises(ConfigError, match=r"config file .*missing\.yaml does not exist"):
         load_config(tmp_path / "missing.yaml")
 
 
@@ -151,7 +151,8 @@ def test_shipped_example_configs_validate() -> None:
 def test_cli_missing_model_and_seed_file_exit_2(tmp_path: Path) -> None:
     proc = _cli("build", "--out", str(tmp_path), "--set", "models.smollm2.model=/no/such/model")
     assert proc.returncode == 2
-    assert "/no/such/model" in proc.stderr and "Traceback" not in proc.stderr
+    assert "models.smollm2.model" in proc.stderr and "/no/such/model" in proc.stderr
+    assert "Traceback" not in proc.stderr
     proc = _cli(
         "build",
         "--out",
@@ -160,7 +161,7 @@ def test_cli_missing_model_and_seed_file_exit_2(tmp_path: Path) -> None:
         f"instructions.seed_self_instruct.seeds_file={tmp_path}/x",
     )
     assert proc.returncode == 2
-    assert "seeds file" in proc.stderr and "does not exist" in proc.stderr
+    assert f"instructions.seed_self_instruct.seeds_file: no such file {tmp_path}/x" in proc.stderr
 
 
 def test_key_view_is_the_flat_engine_dict_of_before_the_models_table() -> None:
@@ -209,3 +210,43 @@ def test_cli_models_lists_the_catalogue() -> None:
     for m in CATALOGUE.values():
         assert f"{m.name:24} {m.kind:10} {m.license:12}" in proc.stdout
         assert m.description in proc.stdout
+
+
+def test_a_duplicate_yaml_key_is_an_error_naming_key_and_line(tmp_path: Path) -> None:
+    from prefsynth.inputs import parse_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("responses:\n  n: 2\nseed: 1\nresponses:\n  n: 3\n")
+    with pytest.raises(ConfigError, match=rf"{path}, line 4: duplicate key 'responses'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"--set instructions\.mix: duplicate key 'pika'"):
+        load_config(None, ["instructions.mix={pika: 1, pika: 2}"])
+    # a key a merge brings in may still be overridden, as YAML intends
+    merged = parse_yaml("a: &a {n: 1, m: 2}\nb:\n  <<: *a\n  n: 3\n", "x")
+    assert merged["b"] == {"n": 3, "m": 2}
+
+
+def test_check_references_names_the_field_and_skips_disabled_sections(tmp_path: Path) -> None:
+    from prefsynth.config import check_references
+    from prefsynth.errors import ModelNotFoundError
+
+    missing = tmp_path / "f.json"
+    cfg = load_config(None, [f"annotators.flr.followups_file={missing}"])
+    with pytest.raises(ConfigError, match=f"annotators.flr.followups_file: no such file {missing}"):
+        check_references(cfg)
+    off = load_config(
+        None, [f"annotators.flr.followups_file={missing}", "annotators.flr.enabled=0"]
+    )
+    check_references(off)
+
+    def describe(spec: object) -> None:
+        if getattr(spec, "model", "") == "/no/model":
+            raise ModelNotFoundError("model '/no/model' is not there")
+
+    cfg = load_config(None, ["models.w.model=/no/model", "annotators.cdr.weak=w"])
+    with pytest.raises(ConfigError) as err:
+        check_references(cfg, describe)
+    assert str(err.value) == (
+        "models.w.model (used by annotators.cdr.weak): model '/no/model' is not there"
+    )
+    check_references(load_config(None, ["models.w.model=/no/model"]), describe)  # unused alias

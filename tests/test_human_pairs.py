@@ -75,11 +75,11 @@ def test_jsonl_with_messages_and_clear_errors(tmp_path: Path) -> None:
     ]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
-    with pytest.raises(InputDataError, match=r"bad.jsonl, record 1: missing field 'rejected'"):
+    with pytest.raises(InputDataError, match=r"bad.jsonl, line 1: field rejected: Field required"):
         load_pairs(str(bad))
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "x", \n')
-    with pytest.raises(InputDataError, match=r"broken.jsonl:1: not JSON"):
+    with pytest.raises(InputDataError, match=r"broken.jsonl, line 1: not valid JSON"):
         load_pairs(str(broken))
     with pytest.raises(InputDataError, match="not a built-in set"):
         load_pairs("no-such-set")
@@ -100,7 +100,8 @@ def test_eval_cli_names_a_bad_pairs_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
     result = CliRunner().invoke(app, ["eval-annotators", "--pairs", str(bad), "--n", "5"])
     assert result.exit_code == 2
-    assert "missing field 'rejected'" in result.output and "Traceback" not in result.output
+    assert "line 1: field rejected: Field required" in result.output
+    assert "Traceback" not in result.output
     result = CliRunner().invoke(app, ["eval-annotators", "--pairs", "hh-rlhf-helpfull"])
     assert result.exit_code == 2 and "not a built-in set" in result.output
     off = [f"annotators.{a}.enabled=false" for a in ("cdr", "flr", "judge")]

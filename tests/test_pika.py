@@ -38,7 +38,7 @@ def test_file_persona_sampling_is_reproducible_and_unique(tmp_path: Path) -> Non
 def test_personas_file_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     path.write_text('{"persona": "A judge"}\n{"id": 3}\n')
-    with pytest.raises(InputDataError, match=f"{path}:2"):
+    with pytest.raises(InputDataError, match=f"{path}, line 2"):
         pika.load_personas(path)
 
 

@@ -38,10 +38,10 @@ def test_packaged_seeds_load() -> None:
 def test_bad_seed_file_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "seeds.jsonl"
     path.write_text('{"instruction": "ok task"}\n{"instruction": ""}\n')
-    with pytest.raises(InputDataError, match=f"{path}:2"):
+    with pytest.raises(InputDataError, match=f"{path}, line 2"):
         si.load_seed_tasks(path)
     path.write_text('{"instruction": "ok task"}\nnot json\n')
-    with pytest.raises(InputDataError, match=f"{path}:2: not valid JSON"):
+    with pytest.raises(InputDataError, match=f"{path}, line 2: not valid JSON"):
         si.load_seed_tasks(path)
     with pytest.raises(InputDataError, match="does not exist"):
         si.load_seed_tasks(tmp_path / "missing.jsonl")

@@ -147,8 +147,11 @@ class Instructions(Stage):
         }
 
     def check(self, ctx: StageContext) -> None:
-        for style in ctx.config.instructions.counts():
+        styles = ctx.config.instructions.counts()
+        for style in styles:
             STYLES[style].inputs(ctx.config, None)
+        if "skillmix" in styles:  # stage A reads them in a task: check them first
+            skillmix.check_files(ctx.config.instructions.skillmix.skills)
 
     # -- the skill list (Instruct-SkillMix stage A), shared by every SkillMix shard
     def artifacts(self, ctx: StageContext) -> dict[str, str]:
