@@ -244,9 +244,17 @@ def test_side_system_prompts_reach_their_side(engines) -> None:  # type: ignore[
         ctx = a.render_chat(msgs)  # the strong template renders both sides
         return engine.logprobs([ScoreRequest(context=ctx, continuation="Blue.")])[0].logprob_sum
 
-    assert ann.evidence["strong_logprob_sum"] == pytest.approx(direct(a, prompts["criteria"]))
-    assert ann.evidence["weak_logprob_sum"] == pytest.approx(direct(b, prompts["contrary"]))
-    assert ann.evidence["weak_logprob_sum"] != pytest.approx(direct(b, prompts["criteria"]))
+    # batched against one request: float32 sums differ by 2.3e-5 relative on an AVX-512 machine
+    close = {"rel": 1e-4}
+    assert ann.evidence["strong_logprob_sum"] == pytest.approx(
+        direct(a, prompts["criteria"]), **close
+    )
+    assert ann.evidence["weak_logprob_sum"] == pytest.approx(
+        direct(b, prompts["contrary"]), **close
+    )
+    assert ann.evidence["weak_logprob_sum"] != pytest.approx(
+        direct(b, prompts["criteria"]), **close
+    )
     assert ann.evidence["weak_rendered_prompt_sha256"] != ann.evidence["rendered_prompt_sha256"]
     # a string that is no packaged name is the prompt itself
     own = _scores(_annotate(a, b, CDRConfig(strong_system="Be brief."), ins, rsp))["i0-r0"]

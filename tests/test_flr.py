@@ -135,7 +135,9 @@ def test_prefix_reuse_gives_the_same_numbers(tiny_models: dict[str, Path]) -> No
     plain = engine.logprobs_shared(context, follow, per_token=True, reuse_prefix=False)
     for r, p in zip(reused, plain, strict=True):
         assert r.n_tokens == p.n_tokens
-        assert r.logprob_sum == pytest.approx(p.logprob_sum, rel=1e-5, abs=1e-4)
+        # float32 sums over different batch shapes: 1.03e-5 relative measured on an AVX-512
+        # machine (AVX2 stayed under 1e-5); a wrong prefix moves a sum by whole nats
+        assert r.logprob_sum == pytest.approx(p.logprob_sum, rel=1e-4, abs=1e-4)
 
 
 def test_registered_annotator_rows_and_evidence(tiny_models: dict[str, Path]) -> None:
