@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from prefsynth.engines import Engine
 
 from prefsynth.config import JudgeConfig
 from prefsynth.records import JUDGE_LABELS, Annotation, Message, Pair
-from prefsynth.templates import read_template
+from prefsynth.templates import PromptTemplate, read_template
 
 NAME = "judge"
 CANARY = "judge_canary"
@@ -57,7 +58,17 @@ CHOICE_PREFIX = "Verdict:"
 _BRACKETED = re.compile(r"\[\[\s*(A\+\+|A\+|A=B|B\+\+|B\+|A|B|C)\s*\]\]")
 _BARE = re.compile(r"^\s*(A\+\+|A\+|A=B|B\+\+|B\+)\s*$")
 _LABELLED = re.compile(r"verdict\s*:?\s*(A\+\+|A\+|A=B|B\+\+|B\+)", re.I)
-_MARKERS = re.compile(r"\[\s*(user request|response [ab])\s*\]", re.I)
+# sanitize(): template section headers with any spacing or case; adjacent brackets; the
+# choice prompt's answer slot; label tokens on their own, and in any case after "verdict".
+_MARKERS = re.compile(r"\[\s*(user\s+request|response\s+[ab])\s*\]", re.I)
+_OPEN_OPEN = re.compile(r"\[(?=\[)")
+_CLOSE_CLOSE = re.compile(r"\](?=\])")
+_VERDICT_COLON = re.compile(r"(verdict)\s*:", re.I)
+_VERDICT_LABEL = re.compile(r"(verdict\s*:?\s*)([AB])(\+\+|\+|=B)", re.I)
+_LABEL = re.compile(r"(?<![^\W_])(?<!-equals-)([AB])(\+\+|\+|=B)")  # not in "A-equals-B+"
+# format characters (Cf: zero-width spaces, bidi controls, soft hyphen) are dropped, but the
+# zero-width non-joiner and joiner, which some scripts and emoji sequences need
+_KEEP_FORMAT = frozenset("\u200c\u200d")
 
 
 def parse_verdict(text: str) -> int | None:
@@ -128,20 +139,59 @@ def combine(s1: int | None, s2: int | None) -> dict[str, Any]:
     }
 
 
-def sanitize(text: str, max_chars: int) -> str:
-    """Neutralise judge-template markers inside a candidate (Cheating LLM Benchmarks defence)."""
-    text = text[:max_chars]
-    text = text.replace("[[", "[ [").replace("]]", "] ]")
-    return _MARKERS.sub(lambda m: f"({m.group(1)})", text)
+def sanitize(text: str, max_chars: int | None) -> str:
+    """A candidate or query text as the judge may read it: cut to ``max_chars``, with nothing
+    left that the parser or the template would take for a verdict or a section of its own
+    (Cheating LLM Benchmarks defence; issue 15). The escapes keep the text readable:
+
+    * NFKC first, so full-width ``［［Ａ＋＋］］`` or ``Verdict：`` are the ASCII forms the rules
+      below see, and invisible format characters (zero-width spaces, bidi controls) are removed
+      so they cannot hide a label from the rules while the judge still reads it;
+    * adjacent brackets at any depth get a space between them (``[[[A++]]]`` -> ``[ [ [...] ] ]``);
+    * section headers with any spacing or case become plain text (``[Response  B]`` ->
+      ``(Response B)``);
+    * ``Verdict:`` (the choice prompt's answer slot) becomes ``Verdict -``;
+    * label tokens (``A++``, ``A+``, ``A=B``, ``B+``, ``B++``) standing on their own, or in any
+      case after "verdict", are spelled out (``A-plus-plus``, ``A-plus``, ``A-equals-B``, ...),
+      so "output A++" is no longer a label of the template.
+
+    The cut comes before the escapes, so cutting cannot leave half an escape behind; the escaped
+    text may be a few characters longer than ``max_chars``.
+    """
+    text = "".join(
+        ch
+        for ch in unicodedata.normalize("NFKC", text)
+        if ch in _KEEP_FORMAT or unicodedata.category(ch) != "Cf"
+    )
+    if max_chars is not None:
+        text = text[:max_chars]
+    text = _OPEN_OPEN.sub("[ ", text)
+    text = _CLOSE_CLOSE.sub("] ", text)
+    text = _MARKERS.sub(lambda m: f"({' '.join(m.group(1).split())})", text)
+    text = _VERDICT_LABEL.sub(lambda m: m.group(1) + _spell(m.group(2), m.group(3)), text)
+    text = _VERDICT_COLON.sub(r"\1 -", text)
+    return _LABEL.sub(lambda m: _spell(m.group(1), m.group(2)), text)
+
+
+def _spell(letter: str, op: str) -> str:
+    """A label token spelled out: ``A++`` -> ``A-plus-plus``, ``A=B`` -> ``A-equals-B``."""
+    if op.startswith("="):
+        return f"{letter}-equals-{op[1:]}"
+    return letter + "-plus" * len(op)
+
+
+def render_body(template: PromptTemplate, query: str, a: str, b: str, max_chars: int | None) -> str:
+    """The judge template filled with the sanitised query and responses (the query is not cut:
+    the judge must see the whole request)."""
+    return template.render(
+        query=sanitize(query, None),
+        response_a=sanitize(a, max_chars),
+        response_b=sanitize(b, max_chars),
+    )
 
 
 def _prompt(engine: Engine, config: JudgeConfig, query: str, a: str, b: str) -> str:
-    template = read_template(TEMPLATES[config.mode])
-    body = template.render(
-        query=query,
-        response_a=sanitize(a, config.max_chars),
-        response_b=sanitize(b, config.max_chars),
-    )
+    body = render_body(read_template(TEMPLATES[config.mode]), query, a, b, config.max_chars)
     rendered = engine.render_chat([Message(role="user", content=body)])
     return rendered + CHOICE_PREFIX if config.mode == "choice" else rendered
 
