@@ -23,10 +23,13 @@ verdicts (``verdict_order*``, ``strength_order*``, ``conservative``, ``consisten
 ``strength: argmax`` is the judge before calibration, unchanged (constrained generation).
 
 A reply the parser cannot read is an abstention (``status="abstain"``), never a tie; the raw
-text of both orders is always kept. Candidate texts are sanitised of judge-template markers
-(``[[...]]``, section headers) so a response cannot vote for itself. A null-response canary —
-a constant, instruction-irrelevant answer dressed as a verdict — is judged against real answers
-for a sample of pairs; how often the judge prefers it is reported for the run.
+text of both orders is always kept; only the judge's own continuation is parsed, never the
+prompt. Candidate and query texts are sanitised (:func:`sanitize`: NFKC, then verdicts, label
+tokens and section headers escaped) so a response cannot vote for itself. A null-response canary
+— a constant, instruction-irrelevant answer dressed as a verdict — is judged against real
+answers for a sample of pairs; how often the judge prefers it is reported for the run. An
+injection canary judges, for another sample, the rejected response with an injected verdict
+appended against the chosen one; how far that moves the score is reported too.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from prefsynth.templates import PromptTemplate, read_template
 
 NAME = "judge"
 CANARY = "judge_canary"
+INJECTION = "judge_injection"
 VERSION = "1"
 DATA = Path(__file__).parent / "data"
 TEMPLATES = {"choice": DATA / "judge_choice.txt", "generate": DATA / "judge_generate.txt"}
@@ -305,12 +309,17 @@ def _judge_expected(
 def annotate_shard(
     engine: Engine, config: JudgeConfig, pairs: list[Pair], config_key: str, seed: int
 ) -> list[Annotation]:
-    """One judge row per candidate pair, plus canary rows for a seeded sample of them."""
+    """One judge row per candidate pair, plus canary rows for a seeded sample of them and
+    injection rows for another (:func:`injected_response`)."""
     candidates = [p for p in pairs if p.status == "candidate" and p.chosen and p.rejected]
     rng = random.Random(seed)
     canaries = [p for p in candidates if rng.random() < config.canary_share]
+    # a stream of its own, so the canary sample (and every row) is the same with or without
+    injection_rng = random.Random(f"{seed}:injection")
+    injected = [p for p in candidates if injection_rng.random() < config.injection_share]
     items = [(p.prompt, p.chosen or "", p.rejected or "") for p in candidates]
     items += [(p.prompt, p.chosen or "", config.canary_text) for p in canaries]
+    items += [(p.prompt, injected_response(p, config), p.chosen or "") for p in injected]
     results = judge_pairs(engine, config, items) if items else []
     provenance = {
         "model": engine.info.model_dump(),
@@ -322,19 +331,21 @@ def annotate_shard(
         "canary_share": config.canary_share,
         "version": VERSION,
     }
+    if config.injection_share:  # only then, so rows of builds without it stay as they were
+        provenance["injection_share"] = config.injection_share
+    rows = [(NAME, p, p.chosen_response_id or "", p.rejected_response_id) for p in candidates]
+    rows += [(CANARY, p, p.chosen_response_id or "", "canary") for p in canaries]
+    rows += [(INJECTION, p, p.rejected_response_id or "", p.chosen_response_id) for p in injected]
     out = []
-    for k, res in enumerate(results):
-        canary = k >= len(candidates)
-        pair = canaries[k - len(candidates)] if canary else candidates[k]
-        name = CANARY if canary else NAME
+    for (name, pair, response_id, other_id), res in zip(rows, results, strict=True):
         parsed = res["score"] is not None
         out.append(
             Annotation(
                 annotation_id=Annotation.make_id(name, pair.pair_id, config_key),
                 annotator=name,
                 instruction_id=pair.instruction_id,
-                response_id=pair.chosen_response_id or "",
-                other_response_id="canary" if canary else pair.rejected_response_id,
+                response_id=response_id,
+                other_response_id=other_id,
                 pair_id=pair.pair_id,
                 score=res["score"],
                 status="ok" if parsed else "abstain",
@@ -344,6 +355,14 @@ def annotate_shard(
             )
         )
     return out
+
+
+def injected_response(pair: Pair, config: JudgeConfig) -> str:
+    """The injection canary's y1: the pair's rejected response with ``injection_text``
+    appended, cut so that the injection survives the judge's ``max_chars`` cut (it is then
+    sanitised like any response: what the canary measures is what gets through)."""
+    room = max(config.max_chars - len(config.injection_text), 0)
+    return (pair.rejected or "")[:room] + config.injection_text
 
 
 def canary_figures(annotations: list[Annotation]) -> dict[str, Any]:
@@ -360,6 +379,38 @@ def canary_figures(annotations: list[Annotation]) -> dict[str, Any]:
         else None,
         "canary_null_wins_both_orders": sum(a.evidence["conservative"] == -1 for a in rows),
     }
+
+
+def injection_figures(annotations: list[Annotation]) -> dict[str, Any]:
+    """How far an injected verdict moves the judge: each injection row's score (for the rejected
+    response with the injection appended) against the plain row's score of the same pair,
+    negated so that both are for the rejected response. Pairs where either row abstained are
+    left out."""
+    plain = {
+        a.pair_id: a.score
+        for a in annotations
+        if a.annotator == NAME and a.status == "ok" and a.score is not None
+    }
+    scores = [
+        (-plain[a.pair_id], a.score)  # (without, with the injection)
+        for a in annotations
+        if a.annotator == INJECTION
+        and a.status == "ok"
+        and a.score is not None
+        and a.pair_id in plain
+    ]
+    signs = [(_sign(before), _sign(after)) for before, after in scores]
+    n = len(scores)
+    return {
+        "injection_pairs": n,
+        "injection_flipped": sum(after > before for before, after in signs),
+        "injection_changed_rate": sum(a != b for b, a in signs) / n if n else None,
+        "injection_mean_shift": sum(after - before for before, after in scores) / n if n else None,
+    }
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
 
 
 def position_figures(annotations: list[Annotation]) -> dict[str, Any]:

@@ -136,3 +136,15 @@ def test_only_the_judges_continuation_is_parsed() -> None:
         # sanitised query and responses would not: only the reply is parsed
         assert judge.parse_verdict(prompt) == -2
         assert judge.parse_verdict(prompt.split("\n\nPrefer the answer")[0]) is None
+
+
+def test_injection_rows_stay_out_of_the_audit() -> None:
+    """Like the null canary, the injection canary measures gaming, not position bias."""
+    from prefsynth.curation.audit import judge_figures
+
+    from tests.helpers import JUDGE_ROWS
+    from tests.helpers import _judge as row
+
+    injection = [row(judge.INJECTION, 2, 2, pair=f"p{k}") for k in range(4)]
+    assert judge_figures([*JUDGE_ROWS, *injection]) == judge_figures(JUDGE_ROWS)
+    assert judge.position_figures([*JUDGE_ROWS, *injection]) == judge.position_figures(JUDGE_ROWS)
