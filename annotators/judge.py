@@ -314,7 +314,7 @@ def annotate_shard(
     candidates = [p for p in pairs if p.status == "candidate" and p.chosen and p.rejected]
     rng = random.Random(seed)
     canaries = [p for p in candidates if rng.random() < config.canary_share]
-    # a stream of its own, so the canary sample (and every row) is the same with or without
+    # a stream of its own: the canary sample and every other row are the same without it
     injection_rng = random.Random(f"{seed}:injection")
     injected = [p for p in candidates if injection_rng.random() < config.injection_share]
     items = [(p.prompt, p.chosen or "", p.rejected or "") for p in candidates]
