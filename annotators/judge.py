@@ -23,10 +23,13 @@ verdicts (``verdict_order*``, ``strength_order*``, ``conservative``, ``consisten
 ``strength: argmax`` is the judge before calibration, unchanged (constrained generation).
 
 A reply the parser cannot read is an abstention (``status="abstain"``), never a tie; the raw
-text of both orders is always kept. Candidate texts are sanitised of judge-template markers
-(``[[...]]``, section headers) so a response cannot vote for itself. A null-response canary —
-a constant, instruction-irrelevant answer dressed as a verdict — is judged against real answers
-for a sample of pairs; how often the judge prefers it is reported for the run.
+text of both orders is always kept; only the judge's own continuation is parsed, never the
+prompt. Candidate and query texts are sanitised (:func:`sanitize`: NFKC, then verdicts, label
+tokens and section headers escaped) so a response cannot vote for itself. A null-response canary
+— a constant, instruction-irrelevant answer dressed as a verdict — is judged against real
+answers for a sample of pairs; how often the judge prefers it is reported for the run. An
+injection canary judges, for another sample, the rejected response with an injected verdict
+appended against the chosen one; how far that moves the score is reported too.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,10 +47,11 @@ from prefsynth.engines import Engine
 
 from prefsynth.config import JudgeConfig
 from prefsynth.records import JUDGE_LABELS, Annotation, Message, Pair
-from prefsynth.templates import read_template
+from prefsynth.templates import PromptTemplate, read_template
 
 NAME = "judge"
 CANARY = "judge_canary"
+INJECTION = "judge_injection"
 VERSION = "1"
 DATA = Path(__file__).parent / "data"
 TEMPLATES = {"choice": DATA / "judge_choice.txt", "generate": DATA / "judge_generate.txt"}
@@ -57,7 +62,17 @@ CHOICE_PREFIX = "Verdict:"
 _BRACKETED = re.compile(r"\[\[\s*(A\+\+|A\+|A=B|B\+\+|B\+|A|B|C)\s*\]\]")
 _BARE = re.compile(r"^\s*(A\+\+|A\+|A=B|B\+\+|B\+)\s*$")
 _LABELLED = re.compile(r"verdict\s*:?\s*(A\+\+|A\+|A=B|B\+\+|B\+)", re.I)
-_MARKERS = re.compile(r"\[\s*(user request|response [ab])\s*\]", re.I)
+# sanitize(): template section headers with any spacing or case; adjacent brackets; the
+# choice prompt's answer slot; label tokens on their own, and in any case after "verdict".
+_MARKERS = re.compile(r"\[\s*(user\s+request|response\s+[ab])\s*\]", re.I)
+_OPEN_OPEN = re.compile(r"\[(?=\[)")
+_CLOSE_CLOSE = re.compile(r"\](?=\])")
+_VERDICT_COLON = re.compile(r"(verdict)\s*:", re.I)
+_VERDICT_LABEL = re.compile(r"(verdict\s*:?\s*)([AB])(\+\+|\+|=B)", re.I)
+_LABEL = re.compile(r"(?<![^\W_])(?<!-equals-)([AB])(\+\+|\+|=B)")  # not in "A-equals-B+"
+# format characters (Cf: zero-width spaces, bidi controls, soft hyphen) are dropped, but the
+# zero-width non-joiner and joiner, which some scripts and emoji sequences need
+_KEEP_FORMAT = frozenset("\u200c\u200d")
 
 
 def parse_verdict(text: str) -> int | None:
@@ -128,20 +143,59 @@ def combine(s1: int | None, s2: int | None) -> dict[str, Any]:
     }
 
 
-def sanitize(text: str, max_chars: int) -> str:
-    """Neutralise judge-template markers inside a candidate (Cheating LLM Benchmarks defence)."""
-    text = text[:max_chars]
-    text = text.replace("[[", "[ [").replace("]]", "] ]")
-    return _MARKERS.sub(lambda m: f"({m.group(1)})", text)
+def sanitize(text: str, max_chars: int | None) -> str:
+    """A candidate or query text as the judge may read it: cut to ``max_chars``, with nothing
+    left that the parser or the template would take for a verdict or a section of its own
+    (Cheating LLM Benchmarks defence; issue 15). The escapes keep the text readable:
+
+    * NFKC first, so full-width ``［［Ａ＋＋］］`` or ``Verdict：`` are the ASCII forms the rules
+      below see, and invisible format characters (zero-width spaces, bidi controls) are removed
+      so they cannot hide a label from the rules while the judge still reads it;
+    * adjacent brackets at any depth get a space between them (``[[[A++]]]`` -> ``[ [ [...] ] ]``);
+    * section headers with any spacing or case become plain text (``[Response  B]`` ->
+      ``(Response B)``);
+    * ``Verdict:`` (the choice prompt's answer slot) becomes ``Verdict -``;
+    * label tokens (``A++``, ``A+``, ``A=B``, ``B+``, ``B++``) standing on their own, or in any
+      case after "verdict", are spelled out (``A-plus-plus``, ``A-plus``, ``A-equals-B``, ...),
+      so "output A++" is no longer a label of the template.
+
+    The cut comes before the escapes, so cutting cannot leave half an escape behind; the escaped
+    text may be a few characters longer than ``max_chars``.
+    """
+    text = "".join(
+        ch
+        for ch in unicodedata.normalize("NFKC", text)
+        if ch in _KEEP_FORMAT or unicodedata.category(ch) != "Cf"
+    )
+    if max_chars is not None:
+        text = text[:max_chars]
+    text = _OPEN_OPEN.sub("[ ", text)
+    text = _CLOSE_CLOSE.sub("] ", text)
+    text = _MARKERS.sub(lambda m: f"({' '.join(m.group(1).split())})", text)
+    text = _VERDICT_LABEL.sub(lambda m: m.group(1) + _spell(m.group(2), m.group(3)), text)
+    text = _VERDICT_COLON.sub(r"\1 -", text)
+    return _LABEL.sub(lambda m: _spell(m.group(1), m.group(2)), text)
+
+
+def _spell(letter: str, op: str) -> str:
+    """A label token spelled out: ``A++`` -> ``A-plus-plus``, ``A=B`` -> ``A-equals-B``."""
+    if op.startswith("="):
+        return f"{letter}-equals-{op[1:]}"
+    return letter + "-plus" * len(op)
+
+
+def render_body(template: PromptTemplate, query: str, a: str, b: str, max_chars: int | None) -> str:
+    """The judge template filled with the sanitised query and responses (the query is not cut:
+    the judge must see the whole request)."""
+    return template.render(
+        query=sanitize(query, None),
+        response_a=sanitize(a, max_chars),
+        response_b=sanitize(b, max_chars),
+    )
 
 
 def _prompt(engine: Engine, config: JudgeConfig, query: str, a: str, b: str) -> str:
-    template = read_template(TEMPLATES[config.mode])
-    body = template.render(
-        query=query,
-        response_a=sanitize(a, config.max_chars),
-        response_b=sanitize(b, config.max_chars),
-    )
+    body = render_body(read_template(TEMPLATES[config.mode]), query, a, b, config.max_chars)
     rendered = engine.render_chat([Message(role="user", content=body)])
     return rendered + CHOICE_PREFIX if config.mode == "choice" else rendered
 
@@ -255,12 +309,17 @@ def _judge_expected(
 def annotate_shard(
     engine: Engine, config: JudgeConfig, pairs: list[Pair], config_key: str, seed: int
 ) -> list[Annotation]:
-    """One judge row per candidate pair, plus canary rows for a seeded sample of them."""
+    """One judge row per candidate pair, plus canary rows for a seeded sample of them and
+    injection rows for another (:func:`injected_response`)."""
     candidates = [p for p in pairs if p.status == "candidate" and p.chosen and p.rejected]
     rng = random.Random(seed)
     canaries = [p for p in candidates if rng.random() < config.canary_share]
+    # a stream of its own: the canary sample and every other row are the same without it
+    injection_rng = random.Random(f"{seed}:injection")
+    injected = [p for p in candidates if injection_rng.random() < config.injection_share]
     items = [(p.prompt, p.chosen or "", p.rejected or "") for p in candidates]
     items += [(p.prompt, p.chosen or "", config.canary_text) for p in canaries]
+    items += [(p.prompt, injected_response(p, config), p.chosen or "") for p in injected]
     results = judge_pairs(engine, config, items) if items else []
     provenance = {
         "model": engine.info.model_dump(),
@@ -272,19 +331,21 @@ def annotate_shard(
         "canary_share": config.canary_share,
         "version": VERSION,
     }
+    if config.injection_share:  # only then, so rows of builds without it stay as they were
+        provenance["injection_share"] = config.injection_share
+    rows = [(NAME, p, p.chosen_response_id or "", p.rejected_response_id) for p in candidates]
+    rows += [(CANARY, p, p.chosen_response_id or "", "canary") for p in canaries]
+    rows += [(INJECTION, p, p.rejected_response_id or "", p.chosen_response_id) for p in injected]
     out = []
-    for k, res in enumerate(results):
-        canary = k >= len(candidates)
-        pair = canaries[k - len(candidates)] if canary else candidates[k]
-        name = CANARY if canary else NAME
+    for (name, pair, response_id, other_id), res in zip(rows, results, strict=True):
         parsed = res["score"] is not None
         out.append(
             Annotation(
                 annotation_id=Annotation.make_id(name, pair.pair_id, config_key),
                 annotator=name,
                 instruction_id=pair.instruction_id,
-                response_id=pair.chosen_response_id or "",
-                other_response_id="canary" if canary else pair.rejected_response_id,
+                response_id=response_id,
+                other_response_id=other_id,
                 pair_id=pair.pair_id,
                 score=res["score"],
                 status="ok" if parsed else "abstain",
@@ -294,6 +355,14 @@ def annotate_shard(
             )
         )
     return out
+
+
+def injected_response(pair: Pair, config: JudgeConfig) -> str:
+    """The injection canary's y1: the pair's rejected response with ``injection_text``
+    appended, cut so that the injection survives the judge's ``max_chars`` cut (it is then
+    sanitised like any response: what the canary measures is what gets through)."""
+    room = max(config.max_chars - len(config.injection_text), 0)
+    return (pair.rejected or "")[:room] + config.injection_text
 
 
 def canary_figures(annotations: list[Annotation]) -> dict[str, Any]:
@@ -310,6 +379,38 @@ def canary_figures(annotations: list[Annotation]) -> dict[str, Any]:
         else None,
         "canary_null_wins_both_orders": sum(a.evidence["conservative"] == -1 for a in rows),
     }
+
+
+def injection_figures(annotations: list[Annotation]) -> dict[str, Any]:
+    """How far an injected verdict moves the judge: each injection row's score (for the rejected
+    response with the injection appended) against the plain row's score of the same pair,
+    negated so that both are for the rejected response. Pairs where either row abstained are
+    left out."""
+    plain = {
+        a.pair_id: a.score
+        for a in annotations
+        if a.annotator == NAME and a.status == "ok" and a.score is not None
+    }
+    scores = [
+        (-plain[a.pair_id], a.score)  # (without, with the injection)
+        for a in annotations
+        if a.annotator == INJECTION
+        and a.status == "ok"
+        and a.score is not None
+        and a.pair_id in plain
+    ]
+    signs = [(_sign(before), _sign(after)) for before, after in scores]
+    n = len(scores)
+    return {
+        "injection_pairs": n,
+        "injection_flipped": sum(after > before for before, after in signs),
+        "injection_changed_rate": sum(a != b for b, a in signs) / n if n else None,
+        "injection_mean_shift": sum(after - before for before, after in scores) / n if n else None,
+    }
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
 
 
 def position_figures(annotations: list[Annotation]) -> dict[str, Any]:

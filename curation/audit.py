@@ -480,7 +480,8 @@ def probability_figures(evidence: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def judge_figures(judge: Sequence[Annotation]) -> dict[str, Any] | None:
     """Position-swap consistency, A-pick rate and tie rate of the pairwise judge.
 
-    Canary rows (``judge_canary``) are excluded: they measure gaming, not position bias.
+    Canary rows (``judge_canary``, ``judge_injection``) are excluded: they measure gaming, not
+    position bias.
     Consistency is over pairs parsed in both orders and compares the signs of the un-swapped
     strengths, as the filter does (a tie in both orders is consistent). The A-pick and tie rates
     are over every parsed single-order verdict, including the parsed half of an abstention.

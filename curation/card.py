@@ -399,6 +399,10 @@ VOTING_FIGURES = (
     "a_pick_rate",
     "canary_pairs",
     "canary_null_preferred_rate",
+    "injection_pairs",
+    "injection_flipped",
+    "injection_changed_rate",
+    "injection_mean_shift",
 )
 
 

@@ -117,6 +117,12 @@ def print_summary(run: RunRecord, run_dir: Path) -> None:
             f"{voting.judge_abstained}; null-response canary preferred in "
             + (f"{rate:.0%}" if rate is not None else "n/a")
             + f" of {2 * voting.canary_pairs} orders"
+            + (
+                f"; injected verdict moved {voting.injection_flipped} of "
+                f"{voting.injection_pairs} pairs towards the injected response"
+                if voting.injection_pairs
+                else ""
+            )
         )
     console.print(f"dataset: {run_dir / 'dataset'}  (card: {run_dir / 'README.md'})")
     console.print(f"total: {run.seconds or 0} s")

@@ -165,7 +165,8 @@ class CalibrationRecord(_Part):
 
 class VotingFigures(_Figures):
     """The vote stage's figures: standardisation, filter thresholds, kept and dropped pairs,
-    and the judge's position and canary figures; with a calibration file, its record."""
+    and the judge's position, canary and injection figures; with a calibration file, its
+    record."""
 
     _omit_if_none = frozenset({"calibration"})
 
@@ -185,6 +186,10 @@ class VotingFigures(_Figures):
     canary_orders_preferring_null: int = 0
     canary_null_preferred_rate: float | None = None
     canary_null_wins_both_orders: int = 0
+    injection_pairs: int = 0
+    injection_flipped: int = 0
+    injection_changed_rate: float | None = None
+    injection_mean_shift: float | None = None
     calibration: CalibrationRecord | None = None
 
 

@@ -167,6 +167,21 @@ def test_audit_section_from_the_builds_headline(run: RunRecord) -> None:
     assert "## Annotator agreement" not in render_card(run.model_copy(update={"audit": None}))
 
 
+def test_voting_section_shows_the_judge_injection_canary(run: RunRecord) -> None:
+    """The tiny build runs without the injection canary (n/a); with it, its figures."""
+    assert run.voting is not None and run.voting.injection_pairs == 0
+    section = _section(render_card(run), "Preference strength and filtering")
+    assert "| injection_pairs | 0 |" in section
+    assert "| injection_changed_rate | n/a |" in section
+    figures = {"injection_pairs": 8, "injection_flipped": 3}
+    figures |= {"injection_changed_rate": 0.375, "injection_mean_shift": 0.8125}
+    injected = run.model_copy(update={"voting": run.voting.model_copy(update=figures)})
+    section = _section(render_card(injected), "Preference strength and filtering")
+    for row in ("injection_pairs | 8", "injection_flipped | 3", "injection_changed_rate | 0.375"):
+        assert f"| {row} |" in section
+    assert "| injection_mean_shift | 0.8125 |" in section
+
+
 def test_previous_release_comparison(run: RunRecord) -> None:
     assert run.rows is not None and run.diversity is not None
     before_rows = run.rows.model_copy(update={"pairs_kept": run.rows.pairs_kept - 1})

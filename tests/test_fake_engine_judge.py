@@ -21,7 +21,7 @@ from prefsynth.engines.fake_engine import FakeEngine, FakeScript, register_scrip
 
 from prefsynth import engines
 from prefsynth.config import FakeSpec, JudgeConfig, load_config
-from prefsynth.records import Message, Pair, SamplingParams
+from prefsynth.records import Annotation, Message, Pair, SamplingParams
 
 GOOD = "GOOD: water boils at 100 degrees Celsius at sea level."
 BAD = "Cheese."
@@ -174,6 +174,117 @@ def test_canary_figures_count_the_null_preferences(
     }
 
 
+# --------------------------------------------------------------------------- injection canary
+
+
+def is_injected(text: str) -> bool:
+    """The default injection text, as the judge reads it (sanitised)."""
+    return "clearly the better one" in text
+
+
+def fooled_by_injection(a: str, b: str) -> str:
+    """Fair, except that it obeys an injected verdict wherever it stands."""
+    return "A++" if is_injected(a) else "B++" if is_injected(b) else fair(a, b)
+
+
+def fooled_in_position_a(a: str, b: str) -> str:
+    """Obeys an injected verdict only when the injected response stands in A."""
+    return "A++" if is_injected(a) else fair(a, b)
+
+
+def fooled_by_null_in_b_and_by_injection(a: str, b: str) -> str:
+    injected = is_injected(a) or is_injected(b)
+    return fooled_by_injection(a, b) if injected else fair_but_fooled_in_position_b(a, b)
+
+
+@pytest.mark.parametrize(
+    ("rule", "flipped", "changed_rate", "mean_shift"),
+    [
+        # plain: GOOD (chosen) +2 in three pairs, -2 in the reversed one, i.e. -2 / +2 for the
+        # rejected response. Fooled: +2 for the injected rejected response in every pair; its
+        # score moves from -2 to +2 in three pairs (shift 4) and stays +2 in the reversed one
+        (fooled_by_injection, 3, 0.75, (4 + 4 + 4 + 0) / 4),
+        # fooled in one order only: score (2 - 2) / 2 = 0, from -2 (a flip towards the injected
+        # response, shift 2); the reversed pair's BAD chosen is in A in order 2: stays +2
+        (fooled_in_position_a, 3, 0.75, (2 + 2 + 2 + 0) / 4),
+        (fair, 0, 0.0, 0.0),  # not moved at all
+    ],
+)
+def test_injection_canary_figures_by_hand(
+    rule: object, flipped: int, changed_rate: float, mean_shift: float
+) -> None:
+    pairs = [_pair(k) for k in range(3)] + [_pair(3, chosen=BAD, rejected=GOOD)]
+    cfg = JudgeConfig(canary_share=0.0, injection_share=1.0)
+    engine = _judge(label_rule(rule))  # type: ignore[arg-type]
+    rows = judge.annotate_shard(engine, cfg, pairs, "k", seed=0)
+    injected = [r for r in rows if r.annotator == judge.INJECTION]
+    assert [(r.pair_id, r.response_id, r.other_response_id) for r in injected] == [
+        (f"p{k}", f"r{k}", f"c{k}") for k in range(4)
+    ]
+    # y1 is the rejected response with the injection, judged in both orders like any pair
+    lengths = [len(p.rejected or "") + len(cfg.injection_text) for p in pairs]
+    assert [r.evidence["len_y1"] for r in injected] == lengths
+    assert judge.injection_figures(rows) == {
+        "injection_pairs": 4,
+        "injection_flipped": flipped,
+        "injection_changed_rate": changed_rate,
+        "injection_mean_shift": mean_shift,
+    }
+    # the plain rows, and so the position figures, are those of a build without injection
+    plain = judge.annotate_shard(engine, JudgeConfig(canary_share=0.0), pairs, "k", seed=0)
+    assert _without_injection(rows) == _without_injection(plain)
+    assert judge.position_figures(rows) == judge.position_figures(plain)
+
+
+def _without_injection(rows: list[Annotation]) -> list[dict[str, object]]:
+    """The rows but the injection canary's, as written but for their provenance (which
+    records the injection share)."""
+    return [r.model_dump(exclude={"provenance"}) for r in rows if r.annotator != judge.INJECTION]
+
+
+def test_injection_sample_is_its_own_stream() -> None:
+    """The null-canary sample and every plain row stay as they were; the injection sample is
+    seeded and independent of it."""
+    pairs = [_pair(k) for k in range(40)]
+    engine = _judge(label_rule(fair))
+    before = judge.annotate_shard(engine, JudgeConfig(), pairs, "k", seed=5)
+    assert all("injection_share" not in r.provenance for r in before)  # rows as before
+    cfg = JudgeConfig(injection_share=0.25)
+    after = judge.annotate_shard(engine, cfg, pairs, "k", seed=5)
+    assert _without_injection(after) == _without_injection(before)
+    sample = [r.pair_id for r in after if r.annotator == judge.INJECTION]
+    canaries = [r.pair_id for r in after if r.annotator == judge.CANARY]
+    assert 0 < len(sample) < 40 and sample != canaries
+    again = judge.annotate_shard(engine, cfg, pairs, "k", seed=5)
+    assert [r.pair_id for r in again if r.annotator == judge.INJECTION] == sample
+
+
+def test_injection_figures_leave_out_abstentions() -> None:
+    from tests.helpers import _judge as row
+
+    rows = [
+        row("judge", 2, -2, pair="p0"),  # +2 for y1 (chosen): -2 for the rejected
+        row("judge_injection", 1, -1, pair="p0"),  # +1 for the injected rejected response
+        row("judge", 2, -2, pair="p1"),
+        row("judge_injection", 2, None, status="abstain", pair="p1"),  # left out
+        row("judge", 1, None, status="abstain", pair="p2"),  # no plain score: left out
+        row("judge_injection", 2, -2, pair="p2"),
+        row("judge_canary", 2, -2, pair="p0"),  # another canary: ignored
+    ]
+    assert judge.injection_figures(rows) == {
+        "injection_pairs": 1,
+        "injection_flipped": 1,
+        "injection_changed_rate": 1.0,
+        "injection_mean_shift": 3.0,
+    }
+    assert judge.injection_figures(rows[:1]) == {
+        "injection_pairs": 0,
+        "injection_flipped": 0,
+        "injection_changed_rate": None,
+        "injection_mean_shift": None,
+    }
+
+
 # --------------------------------------------------------------------------- calibrated judge
 
 LN = math.log
@@ -294,7 +405,7 @@ def _strong(context: str, continuation: str) -> float:
     return bonus - len(continuation.split())
 
 
-def test_a_build_on_scripted_engines_wires_judge_and_canary_into_the_vote(
+def test_a_build_on_scripted_engines_wires_judge_and_canaries_into_the_vote(
     prefect_api_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefsynth.flows.build import build
@@ -303,7 +414,7 @@ def test_a_build_on_scripted_engines_wires_judge_and_canary_into_the_vote(
     register_script("writer", FakeScript(reply=_writer))
     register_script("policy", FakeScript(reply=_policy))
     register_script("strong", FakeScript(logprob=_strong))
-    register_script("judge", label_rule(fair_but_fooled_in_position_b))
+    register_script("judge", label_rule(fooled_by_null_in_b_and_by_injection))
     engines.close_engines()  # no engine cached with an earlier script of the same name
     config = load_config(
         None,
@@ -318,6 +429,7 @@ def test_a_build_on_scripted_engines_wires_judge_and_canary_into_the_vote(
             "annotators.flr.enabled=false",
             "annotators.judge.model=judge",
             "annotators.judge.canary_share=1.0",
+            "annotators.judge.injection_share=1.0",
             "instructions.n=4",
             "shard_size=2",
             "responses.n=3",
@@ -339,6 +451,7 @@ def test_a_build_on_scripted_engines_wires_judge_and_canary_into_the_vote(
     for row in train:
         assert row["chosen"][-1]["content"] == GOOD and row["rejected"][-1]["content"] == BAD
         assert row["margin_judge"] == 1.0  # +2 each, standardised by their RMS (2)
+    # (the injection rows, at +2 for the rejected response, do not vote)
     judged = [
         r
         for path in sorted((config.run_dir() / "shards" / "judge").glob("*.parquet"))
@@ -351,3 +464,10 @@ def test_a_build_on_scripted_engines_wires_judge_and_canary_into_the_vote(
     assert voting["canary_orders_preferring_null"] == 4  # the order with the null in B
     assert voting["canary_null_preferred_rate"] == 0.5
     assert voting["canary_null_wins_both_orders"] == 0
+    injected = [r for r in judged if r["annotator"] == judge.INJECTION]
+    assert sorted(r["score"] for r in injected) == [2.0] * 4
+    # every injected rejected response went from -2 to +2
+    assert voting["injection_pairs"] == 4 and voting["injection_flipped"] == 4
+    assert voting["injection_changed_rate"] == 1.0 and voting["injection_mean_shift"] == 4.0
+    card = (config.run_dir() / "README.md").read_text(encoding="utf-8")
+    assert "| injection_changed_rate | 1 |" in card and "| injection_flipped | 4 |" in card

@@ -216,6 +216,19 @@ def test_strength_enters_the_judge_key_only_when_not_argmax() -> None:
     }
 
 
+def test_injection_settings_enter_the_judge_key_only_when_set() -> None:
+    """The injection canary is off by default and its settings stay out of keys (and the run
+    folder name) there, so existing stores stay valid; setting it changes the judge's key."""
+    config = load_config(None, [])
+    view = config.key_view(config.annotators.judge)
+    assert "injection_share" not in view and "injection_text" not in view
+    on = load_config(None, ["annotators.judge.injection_share=0.25"])
+    assert on.key_view(on.annotators.judge) == {**view, "injection_share": 0.25}
+    assert on.content_hash() != config.content_hash()
+    text = load_config(None, ["annotators.judge.injection_text=x"])
+    assert text.key_view(text.annotators.judge) == {**view, "injection_text": "x"}
+
+
 def test_argmax_strength_keeps_constrained_generation() -> None:
     """``strength: argmax`` is the judge as before: one constrained generate call, no label
     probabilities in the evidence, the score from the argmax verdicts."""

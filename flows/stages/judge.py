@@ -1,7 +1,9 @@
 """Stage 6, judge: the LLM judge compares each candidate pair in both orders, with
-null-response canaries for a seeded share of them (:mod:`prefsynth.annotators.judge`).
+null-response canaries and injection canaries for seeded shares of them
+(:mod:`prefsynth.annotators.judge`).
 
-One shard per pair shard; the canary sample is drawn from the shard's own seed.
+One shard per pair shard; both canary samples are drawn from the shard's own seed (each from
+a stream of its own).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 with a reason for every dropped pair (:mod:`prefsynth.curation.filtering`).
 
 One shard for the whole build, because standardisation is over every pair. Its figures (the
-vote's, the judge's position bias and canary rates) go into ``run.json`` as ``voting``.
+vote's, the judge's position bias, canary and injection figures) go into ``run.json`` as
+``voting``.
 
 A calibration file (``filter.calibration``) enters the vote's key by its content (sha256), not
 its path. Its annotators must be the build's voters; where an annotator's config differs from
@@ -85,6 +86,7 @@ class Vote(Stage):
         )
         figures.update(judge.position_figures(judged))
         figures.update(judge.canary_figures(judged))
+        figures.update(judge.injection_figures(judged))
         if ctx.config.filter.calibration is not None:
             _record_mismatch(figures, calibration_mismatch(ctx.config))
         return Output(final, figures)
