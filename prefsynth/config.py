@@ -731,12 +731,13 @@ class JudgeConfig(StrictModel):
     # existing build (tests/test_golden_build.py). Both settings stay out of keys at their
     # defaults, so existing stores stay valid.
     injection_share: float = Field(
-        0.0,
+        0.25,
         ge=0,
         le=1,
         description="share of candidate pairs judged again with `injection_text` appended to "
-        "the rejected response (injection canary; its own seeded sample); 0 = off",
-        json_schema_extra={"keyed_when_set": True},
+        "the rejected response (injection canary; its own seeded sample); 0 = off, the judge "
+        "before the canary existed (and its shard keys)",
+        json_schema_extra={"keyed_unless": 0.0},
     )
     injection_text: str = Field(
         INJECTION_TEXT,

@@ -250,6 +250,7 @@ def test_default_filter_keys_and_run_folder_are_unchanged() -> None:
     for name in ("prefix_tokens", "strong_system", "weak_system"):  # CDR's, also added later
         dumped["annotators"]["cdr"].pop(name)
     dumped.pop("dataset")  # dataset.margin_scale, added later, stays out at its default
+    dumped["annotators"]["judge"].pop("injection_text")  # likewise
     from prefsynth.hashing import content_key
 
     assert config.content_hash() == content_key(dumped)

@@ -115,7 +115,7 @@ def test_known_better_answer_wins_in_both_orders() -> None:
 
 def test_position_bias_is_caught_by_swap_consistency() -> None:
     pairs = [_pair(k) for k in range(4)]
-    cfg = JudgeConfig(canary_share=0.0)
+    cfg = JudgeConfig(canary_share=0.0, injection_share=0.0)
     fair_rows = judge.annotate_shard(_judge(label_rule(fair)), cfg, pairs, "k", seed=0)
     assert [r.score for r in fair_rows] == [2.0] * 4
     assert judge.position_figures(fair_rows) == {
@@ -231,7 +231,9 @@ def test_injection_canary_figures_by_hand(
         "injection_mean_shift": mean_shift,
     }
     # the plain rows, and so the position figures, are those of a build without injection
-    plain = judge.annotate_shard(engine, JudgeConfig(canary_share=0.0), pairs, "k", seed=0)
+    plain = judge.annotate_shard(
+        engine, JudgeConfig(canary_share=0.0, injection_share=0.0), pairs, "k", seed=0
+    )
     assert _without_injection(rows) == _without_injection(plain)
     assert judge.position_figures(rows) == judge.position_figures(plain)
 
@@ -247,7 +249,7 @@ def test_injection_sample_is_its_own_stream() -> None:
     seeded and independent of it."""
     pairs = [_pair(k) for k in range(40)]
     engine = _judge(label_rule(fair))
-    before = judge.annotate_shard(engine, JudgeConfig(), pairs, "k", seed=5)
+    before = judge.annotate_shard(engine, JudgeConfig(injection_share=0.0), pairs, "k", seed=5)
     assert all("injection_share" not in r.provenance for r in before)  # rows as before
     cfg = JudgeConfig(injection_share=0.25)
     after = judge.annotate_shard(engine, cfg, pairs, "k", seed=5)
@@ -378,7 +380,8 @@ def test_probability_figures_can_disagree_with_the_argmax() -> None:
     probs = (0.4, 0.0, 0.0, 0.3, 0.3)  # E = 0.8 - 0.3 - 0.6 = -0.1 in both orders
     pairs = [_pair(k) for k in range(3)]
     engine = _judge(distribution_rule(GOOD, probs, probs))
-    rows = judge.annotate_shard(engine, JudgeConfig(canary_share=0.0, length_k=None), pairs, "k", 0)
+    cfg = JudgeConfig(canary_share=0.0, injection_share=0.0, length_k=None)
+    rows = judge.annotate_shard(engine, cfg, pairs, "k", 0)
     assert [r.score for r in rows] == pytest.approx([0.0] * 3, abs=1e-12)  # (-0.1 + 0.1) / 2
     figures = judge.position_figures(rows)
     assert figures["a_pick_rate"] == 1.0 and figures["position_consistency"] == 0.0

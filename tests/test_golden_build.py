@@ -60,6 +60,7 @@ def _overrides() -> list[str]:
         "filter.min_abs_mu=0.3",
         "filter.keep_share=null",  # recorded before the kept-share cut existed
         "gate.enabled=false",  # recorded before the response gate existed
+        "annotators.judge.injection_share=0",  # and before the judge's injection canary
         "responses.n=3",
         "instructions.seed_self_instruct.sampling.max_new_tokens=16",
         "responses.sampling.max_new_tokens=12",

@@ -216,15 +216,17 @@ def test_strength_enters_the_judge_key_only_when_not_argmax() -> None:
     }
 
 
-def test_injection_settings_enter_the_judge_key_only_when_set() -> None:
-    """The injection canary is off by default and its settings stay out of keys (and the run
-    folder name) there, so existing stores stay valid; setting it changes the judge's key."""
+def test_injection_share_enters_the_judge_key_unless_off() -> None:
+    """The injection canary is on by default (share 0.25), so it enters the judge's key; share
+    0 is the judge before the canary existed and stays out of keys (and the run folder name),
+    so stores made then stay valid. The text enters only when it differs from the default."""
     config = load_config(None, [])
     view = config.key_view(config.annotators.judge)
-    assert "injection_share" not in view and "injection_text" not in view
-    on = load_config(None, ["annotators.judge.injection_share=0.25"])
-    assert on.key_view(on.annotators.judge) == {**view, "injection_share": 0.25}
-    assert on.content_hash() != config.content_hash()
+    assert view["injection_share"] == 0.25 and "injection_text" not in view
+    off = load_config(None, ["annotators.judge.injection_share=0"])
+    off_view = off.key_view(off.annotators.judge)
+    assert "injection_share" not in off_view and {**off_view, "injection_share": 0.25} == view
+    assert off.content_hash() != config.content_hash()
     text = load_config(None, ["annotators.judge.injection_text=x"])
     assert text.key_view(text.annotators.judge) == {**view, "injection_text": "x"}
 
@@ -256,8 +258,9 @@ def test_choice_logprobs_default_equals_the_transformers_override(
     portable = Engine._choice_scores(engine, requests, choices)
     assert len(fast) == len(requests) and all(len(row) == len(choices) for row in fast)
     for got, want in zip(fast, portable, strict=True):
-        # float32 sums over different batch shapes: 1.01e-4 measured on an AVX-512 machine
-        assert got == pytest.approx([r.logprob_sum for r in want], abs=5e-4)
+        # float32 sums over different batch shapes: up to 9.7e-4 on a 65-nat label (1.5e-5
+        # relative) measured on an AVX-512 machine; a wrong label or prefix moves whole nats
+        assert got == pytest.approx([r.logprob_sum for r in want], rel=1e-4, abs=1e-4)
     assert len({round(v, 3) for v in fast[0]}) > 1  # the labels are told apart
 
 
@@ -280,9 +283,10 @@ def test_audit_judge_figures_add_the_probability_figures(tiny_models: dict[str, 
         "debiased_position_consistency",
     ):
         assert figures[key] == pos[key], key
-    orders = [
+    orders = [  # the plain rows' orders: canary and injection rows measure something else
         e
         for r in rows
+        if r.annotator == judge.NAME
         for e in (r.evidence["expected_verdict_order1"], r.evidence["expected_verdict_order2"])
     ]
     assert figures["position_bias"] == pytest.approx(sum(orders) / len(orders))
