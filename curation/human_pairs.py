@@ -108,6 +108,14 @@ def _hh_pair(row: dict[str, Any], source: str) -> HumanPair | str:
     )
 
 
+def _answer_text(value: Any) -> str:
+    """A PandaLM response as text. Six responses of the test set are the JSON literal ``true``
+    (rows 157-164: the model answered "True" to a true/false task and the file stored a
+    boolean); they are read as the text ``True``, so every pair stays usable and samples keep
+    their order."""
+    return value if isinstance(value, str) else str(value)
+
+
 def _pandalm_pair(row: dict[str, Any], source: str) -> HumanPair:
     prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
     code = {0: 0, 1: 1, 2: -1}
@@ -116,8 +124,8 @@ def _pandalm_pair(row: dict[str, Any], source: str) -> HumanPair:
     return HumanPair(
         pair_id="",
         context=[Message(role="user", content=prompt)],
-        first=row["response1"],
-        second=row["response2"],
+        first=_answer_text(row["response1"]),
+        second=_answer_text(row["response2"]),
         human=label if votes >= 2 else 0,  # type: ignore[arg-type]
         human_labels=labels,
         source=source,

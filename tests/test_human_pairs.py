@@ -109,3 +109,12 @@ def test_eval_cli_names_a_bad_pairs_file(tmp_path: Path) -> None:
         app, ["eval-annotators", "--pairs", "pandalm", *[x for o in off for x in ("--set", o)]]
     )
     assert result.exit_code == 2 and "enable at least one pointwise annotator" in result.output
+
+
+def test_pandalm_boolean_answers_are_read_as_text() -> None:
+    """Six PandaLM responses are the JSON literal ``true``: read as the text "True", so the
+    evaluation can score (and measure the length of) every pair."""
+    human = load_pairs("pandalm")
+    pairs = [p for p in human.pairs if "jk is odd" in p.context[-1].content]
+    assert pairs and all(isinstance(t, str) for p in pairs for t in (p.first, p.second))
+    assert any("True" in (p.first, p.second) for p in pairs)
