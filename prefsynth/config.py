@@ -569,10 +569,10 @@ class GateConfig(StrictModel):
         description="repetition: 1 - distinct/all word n-grams above this (with >= 6 n-grams)",
     )
     max_compression_ratio: float = Field(
-        2.4,
+        4.0,
         gt=1,
         description="repetition: raw/zlib-compressed size above this, for responses of 200+ "
-        "characters (Whisper's degenerate-loop test)",
+        "characters (Whisper's degenerate-loop test; its 2.4 flags ordinary long lists)",
     )
     max_prompt_similarity: float = Field(
         0.9,
