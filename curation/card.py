@@ -434,6 +434,22 @@ def _calibration_lines(run: RunRecord) -> list[str]:
     return [*lines, ""]
 
 
+def _style_lines(run: RunRecord) -> list[str]:
+    """Each instruction style's share of the instructions and its share of usable ones."""
+    styles = run.instruction_styles
+    if not styles:
+        return []
+    parts = []
+    for method, c in styles.items():
+        failed = ", ".join(f"{k} {v}" for k, v in c.failed_by_reason.items())
+        parts.append(
+            f"`{method}` {c.written} ({c.share_of_instructions or 0:.0%} of instructions), "
+            f"{c.usable} usable ({c.usable_share or 0:.0%})"
+            + (f"; failed: {failed}" if failed else "")
+        )
+    return ["- instruction styles: " + "; ".join(parts)]
+
+
 def _gate_lines(run: RunRecord) -> list[str]:
     """The response gate's counts by reason, and what flagged responses may become."""
     gate = run.response_gate
@@ -622,6 +638,7 @@ def render_card(
         f"- instructions: {rows.instructions if rows else 0} written, "
         f"{rows.instructions_ok if rows else 0} usable; responses: {rows.responses if rows else 0} "
         f"({run.responses_cut_by_length or 0:.1%} cut by the length limit)",
+        *_style_lines(run),
         *_gate_lines(run),
         f"- licence: `{front['license']}`"
         + (f" ({front['license_name']})" if "license_name" in front else "")

@@ -50,7 +50,7 @@ from prefsynth import CODE_VERSION, __version__
 from prefsynth.config import BuildConfig, FilterConfig, check_references
 from prefsynth.errors import PrefsynthError
 from prefsynth.fileio import atomic_write_text
-from prefsynth.records import Annotation, Pair, ResponseCheck
+from prefsynth.records import Annotation, Instruction, Pair, ResponseCheck
 from prefsynth.run_record import (
     AuditHeadline,
     AuditSummary,
@@ -63,6 +63,7 @@ from prefsynth.run_record import (
     SkillsSummary,
     StageSummary,
     StepTiming,
+    StyleCounts,
     VotingFigures,
 )
 from prefsynth.store import ShardStore
@@ -246,6 +247,34 @@ def _resolved(config: BuildConfig) -> BuildConfig:
     return resolved.model_copy(update={"run_id": config.resolved_run_id()})
 
 
+def _style_summary(
+    store: ShardStore, planned: dict[str, list[ShardSpec]]
+) -> dict[str, StyleCounts]:
+    """Per instruction style (the record's ``method``): how many were written and usable, the
+    failures by reason, and the style's share of all instructions (read from the shards)."""
+    rows = [
+        i
+        for spec in planned["instructions"]
+        for i in store.read("instructions", spec.key, Instruction)
+    ]
+    out: dict[str, StyleCounts] = {}
+    for method in sorted({i.method for i in rows}):
+        mine = [i for i in rows if i.method == method]
+        usable = sum(i.status == "ok" for i in mine)
+        failed: dict[str, int] = {}
+        for i in mine:
+            if i.status != "ok":
+                failed[i.reason or "unknown"] = failed.get(i.reason or "unknown", 0) + 1
+        out[method] = StyleCounts(
+            written=len(mine),
+            usable=usable,
+            usable_share=round(usable / len(mine), 4),
+            share_of_instructions=round(len(mine) / len(rows), 4),
+            failed_by_reason=dict(sorted(failed.items())),
+        )
+    return out
+
+
 def _gate_summary(
     config: BuildConfig,
     summaries: dict[str, StageSummary],
@@ -327,6 +356,7 @@ def run_build(config: BuildConfig) -> RunRecord:
         finish = summaries["responses"].counts
         sampled = finish.get("finish:length", 0) + finish.get("finish:stop", 0)
         run.responses_cut_by_length = finish.get("finish:length", 0) / max(1, sampled)
+        run.instruction_styles = _style_summary(store, planned)
         run.response_gate = _gate_summary(config, summaries, pairs, store, planned)
         run.dataset = DatasetInfo(path="dataset", splits={"train": written["kept"]})
         run.stages["dataset"] = StepTiming(seconds=round(time.perf_counter() - t0, 2))

@@ -13,6 +13,7 @@ common response, annotation and pair stages do; the dataset also gets an SFT vie
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +29,7 @@ from prefsynth.inputs import read_jsonl, validate
 from prefsynth.records import GenerationProvenance, Instruction, Message, ModelRef
 
 METHOD = "pika"
-VERSION = "1"
+VERSION = "2"  # 2: a task that restates the assignment is a failure
 PERSONA_PREFIX = "The expert is"
 TASK_PREFIX = "Task:"
 MIN_PERSONA_CHARS = 20
@@ -94,11 +95,23 @@ def assign_domains(domains: list[str], total: int, seed: int) -> list[str]:
     return [order[i % len(order)] for i in range(total)]
 
 
+#: A reply that restates the assignment ("Ask a question that requires deep knowledge of
+#: physics...") instead of being the question: small models do this often.
+_RESTATES_TASK = re.compile(
+    r"^(?:please\s+)?(?:ask|write|create|generate|pose|formulate|come up with)\b"
+    r"(?:\s+[\w-]+){0,4}?\s+(?:question|instruction|task|query)s?\b",
+    re.IGNORECASE,
+)
+
+
 def parse_task(raw: str) -> tuple[str | None, str | None]:
-    """Like the seed parser, and a task that restates the persona instead of asking is refused."""
+    """Like the seed parser; a task that restates the persona, or the assignment itself,
+    instead of asking is refused."""
     text, reason = parse_instruction(raw, [])
     if text is not None and text.lower().startswith(("the expert is", "you are", "as an expert")):
         return None, "restates_persona"
+    if text is not None and _RESTATES_TASK.match(text):
+        return None, "restates_task"
     return text, reason
 
 

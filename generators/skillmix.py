@@ -16,6 +16,7 @@ seed up to ``max_attempts`` times and then kept as ``failed`` with every turn's 
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +38,7 @@ from prefsynth.inputs import read_json, read_text, validate
 from prefsynth.records import GenerationProvenance, Instruction, Message, ModelRef
 
 METHOD = "instruct_skillmix"
-VERSION = "1"
+VERSION = "2"  # 2: an example that touches too few of its skills is a failure
 PACKAGED_QUERY_TYPES = Path(__file__).parent / "data" / "query_types.json"
 STAGE_A_TEMPLATES = (
     "skillmix_seed_skills",
@@ -275,6 +276,33 @@ class SkillMixSource(BaseModel):
     global_index: int
 
 
+#: Words of skill names too generic to show that a text exercises the skill.
+_GENERIC = frozenset(
+    {
+        *("skill", "skills", "ability", "abilities", "level", "basic", "advanced", "general"),
+        *("understanding", "knowledge", "using", "with", "and", "the", "of", "for", "in"),
+    }
+)
+
+
+def skill_stems(skill: str) -> set[str]:
+    """The distinctive words of a snake_case skill name, cut to 5-letter stems (so
+    "analytical" matches "analysis" and "communication" matches "communicate")."""
+    return {w[:5] for w in skill.split("_") if len(w) >= 4 and w not in _GENERIC}
+
+
+def skills_touched(text: str, skills: list[str]) -> list[str]:
+    """The skills whose name shares a stem with a word of ``text`` (a skill whose name has no
+    distinctive word counts as touched: nothing can be checked)."""
+    words = {w[:5] for w in re.findall(r"[a-z]{4,}", text.casefold())}
+    return [s for s in skills if not skill_stems(s) or skill_stems(s) & words]
+
+
+def required_skills(k: int) -> int:
+    """How many of the k drawn skills an example must touch: at least half, rounded up."""
+    return (k + 1) // 2
+
+
 def _turn(engine: Engine, chats: list[list[Message]], prefix: str, params: Any) -> list[str]:
     rendered = [engine.render_chat(c) + prefix for c in chats]
     return [prefix + c[0].text for c in engine.generate(rendered, params, n=1)]
@@ -351,6 +379,10 @@ def generate_shard(
                 parsed, status = orig, "ok_first_turn"  # refine broke the format: keep turn 1
             else:
                 status = "ok" if parsed is not None else "no_instruction_or_response"
+            touched = skills_touched(" ".join(parsed), plan[i]["skills"]) if parsed else []
+            if parsed is not None and len(touched) < required_skills(config.k):
+                # an instruction that does not need its skills is not a SkillMix example
+                parsed, status = None, "missing_skills"
             results[i] = {
                 "parsed": parsed,
                 "orig": orig,

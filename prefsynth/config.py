@@ -451,7 +451,11 @@ Style = Literal["seed_self_instruct", "skillmix", "pika"]
 class InstructionsConfig(StrictModel):
     """Stage 1: write instructions in one style, or a mix of styles with shares."""
 
-    style: Literal["seed_self_instruct", "skillmix", "pika", "mix"] = "seed_self_instruct"
+    style: Literal["seed_self_instruct", "skillmix", "pika", "mix"] = Field(
+        "mix",
+        description="mix: Instruct-SkillMix and PiKa by `mix` shares (prefsynth's own methods); "
+        "seed_self_instruct: Self-Instruct from seed tasks (the default before 0.2)",
+    )
     n: int = Field(10, ge=1, description="instructions to write (before dedup)")
     mix: dict[Style, float] = Field(
         default_factory=lambda: {"skillmix": 0.5, "pika": 0.5},
@@ -528,7 +532,7 @@ class ResponsesConfig(StrictModel):
 
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(
-            temperature=0.8, top_p=0.95, top_k=50, max_new_tokens=128
+            temperature=0.8, top_p=0.95, top_k=50, max_new_tokens=256
         )
     )
 

@@ -38,6 +38,7 @@ __all__ = [
     "SkillsSummary",
     "StageSummary",
     "StepTiming",
+    "StyleCounts",
     "VotingFigures",
 ]
 
@@ -193,6 +194,17 @@ class VotingFigures(_Figures):
     calibration: CalibrationRecord | None = None
 
 
+class StyleCounts(_Part):
+    """One instruction style's instructions: written, usable (parsed and passing the style's
+    checks), and the failures by reason."""
+
+    written: int
+    usable: int
+    usable_share: float | None = None
+    share_of_instructions: float | None = None
+    failed_by_reason: dict[str, int] = Field(default_factory=dict)
+
+
 class ResponseGateSummary(_Part):
     """The response gate's counts (docs/methods.md §6.1): what it checked and flagged, by
     reason, and where flagged responses ended up among the kept pairs."""
@@ -274,6 +286,7 @@ class RunRecord(_Part):
             "voting",
             "rows",
             "responses_cut_by_length",
+            "instruction_styles",
             "response_gate",
             "dataset",
             "engine_usage",
@@ -302,6 +315,9 @@ class RunRecord(_Part):
     rows: RowCounts | None = None
     responses_cut_by_length: float | None = Field(
         None, description="share of sampled responses that stopped at the length limit"
+    )
+    instruction_styles: dict[str, StyleCounts] | None = Field(
+        None, description="per instruction style (method): written, usable, failures by reason"
     )
     response_gate: ResponseGateSummary | None = None
     dataset: DatasetInfo | None = None

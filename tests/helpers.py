@@ -276,6 +276,9 @@ def tiny_overrides(tiny: dict[str, Path], **extra: object) -> list[str]:
         "annotators.cdr.weak=tiny_b",
         "annotators.flr.model=tiny_a",
         "annotators.judge.model=tiny_a",
+        # Self-Instruct: one short generation per instruction (the default mix extracts
+        # skills first); the styles' own builds are in tests/test_e2e_styles.py
+        "instructions.style=seed_self_instruct",
         "instructions.n=6",
         "shard_size=2",
         "responses.n=3",

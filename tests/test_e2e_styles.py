@@ -70,7 +70,8 @@ def test_mixed_styles_build_with_full_provenance(prefect_api_url: str, tmp_path:
             if ins.status == "ok":  # refine off: parsed on the first turn, with its answer
                 assert src.parse_status == "ok" and src.reference_response
             else:
-                assert src.parse_status == ins.reason == "no_instruction_or_response"
+                assert src.parse_status == ins.reason
+                assert ins.reason in ("no_instruction_or_response", "missing_skills")
                 assert src.reference_response is None
         else:
             src_p = PikaSource.model_validate(ins.source)
@@ -112,3 +113,12 @@ def test_mixed_styles_build_with_full_provenance(prefect_api_url: str, tmp_path:
     assert 0.0 <= diversity["distinct_1"] <= 1.0
     card = (cfg.run_dir() / "README.md").read_text()
     assert "Instruct-SkillMix" in card and "PiKa" in card
+    # each style's share of the instructions and of usable ones, in run.json and on the card
+    by_style = run.instruction_styles or {}
+    assert set(by_style) == {"instruct_skillmix", "pika"}
+    for method, counts in by_style.items():
+        mine = [i for i in instructions if i.method == method]
+        assert counts.written == len(mine) == 2 and counts.share_of_instructions == 0.5
+        assert counts.usable == sum(i.status == "ok" for i in mine)
+        assert sum(counts.failed_by_reason.values()) == counts.written - counts.usable
+        assert f"`{method}` 2 (50% of instructions), {counts.usable} usable" in card

@@ -85,3 +85,15 @@ def test_generated_personas(tiny_models: dict[str, Path]) -> None:
 def test_task_that_restates_the_persona_is_refused() -> None:
     assert pika.parse_task("You are Dr. Smith, a renowned chemist.") == (None, "restates_persona")
     assert pika.parse_task("How do beta blockers affect exercise capacity?")[0]
+
+
+def test_task_that_restates_the_assignment_is_refused() -> None:
+    """Small models often answer the PiKa prompt with the assignment itself."""
+    for text in (
+        "Ask a question that requires a deep understanding of medicine.",
+        "Write an expert-level question about contract law.",
+        "Please formulate a challenging question for a physicist.",
+    ):
+        assert pika.parse_task(text) == (None, "restates_task"), text
+    assert pika.parse_task("Ask your doctor whether statins interact with grapefruit?")[0]
+    assert pika.parse_task("What question would a cardiologist ask first about chest pain?")[0]

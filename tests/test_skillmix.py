@@ -150,7 +150,8 @@ def test_generate_shard_provenance(tiny_models: dict[str, Path], refine: bool) -
         assert len(src.turns) == (6 if refine else 2)
         assert src.turns[-1]["content"].startswith("### Instruction:")
         if r.status == "failed":
-            assert r.text is None and r.raw_output and r.reason == "no_instruction_or_response"
+            assert r.text is None and r.raw_output
+            assert r.reason in ("no_instruction_or_response", "missing_skills")
         else:
             assert r.text and src.reference_response
     again = skillmix.generate_shard(engine, cfg, skill_set, "sk", "key", range(3, 6), 8, 9, "v")
@@ -160,3 +161,48 @@ def test_generate_shard_provenance(tiny_models: dict[str, Path], refine: bool) -
 def test_section_ends_at_the_next_header_of_any_kind() -> None:
     text = "### Instruction: Q\n### Response: A\n\n### Kind of request: Planning\n### Skills: x"
     assert instruction_and_response(text) == ("Q", "A")
+
+
+def test_skills_touched_by_stem() -> None:
+    text = "Give a speech about what cats should eat; nutrition matters."
+    assert skillmix.skills_touched(text, ["public_speaking", "pet_nutrition"]) == ["pet_nutrition"]
+    assert skillmix.skills_touched("Plan a trip.", ["budgeting", "poetry"]) == []
+    # a name with no distinctive word cannot be checked, so it counts as touched
+    assert skillmix.skills_touched("Anything.", ["basic_skills"]) == ["basic_skills"]
+    assert [skillmix.required_skills(k) for k in (1, 2, 3, 4, 5)] == [1, 1, 2, 2, 3]
+
+
+def _scripted_shard(name: str, reply: object, k: int = 2) -> list:  # type: ignore[type-arg]
+    from prefsynth.engines.fake_engine import FakeScript, register_script
+
+    from prefsynth.config import FakeSpec
+
+    register_script(name, FakeScript(reply=reply))  # type: ignore[arg-type]
+    engine = get_engine(FakeSpec(model=name, script=name))
+    skill_set = skillmix.SkillSet(
+        variant="file",
+        skills=SKILLS,
+        query_types=skillmix.packaged_query_types(),
+        query_types_source="packaged",
+    )
+    cfg = SkillMixConfig(k=k, max_attempts=2)
+    return skillmix.generate_shard(engine, cfg, skill_set, "sk", "key", range(4), 4, 3, "v")
+
+
+def test_an_example_that_misses_its_skills_is_a_failure_with_a_reason() -> None:
+    """The parsed example must touch at least half of its k skills (by name stem); one that
+    does not is retried and then recorded as failed, ``missing_skills``, raw output kept."""
+    generic = " What is the best way to prepare for a marathon?\n### Response: Run often."
+    records = _scripted_shard("skillmix-generic", lambda prompt, draw: generic)
+    assert [(r.status, r.reason, r.attempts) for r in records] == [
+        ("failed", "missing_skills", 2)
+    ] * 4
+    assert all(r.text is None and "marathon" in r.raw_output for r in records)
+
+    def naming_one_skill(prompt: str, draw: int) -> str:
+        skill = next(s for s in SKILLS if s in prompt)
+        words = skill.replace("_", " ")
+        return f" Write a short note on {words}.\n### Response: A note on {words}."
+
+    ok = _scripted_shard("skillmix-one-skill", naming_one_skill)
+    assert [(r.status, r.reason) for r in ok] == [("ok", None)] * 4
