@@ -55,4 +55,16 @@ def test_default_build_end_to_end(tmp_path: Path) -> None:
     assert models["cdr.weak"].sha256.startswith("a5fd3b62")
     card = (run_dir / "README.md").read_text()
     assert "license: apache-2.0" in card and "gemma3-270m" in card
+    # the mission's own methods, with their provenance; each style's share on the card
+    assert set(run.instruction_styles or {}) == {"instruct_skillmix", "pika"}
+    assert "instruction styles: `instruct_skillmix`" in card
+    assert run.skills is not None and run.skills.skills >= 2
+    # the response gate's counts by reason, and no flagged response chosen
+    gate = run.response_gate
+    assert gate is not None and gate.checked == run.rows.responses
+    assert sum(gate.by_reason.values()) == gate.flagged and gate.kept_with_flagged_chosen == 0
+    assert f"response gate: {gate.flagged} of {gate.checked} responses flagged" in card
+    # the judge's injection canary: its rate in run.json and on the card
+    assert run.voting.injection_pairs >= 1
+    assert "injection_changed_rate" in card
     print(f"default build: {run.seconds} s, {train.num_rows} pairs")
