@@ -24,6 +24,16 @@ from prefsynth.errors import InputDataError
 SKILLS = ["public_speaking", "pet_nutrition", "python_debugging", "budgeting", "poetry"]
 
 
+def _file_skill_set() -> skillmix.SkillSet:
+    """SKILLS as a pinned skill list, with the packaged query types."""
+    return skillmix.SkillSet(
+        variant="file",
+        skills=SKILLS,
+        query_types=skillmix.packaged_query_types(),
+        query_types_source="packaged",
+    )
+
+
 def test_draw_skills_k_distinct_positions_and_reproducible() -> None:
     dup_list = ["a_skill", "a_skill", "b_skill", "c_skill"]  # duplicates are allowed in the list
     for i in range(200):
@@ -131,12 +141,7 @@ def test_extraction_with_a_model_records_every_output(
 @pytest.mark.parametrize("refine", [False, True])
 def test_generate_shard_provenance(tiny_models: dict[str, Path], refine: bool) -> None:
     engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
-    skill_set = skillmix.SkillSet(
-        variant="file",
-        skills=SKILLS,
-        query_types=skillmix.packaged_query_types(),
-        query_types_source="packaged",
-    )
+    skill_set = _file_skill_set()
     cfg = SkillMixConfig(refine=refine, max_attempts=2)
     cfg.sampling.max_new_tokens = 12
     records = skillmix.generate_shard(engine, cfg, skill_set, "sk", "key", range(3, 6), 8, 9, "v")
@@ -179,12 +184,7 @@ def _scripted_shard(name: str, reply: object, k: int = 2) -> list:  # type: igno
 
     register_script(name, FakeScript(reply=reply))  # type: ignore[arg-type]
     engine = get_engine(FakeSpec(model=name, script=name))
-    skill_set = skillmix.SkillSet(
-        variant="file",
-        skills=SKILLS,
-        query_types=skillmix.packaged_query_types(),
-        query_types_source="packaged",
-    )
+    skill_set = _file_skill_set()
     cfg = SkillMixConfig(k=k, max_attempts=2)
     return skillmix.generate_shard(engine, cfg, skill_set, "sk", "key", range(4), 4, 3, "v")
 
