@@ -426,6 +426,7 @@ def test_a_build_on_scripted_engines_wires_judge_and_canaries_into_the_vote(
             *(f"models.{name}={{backend: fake, script: {name}}}" for name in ("strong", "judge")),
             "models.weak={backend: fake}",  # -1 per word: CDR's margin is the strong bonus
             "instructions.model=writer",
+            "instructions.style=seed_self_instruct",  # one scripted reply per instruction
             "responses.model=policy",
             "annotators.cdr.strong=strong",
             "annotators.cdr.weak=weak",
