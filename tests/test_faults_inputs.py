@@ -44,7 +44,10 @@ OPTIONS = [
     Option(
         "seeds_file",
         "jsonl",
-        _build("instructions.seed_self_instruct.seeds_file={path}"),
+        _build(
+            "instructions.style=seed_self_instruct",  # the one style that reads it
+            "instructions.seed_self_instruct.seeds_file={path}",
+        ),
         ".jsonl",
     ),
     Option(
