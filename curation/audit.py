@@ -697,10 +697,19 @@ def _store_root(run_dir: Path, recorded: str | None) -> Path:
     raise RunFolderError(f"no shard store for {run_dir} (tried {[str(c) for c in candidates]})")
 
 
-def _filter_config(config: Mapping[str, Any]) -> FilterConfig:
+def _filter_config(config: Mapping[str, Any], where: Path) -> FilterConfig:
     """The build's recorded filter (its aggregate and what that needs); the default filter
-    when the record has none."""
-    return FilterConfig.model_validate(config.get("filter") or {})
+    when the record has none. A recorded filter that is not valid is an error naming the run
+    record (``where``) and the field, not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return FilterConfig.model_validate(config.get("filter") or {})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"filter.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise RunFolderError(f"{where}: the recorded config is not valid: {problems}") from None
 
 
 def audit_run(run_dir: Path) -> dict[str, Any]:
@@ -719,7 +728,7 @@ def audit_run(run_dir: Path) -> dict[str, Any]:
     judge_keys = run.stage_keys("judge") or []
     ids = {p.pair_id for p in pairs}
     judge = [a for k in judge_keys for a in store.read("judge", k, Annotation) if a.pair_id in ids]
-    figures = audit_pairs(pairs, judge, _filter_config(run.config))
+    figures = audit_pairs(pairs, judge, _filter_config(run.config, run_dir / "run.json"))
     if run.response_gate is not None:
         figures["response_gate"] = run.response_gate.model_dump()
     figures["run_id"] = run.run_id

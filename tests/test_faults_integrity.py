@@ -291,3 +291,16 @@ def test_configs_that_can_make_a_pair_are_accepted() -> None:
     cfg = load_config(None, ["responses.n=1", "instructions.style=skillmix"])
     assert cfg.responses.n == 1
     assert load_config(None, ["filter.min_agreeing=3"]).filter.min_agreeing == 3
+
+
+def test_a_recorded_filter_that_is_not_valid_names_the_run_record() -> None:
+    """``audit`` re-reads the build's filter from run.json: a malformed one is an error naming
+    the file and the field (exit 2 through the CLI), not a pydantic traceback."""
+    from prefsynth.curation.audit import _filter_config
+
+    from prefsynth.errors import RunFolderError
+
+    where = Path("out/run/run.json")
+    with pytest.raises(RunFolderError, match=r"out/run/run\.json.*filter\.keep_share"):
+        _filter_config({"filter": {"keep_share": "half"}}, where)
+    assert _filter_config({}, where).keep_share == 0.5
