@@ -27,6 +27,8 @@ import time
 
 #: Seconds between two looks at the parent: the longest a helper outlives a killed build.
 POLL_S = 0.2
+#: The kernel's flag of a task in ``do_exit`` (include/linux/sched.h).
+PF_EXITING = 0x4
 
 
 def _kill_self() -> None:
@@ -35,8 +37,23 @@ def _kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _parent_gone(parent: int) -> bool:
+    """Whether ``parent`` has exited or is exiting. A dying process closes its files (so a
+    child may see the end of its input) before its children are re-parented, so on Linux the
+    kernel's PF_EXITING flag in ``/proc/PID/stat`` answers earlier than ``os.getppid()``."""
+    if os.getppid() != parent:
+        return True
+    try:
+        with open(f"/proc/{parent}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:  # no /proc (not Linux): the re-parenting is the only sign
+        return False
+    state, flags = fields[0], int(fields[6])
+    return state in (b"Z", b"X") or bool(flags & PF_EXITING)
+
+
 def _watch(parent: int) -> None:
-    while os.getppid() == parent:
+    while not _parent_gone(parent):
         time.sleep(POLL_S)
     _kill_self()
 
@@ -46,7 +63,7 @@ def die_with_parent(parent: int) -> None:
 
     The check also runs once now: a parent that died before the watch began is already gone.
     """
-    if os.getppid() != parent:
+    if _parent_gone(parent):
         _kill_self()
     threading.Thread(target=_watch, args=(parent,), name="lifeline", daemon=True).start()
 
@@ -60,18 +77,25 @@ def command(parent: int, target: list[str], python: str | None = None) -> list[s
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or (argv[1] == "-m" and len(argv) < 3):
         raise SystemExit("usage: lifeline.py PARENT_PID (-m MODULE | SCRIPT) [ARGS...]")
-    die_with_parent(int(argv[0]))
+    parent = int(argv[0])
+    die_with_parent(parent)
     # Run the target as `python -m MODULE` / `python SCRIPT` would: the first entry of sys.path
     # is the working folder or the script's folder, never this file's folder (prefsynth's core
     # modules there, e.g. `store` or `templates`, must not shadow anything).
-    if argv[1] == "-m":
-        sys.argv = [argv[2], *argv[3:]]
-        sys.path[0] = os.getcwd()
-        runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = argv[1:]
-        sys.path[0] = os.path.dirname(os.path.abspath(argv[1]))
-        runpy.run_path(argv[1], run_name="__main__")
+    try:
+        if argv[1] == "-m":
+            sys.argv = [argv[2], *argv[3:]]
+            sys.path[0] = os.getcwd()
+            runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = argv[1:]
+            sys.path[0] = os.path.dirname(os.path.abspath(argv[1]))
+            runpy.run_path(argv[1], run_name="__main__")
+    finally:
+        # The parent's death may end the target before the watch sees it (the vLLM worker
+        # stops at the end of its input, which a dying parent closes): its group goes too.
+        if _parent_gone(parent):
+            _kill_self()
 
 
 if __name__ == "__main__":

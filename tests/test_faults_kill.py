@@ -212,21 +212,22 @@ def test_kill_at_every_stage_then_resume(
 
 
 CHILD = """
-import subprocess, sys, time
+import subprocess, sys
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # in the child's group
-time.sleep(600)
+sys.stdin.read()  # like the vLLM worker: serve until the parent closes the pipe, then return
 """
 
 
 def test_a_lifeline_child_and_its_group_die_with_the_parent(tmp_path: Path) -> None:
     """The vLLM sidecar's case: the child leads its own group (vLLM's engine-core processes
-    are in it); kill -9 of the parent alone takes the child and the whole group."""
+    are in it) and returns when its input ends; kill -9 of the parent alone (which also ends
+    the input) takes the child and the whole group."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     parent_code = (
         "import os, subprocess, sys, time\n"
         f"argv = [sys.executable, {lifeline.__file__!r}, str(os.getpid()), {str(script)!r}]\n"
-        "subprocess.Popen(argv, start_new_session=True)\n"
+        "subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)\n"
         "time.sleep(600)\n"
     )
     tag = uuid.uuid4().hex
