@@ -43,7 +43,7 @@ from prefsynth.curation.card import PreviousRelease, ReleaseLayout, render_card
 
 from prefsynth.config import PublishConfig
 from prefsynth.errors import InputDataError, PrefsynthError
-from prefsynth.fileio import atomic_write_json, replace_dir, temp_name
+from prefsynth.fileio import atomic_write_json, atomic_write_text, replace_dir, temp_name
 from prefsynth.run_record import RunRecord
 
 logger = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def build_release(
         card = render_card(
             run, previous, config.repo, pair_ids=train_pair_ids(run_dir), release=layout
         )
-        (staging / "README.md").write_text(card, encoding="utf-8")
+        atomic_write_text(staging / "README.md", card)
         replace_dir(staging, release_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -28,6 +28,7 @@ from prefsynth.engines.base import Chat, Completion, Engine, ScoreRequest, Score
 from prefsynth.engines.catalogue import ResolvedModel, cache_dir, hf_folder
 from prefsynth.engines.tokenizer import ChatTokenizer
 
+from prefsynth import lifeline
 from prefsynth.config import VLLMSpec
 from prefsynth.errors import PrefsynthError
 from prefsynth.records import Message, SamplingParams
@@ -74,8 +75,12 @@ class VLLMWorker:
         env.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
         config = {"model": str(folder), "dtype": dtype, "seed": 0, "kwargs": kwargs}
         self._log = self.log_path.open("ab")
+        # Under the lifeline the worker exits, with vLLM's engine-core processes in its group,
+        # when this process dies without closing it (kill -9, SIGTERM).
+        worker = [str(WORKER), json.dumps(config)]
+        argv = lifeline.command(os.getpid(), worker, sidecar_python(python))
         self.proc = subprocess.Popen(
-            [sidecar_python(python), str(WORKER), json.dumps(config)],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

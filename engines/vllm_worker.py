@@ -2,8 +2,10 @@
 
 This file imports only the standard library and vllm, and is started as a script by
 :class:`prefsynth.engines.vllm_engine.VLLMEngine` with the sidecar's interpreter (vllm and prefect
-3.8.8 cannot share one environment: their fastapi pins conflict). Token ids are made by the caller
-with the model's own tokenizer, so vLLM sees exactly the tokens transformers would.
+3.8.8 cannot share one environment: their fastapi pins conflict), through
+:mod:`prefsynth.lifeline` (stdlib only too), which kills the worker and vLLM's engine-core
+processes (its process group) when the build dies without closing it. Token ids are made by
+the caller with the model's own tokenizer, so vLLM sees exactly the tokens transformers would.
 
 Protocol (one JSON object per line):
 

@@ -44,12 +44,13 @@ from prefsynth.flows.pipeline import (
     plan_stage,
     shard_task,
 )
+from prefsynth.flows.prefect_server import ephemeral_server
 from prefsynth.flows.runners import concurrent_model_tasks, make_task_runner, stage_resources
 
-from prefsynth import CODE_VERSION, __version__
+from prefsynth import CODE_VERSION, __version__, failpoints
 from prefsynth.config import BuildConfig, FilterConfig, check_references
 from prefsynth.errors import PrefsynthError
-from prefsynth.fileio import atomic_write_text
+from prefsynth.fileio import atomic_write_text, remove_stale_temporaries
 from prefsynth.records import Annotation, Instruction, Pair, ResponseCheck
 from prefsynth.run_record import (
     AuditHeadline,
@@ -331,6 +332,7 @@ def run_build(config: BuildConfig) -> RunRecord:
     planned: dict[str, list[ShardSpec]] = {}
     try:
         for stage in stages:
+            failpoints.hit(f"before:{stage.name}")
             for name in stage.artifacts(ctx):  # the SkillMix skill list, the only artifact
                 t0 = time.perf_counter()
                 made = artifact_task(config, stage.name, name, store_root, ctx.models)
@@ -346,6 +348,7 @@ def run_build(config: BuildConfig) -> RunRecord:
             _record_stage(run, stage.name, results, time.perf_counter() - t0)
             run.save(run_json)
 
+        failpoints.hit("before:dataset")
         t0 = time.perf_counter()
         pairs = store.read("vote", planned["vote"][0].key, Pair)
         written = write_dataset(
@@ -365,6 +368,7 @@ def run_build(config: BuildConfig) -> RunRecord:
             + ([run.skills.engine_usage] if run.skills else [])
         )
         judge_keys = [spec.key for spec in planned.get("judge", [])]
+        failpoints.hit("before:audit")
         run.audit = audit_build(
             run_dir, run.run_id, pairs, store, judge_keys, config.filter, run.response_gate
         )
@@ -388,8 +392,17 @@ def build_flow(config: BuildConfig) -> RunRecord:
     return run_build(config)
 
 
+def _remove_leftovers(config: BuildConfig) -> None:
+    """Delete the temporaries a killed build or publish left in the run folder (with its
+    default shard store), whose lock this build holds. A ``store_dir`` outside it is left
+    alone: builds on other machines may be writing there, and their pids mean nothing here."""
+    remove_stale_temporaries(config.run_dir())
+
+
 def build(config: BuildConfig) -> RunRecord:
-    """Run the build flow with the configured task runner, holding the run directory's lock."""
+    """Run the build flow with the configured task runner, holding the run directory's lock,
+    against a temporary Prefect server that dies with this process when no server is set
+    (:mod:`prefsynth.flows.prefect_server`)."""
     from filelock import FileLock, Timeout
 
     config = _resolved(config)
@@ -404,9 +417,11 @@ def build(config: BuildConfig) -> RunRecord:
             f"another build is running in {run_dir} (lock {run_dir / '.build.lock'})"
         ) from None
     try:
+        _remove_leftovers(config)
         set_concurrent_tasks(concurrent_model_tasks(config.task_runner))
         runner = make_task_runner(config.task_runner)
-        return build_flow.with_options(task_runner=runner)(config)
+        with ephemeral_server():
+            return build_flow.with_options(task_runner=runner)(config)
     finally:
         lock.release()
         close_engines()

@@ -14,6 +14,7 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -155,18 +156,42 @@ def build(
 
             with reporting(progress):
                 run = run_build(cfg)
-    except (typer.Exit, KeyboardInterrupt):
+    except typer.Exit:
         raise
+    except KeyboardInterrupt:
+        _err("interrupted")
+        if _resumable(cfg, None):
+            _err(
+                f"finished shards are kept in {cfg.shard_dir()}; re-run the same command to resume"
+            )
+        raise typer.Exit(130) from None
     except Exception as e:
         if verbose:
             raise
         _err(f"build failed: {type(e).__name__}: {e}")
-        _err(
-            f"finished shards are kept in {cfg.shard_dir()}; fix the cause and re-run the same "
-            "command to resume (--verbose shows the traceback)"
-        )
+        if _resumable(cfg, e):
+            _err(
+                f"finished shards are kept in {cfg.shard_dir()}; fix the cause and re-run the "
+                "same command to resume (--verbose shows the traceback)"
+            )
+        else:
+            _err("--verbose shows the traceback")
         raise typer.Exit(1) from None
     print_summary(run, cfg.run_dir())
+
+
+#: Errors of the output folder itself (read-only, full of files where folders go): running
+#: the same command again fails the same way, so "re-run to resume" would mislead.
+_OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
+
+
+def _resumable(cfg: Any, error: BaseException | None) -> bool:
+    """Whether re-running the build would resume: some shard is finished, and the failure is
+    not the output folder refusing writes."""
+    if isinstance(error, OSError) and error.errno in _OUTPUT_ERRNOS:
+        return False
+    store = Path(cfg.shard_dir())
+    return store.is_dir() and any(store.glob("*/[!.]*.parquet"))
 
 
 @app.command()
@@ -483,7 +508,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        _err("interrupted; finished shards are kept, re-run the same command to resume")
+        _err("interrupted")
         sys.exit(130)
 
 

@@ -10,13 +10,15 @@ write removes its temporary file or folder and leaves the target as it was.
   ``save_pretrained``, ``np.save``); the rename happens when the block ends without an error;
 * :func:`atomic_write_bytes`, :func:`atomic_write_text`, :func:`atomic_write_json` for data in
   memory;
-* :func:`replace_dir` swaps a finished folder into place (the old one is removed afterwards).
+* :func:`replace_dir` swaps a finished folder into place (the old one is removed afterwards);
+* :func:`remove_stale_temporaries` deletes what killed writers left behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -30,16 +32,21 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "remove_stale_temporaries",
     "replace_dir",
     "temp_name",
 ]
 
+#: A temporary or set-aside name made here: ``.<name>.tmp-<pid>-<thread>-<tick>`` (being
+#: written) or ``.<name>.old-<pid>-<thread>-<tick>`` (replaced, being removed).
+_TEMPORARY = re.compile(r"^\..+\.(?:tmp|old)-(?P<pid>\d+)-\d+-\d+$")
 
-def temp_name(path: Path) -> Path:
+
+def temp_name(path: Path, kind: str = "tmp") -> Path:
     """A hidden name beside ``path`` that no other writer (process or thread) uses."""
     path = Path(path)
     tag = f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
-    return path.with_name(f".{path.name}.tmp-{tag}")
+    return path.with_name(f".{path.name}.{kind}-{tag}")
 
 
 def _remove(path: Path) -> None:
@@ -101,8 +108,33 @@ def replace_dir(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
     tmp, target = Path(tmp), Path(target)
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{time.monotonic_ns()}")
+        old = temp_name(target, "old")
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries under ``root`` whose writer process is gone; returns them.
+
+    A process killed with ``kill -9`` leaves its half-written ``.dataset.tmp-<pid>-...``,
+    ``.release.tmp-...`` or ``.x.parquet.tmp-...`` behind (nothing reads them: they start with a
+    dot), and they may be large. The process id in the name tells whether the writer still
+    runs: a temporary of a live process (a concurrent build sharing the shard store) is left
+    alone. A recycled pid only keeps a stale file longer. Only names :func:`temp_name` makes
+    are touched, and a removed folder is not searched further.
+    """
+    import psutil
+
+    removed = []
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            match = _TEMPORARY.match(name)
+            if match is None or psutil.pid_exists(int(match["pid"])):
+                continue
+            _remove(Path(folder) / name)
+            removed.append(Path(folder) / name)
+            if name in dirs:
+                dirs.remove(name)
+    return removed
