@@ -166,7 +166,8 @@ def test_vllm_pooling_runner_matches_transformers(tiny_rm: Path) -> None:
     from tests.vllm_support import require_sidecar
 
     require_sidecar()
-    hf = _load(tiny_rm)
+    # float32 on both sides: dtype auto is bfloat16 on CPUs with avx512_bf16 (0.6% apart there)
+    hf = _load(tiny_rm, dtype="float32")
     vl = engines.get_engine(VLLMSpec(model=str(tiny_rm), task="reward", dtype="float32"))
     assert isinstance(vl, VLLMRewardModel)
     try:
