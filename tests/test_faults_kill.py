@@ -6,9 +6,11 @@ sidecar) outlives it. Also the messages after a failed build, and the lifeline o
 The kills are chained to build only once: one run folder, each run dies at the next point
 (``PREFSYNTH_FAILPOINT``), by ``kill -9`` of the build's process group or of the main process
 alone (or SIGTERM), and the next run resumes; a last run completes, and one uninterrupted build
-is the reference. Runs killed as a single process start their own temporary Prefect server (no
-``PREFECT_API_URL``, as a user runs it), which must die with them; group kills use the tests'
-shared server. Survivors are found by an environment variable every child inherits.
+is the reference. The start of every step is hit by both kinds of kill, in turn. Three of the
+main-process kills (SIGKILL before curation and mid-annotation, SIGTERM before the vote) start
+their own temporary Prefect server (no ``PREFECT_API_URL``, as a user runs it), which must die
+with them; the other runs use the tests' shared server. Survivors are found by an environment
+variable every child inherits.
 """
 
 from __future__ import annotations
@@ -45,22 +47,21 @@ SHARDS = {  # tiny build: 3 instruction shards, 2 annotators x 3 shards
     "vote": 1,
 }
 STEPS = [*SHARDS, "dataset", "audit"]
-# (failpoint, how the build dies); after:annotations:0 is the middle of a stage (one of its six
-# shards written). "kill" (SIGKILL) and "term" (SIGTERM) hit the main process alone, and that
-# build runs its own Prefect server; "group" kills the build's whole process group. A build
-# that starts its own server takes ~5 s longer, so only the main-process kills do.
+# (failpoint, how the build dies, whether it runs its own Prefect server). The start of every
+# step is hit twice: "group" kills the build's whole process group, "kill" (SIGKILL) the main
+# process alone; after:annotations:0 is the middle of a stage (one of its six shards written),
+# and "term" (SIGTERM) also hits the main process alone. A build that starts its own server
+# (as a user runs it, and what must not outlive the main process) takes ~5 s longer, so three
+# main-process kills do; the others use the tests' server.
+OWN_SERVER = {("before:curation", "kill"), ("after:annotations:0", "kill"), ("before:vote", "term")}
+STARTS = ["instructions", "curation", "responses", "annotations", "pairs", "judge", "vote"]
 CHAIN = [
-    ("before:instructions", "group"),
-    ("before:curation", "kill"),
-    ("before:responses", "group"),
-    ("before:annotations", "group"),
-    ("after:annotations:0", "kill"),
-    ("before:pairs", "group"),
-    ("before:judge", "group"),
-    ("before:vote", "term"),
-    ("before:dataset", "group"),
-    ("before:audit", "group"),
+    (point, how, (point, how) in OWN_SERVER)
+    for step in [*STARTS, "dataset", "audit"]
+    for point in [f"before:{step}"]
+    for how in ("group", "kill", *(["term"] if step == "vote" else []))
 ]
+CHAIN.insert(CHAIN.index(("before:pairs", "group", False)), ("after:annotations:0", "kill", True))
 
 
 def _build_env(base: dict[str, str], own_server: bool, **extra: str) -> dict[str, str]:
@@ -146,11 +147,11 @@ def test_kill_at_every_stage_then_resume(
     out = tmp_path / "killed"
     run_dir = out / RUN_ID
     done: dict[str, int] = {}  # stage -> the run (index) whose record first has it
-    for n, (point, how) in enumerate(CHAIN):
+    for n, (point, how, own_server) in enumerate(CHAIN):
         tag = uuid.uuid4().hex
         env = _build_env(
             prefect_env,
-            own_server=how != "group",
+            own_server=own_server,
             PREFSYNTH_FAILPOINT=point,
             PREFSYNTH_FAILPOINT_SIGNAL=how,
             FAULTS_TAG=tag,
