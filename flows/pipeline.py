@@ -324,8 +324,9 @@ def run_shard(stage: Stage, ctx: StageContext, spec: ShardSpec) -> ShardResult:
         rows=0,
         reused=True,
     )
-    if store.is_valid(spec.stage, spec.key, stage.record):
-        records: Sequence[Record] = store.read(spec.stage, spec.key, stage.record)
+    reused = store.reuse(spec.stage, spec.key, stage.record)  # read and checked once
+    if reused is not None:
+        records: Sequence[Record] = reused
     else:
         t0 = time.perf_counter()
         with track_usage() as usage:

@@ -95,14 +95,19 @@ class ShardStore:
 
     def is_valid(self, stage: str, key: str, record_cls: type[Record]) -> bool:
         """True when a valid shard exists. A present but invalid file is moved aside."""
+        return self.reuse(stage, key, record_cls) is not None
+
+    def reuse(self, stage: str, key: str, record_cls: type[R]) -> list[R] | None:
+        """The records of a valid shard, read and checked once; None when there is none. A
+        present but invalid file is moved aside, so the caller recomputes it."""
         path = self.path(stage, key)
         if not path.exists():
-            return False
-        _, problem = self._load(path, key, record_cls)
+            return None
+        table, problem = self._load(path, key, record_cls)
         if problem is None:
-            return True
+            return [record_cls.from_row(row) for row in table.to_pylist()]
         set_aside(path, f"shard: {problem}")
-        return False
+        return None
 
     # ------------------------------------------------------------------ io
     def write(self, stage: str, key: str, records: Sequence[Record], record_cls: type[R]) -> Path:
