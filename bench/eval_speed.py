@@ -5,11 +5,11 @@
 Runs the evaluation flow in this process on a fresh output folder (nothing cached), with the
 default annotators, then reports wall seconds per pair (model loading included), each
 annotator's compute seconds, and the tokens each model ran forward (padding excluded, counted by
-the transformers engine). It then measures this machine's float32 matmul rate (2048 x 2048,
-the same thread count) and divides: ``2 x non-embedding parameters x forward tokens / rate`` is
-the time the decoder bodies alone need at that rate, a lower bound (LM heads, attention and
-sampling come on top). When the measured time is near that bound the work, not the code, sets
-the speed.
+the transformers engine). It then measures this machine's matmul rate in each model's
+dtype (2048 x 2048, the same thread count) and divides: ``2 x non-embedding parameters x
+forward tokens / rate`` is the time the decoder bodies alone need at that rate, a lower bound
+(LM heads, attention and sampling come on top). When the measured time is near that bound the
+work, not the code, sets the speed.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+def matmul_gflops(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
     torch.matmul(a, b)
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -69,13 +70,17 @@ def main() -> None:
     figures = eval_flow(BuildConfig(), args.pairs, args.n, args.seed, out)
     wall = time.perf_counter() - t0
     n_pairs = figures["n_pairs"]
-    rate = matmul_gflops()
+    rates: dict[str, float] = {}
     models: dict[str, Any] = {}
     floor = 0.0
     for engine in engines._ENGINES.values():
         tokens = getattr(engine, "forward_tokens", None)
         if tokens is None:
             continue
+        dtype = engine.info.dtype
+        if dtype not in rates:  # a bfloat16 model is bounded by the bfloat16 matmul rate
+            rates[dtype] = matmul_gflops(dtype=dtype)
+        rate = rates[dtype]
         params = body_params(engine.model)
         seconds = 2 * params * tokens / (rate * 1e9)
         floor += seconds
@@ -94,7 +99,7 @@ def main() -> None:
         "wall_seconds": round(wall, 1),
         "seconds_per_pair": round(wall / n_pairs, 2),
         "compute_seconds_by_annotator": figures["compute_seconds_by_annotator"],
-        "matmul_gflops": round(rate, 1),
+        "matmul_gflops": {dtype: round(rate, 1) for dtype, rate in rates.items()},
         "models": models,
         "floor_seconds_per_pair": round(floor / n_pairs, 2),
         "accuracy": {k: v["accuracy"] for k, v in figures["accuracy"].items()},

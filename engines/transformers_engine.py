@@ -39,15 +39,21 @@ log = logging.getLogger(__name__)
 # torch's sampling RNG is global: seeded generation holds this lock so that two engines
 # sampling in parallel threads cannot interleave draws and break reproducibility.
 _SAMPLING_LOCK = threading.Lock()
-# Logits computed at once when gathering log-probs (64 MB of float32): with Gemma 3's 262k
-# vocabulary that is 61 positions; with SmolLM2's 49k, 325.
-_HEAD_CELLS = 16_000_000
+# Log-probs are read from the LM head in tiles of positions x vocabulary entries
+# (:meth:`TransformersEngine._gather_logprobs`): 512 x 8192 float32 logits are 16 MB, which stay
+# in a server CPU's last-level cache. Measured on the project's 2-core CPU (32 MB L3) for 1,700
+# Gemma 3 positions: 1.22 s at 512 x 8192, 1.36 s at 256 x 4096, 2.80 s at 1700 x 16384.
+_POSITION_BLOCK = 512
+_VOCAB_TILE = 8_192
 # Padded tokens per scoring forward pass (rows x longest row): bounds activations and the KV
 # cache of a choice batch (~46 KB per token for SmolLM2 in float32: 95 MB) whatever batch_size
 # is. Measured on a 2-core AVX2 CPU (bench/peers.py scoring): 2k tokens scored 48 pairs in
 # 67 s (1 thread) and 37 s (2 threads), 8k tokens in 78 s and 48 s: larger passes spill the
 # activations of the memory-bound layers (norms, activations, attention) out of cache.
 _SCORE_TOKENS = 2_048
+# Continuation tokens packed into one shared-prefix pass (:meth:`_packed_groups`); its 4D mask
+# is this x (context + this) booleans.
+_PACKED_TOKENS = 1_024
 
 
 class TransformersEngine(Engine):
@@ -78,6 +84,7 @@ class TransformersEngine(Engine):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self._head_split = self._check_head_split()
+        self._packable = self._plain_causal()
         forward_args = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in forward_args else "past_key_values"
         super().__init__(model.ref("transformers", dtype_name, self.chat.chat_template_sha256))
@@ -239,10 +246,7 @@ class TransformersEngine(Engine):
                 first = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)
                 cache = self._cache_of(prefix)
                 # a plain dynamic cache is rolled back after each choice; others are copied
-                layers = getattr(cache, "layers", None)
-                croppable = bool(layers) and all(
-                    type(layer).__name__ == "DynamicLayer" for layer in layers
-                )
+                croppable = self._croppable(cache)
                 for k, tokens in enumerate(choices):
                     if not tokens:
                         continue
@@ -318,12 +322,16 @@ class TransformersEngine(Engine):
             with torch.inference_mode():
                 # states[:, t] predicts token width-keep+t; rows are right-aligned by left padding
                 states = self._states(ids, mask, positions, keep)
-                for row, i in enumerate(batch):
-                    n_cont = len(encoded[i][1])
-                    values = self._gather_logprobs(
-                        states[row, keep - n_cont : keep], targets[row, keep - n_cont :]
-                    )
-                    results[i] = self._result(values, per_token)
+                counts = [len(encoded[i][1]) for i in batch]
+                picked = torch.zeros((len(batch), keep), dtype=torch.bool)
+                for row, n_cont in enumerate(counts):
+                    picked[row, keep - n_cont :] = True
+                picked = picked.to(self.device)
+                values = self._gather_logprobs(states[picked], targets[picked])
+                start = 0
+                for i, n_cont in zip(batch, counts, strict=True):
+                    results[i] = self._result(values[start : start + n_cont], per_token)
+                    start += n_cont
             del states
         return [r for r in results if r is not None]
 
@@ -344,31 +352,51 @@ class TransformersEngine(Engine):
         ).logits
         return logits[:, :-1]
 
-    def _head_logits(self, hidden: Any) -> Any:
-        """The LM head on decoder states, in float32, with the model's final logit cap."""
+    def _head_logits(self, hidden: Any, rows: slice | None = None) -> Any:
+        """The LM head on decoder states, in float32, with the model's final logit cap; only the
+        vocabulary entries ``rows`` when given (one tile of :meth:`_gather_logprobs`)."""
         import torch
 
-        logits = self.model.get_output_embeddings()(hidden).float()
+        head = self.model.get_output_embeddings()
+        if rows is None:
+            logits = head(hidden).float()
+        else:
+            bias = head.bias[rows] if getattr(head, "bias", None) is not None else None
+            logits = torch.nn.functional.linear(hidden, head.weight[rows], bias).float()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
     def _gather_logprobs(self, states: Any, targets: Any) -> list[float]:
-        """log p(target) at each position: logit(target) - logsumexp(logits), computed over at
-        most ``_HEAD_CELLS`` logits at a time. The full log-softmax over Gemma 3's 262k
-        vocabulary is never materialised (it was the peak of a build's memory)."""
+        """log p(target) at each position: logit(target) - logsumexp(logits).
+
+        The vocabulary is walked in tiles of ``_VOCAB_TILE`` rows of the output embedding, for
+        blocks of at most ``_POSITION_BLOCK`` positions, keeping a running logsumexp; each
+        target's logit is read from the tile that holds it. So the full log-softmax over Gemma
+        3's 262k vocabulary is never materialised (it was a build's memory peak), a tile of
+        logits stays in the CPU's cache, and the head's weights (335 MB for Gemma in bfloat16)
+        are read once per block of positions. Memory traffic, not arithmetic, was the head's
+        cost: 1,700 Gemma positions took 3.2 s in chunks of 61 whole-vocabulary rows and 1.2 s
+        in tiles, on the project's 2-core CPU. Callers pass every position of a batch at once."""
         import torch
 
         if not self._head_split:  # states are logits already
             lp = torch.log_softmax(states.float(), dim=-1)
             return lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().cpu().tolist()
-        step = max(1, _HEAD_CELLS // self._vocab)
         values: list[float] = []
-        for k in range(0, states.shape[0], step):
-            logits = self._head_logits(states[k : k + step])
-            picked = logits.gather(-1, targets[k : k + step].unsqueeze(-1)).squeeze(-1)
-            values += (picked - torch.logsumexp(logits, dim=-1)).double().cpu().tolist()
+        for k in range(0, states.shape[0], _POSITION_BLOCK):
+            block, wanted = states[k : k + _POSITION_BLOCK], targets[k : k + _POSITION_BLOCK]
+            lse = torch.full((block.shape[0],), float("-inf"), device=block.device)
+            picked = torch.zeros((block.shape[0],), device=block.device)
+            for v in range(0, self._vocab, _VOCAB_TILE):
+                logits = self._head_logits(block, slice(v, v + _VOCAB_TILE))
+                lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=-1))
+                inside = (wanted >= v) & (wanted < v + logits.shape[-1])
+                if bool(inside.any()):
+                    rows = inside.nonzero().squeeze(-1)
+                    picked[rows] = logits[rows, wanted[rows] - v]
+            values += (picked - lse).double().cpu().tolist()
         return values
 
     def _check_head_split(self) -> bool:
@@ -395,11 +423,11 @@ class TransformersEngine(Engine):
     def _logprobs_shared(
         self, context: Chat | str, continuations: list[str], per_token: bool
     ) -> list[ScoreResult]:
-        """Run the context once, keep its KV cache, and score the continuations in batches on
-        copies of it. The first continuation token is scored from the context's last logits;
-        the others from the batch, right-padded (padding after a row cannot affect it)."""
-        import copy
+        """Run the context once and keep its KV cache; score the continuations on it.
 
+        The first token of each continuation is read from the context's last logits. The other
+        tokens run packed: :meth:`_packed_groups` or, for models whose attention is not plain
+        causal attention (sliding windows), :meth:`_copied_rows`."""
         import torch
 
         ctx = self.chat.encode_context(context)
@@ -408,51 +436,147 @@ class TransformersEngine(Engine):
         self._check_length(len(ctx) + max((len(c) for c in conts), default=0), "context + text")
         if not ctx:
             raise ValueError("scoring needs a non-empty context (at least a BOS token)")
+        results: list[ScoreResult | None] = [None] * len(conts)
         with torch.inference_mode():
             prefix = self.model(
                 input_ids=torch.tensor([ctx], device=self.device), use_cache=True, logits_to_keep=1
             )
             first_lp = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
             cache = self._cache_of(prefix)
-            results: list[ScoreResult | None] = [None] * len(conts)
+            del prefix
             order = [i for i in range(len(conts)) if len(conts[i]) > 1]
             for i in range(len(conts)):
                 if len(conts[i]) <= 1:
                     vals = [float(first_lp[conts[i][0]])] if conts[i] else []
                     results[i] = self._result(vals, per_token)
-            # every row holds a copy of the context's cache: bound rows x (context + text)
-            longest = max((len(conts[i]) for i in order), default=1)
-            rows = max(1, min(self.batch_size, _SCORE_TOKENS // (len(ctx) + longest)))
-            for batch in (order[k : k + rows] for k in range(0, len(order), rows)):
-                width = max(len(conts[i]) - 1 for i in batch)
-                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), len(ctx) + width), dtype=torch.long)
-                mask[:, : len(ctx)] = 1
-                for row, i in enumerate(batch):
-                    n = len(conts[i]) - 1
-                    ids[row, :n] = torch.tensor(conts[i][:-1])
-                    mask[row, len(ctx) : len(ctx) + n] = 1
-                positions = torch.arange(len(ctx), len(ctx) + width).expand(len(batch), -1)
-                batch_cache = copy.deepcopy(cache)
-                batch_cache.batch_repeat_interleave(len(batch))
-                forward = self.model.get_decoder() if self._head_split else self.model
-                out = forward(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device),
-                    use_cache=True,
-                    **self._with_cache(batch_cache),
-                )
-                states = out.last_hidden_state if self._head_split else out.logits
-                for row, i in enumerate(batch):
-                    tokens = conts[i]
-                    rest = self._gather_logprobs(
-                        states[row, : len(tokens) - 1],
-                        torch.tensor(tokens[1:], device=self.device),
-                    )
-                    results[i] = self._result([float(first_lp[tokens[0]]), *rest], per_token)
-                del out, states, batch_cache
+            score = self._packed_groups if self._packable else self._copied_rows
+            for i, rest in score(len(ctx), cache, [conts[i] for i in order], order):
+                results[i] = self._result([float(first_lp[conts[i][0]]), *rest], per_token)
         return [r for r in results if r is not None]
+
+    def _packed_groups(
+        self, n_ctx: int, cache: Any, conts: list[list[int]], ids: list[int]
+    ) -> list[tuple[int, list[float]]]:
+        """Continuations side by side in one row on the one context cache (no copies).
+
+        Each continuation's tokens but its last (which is only predicted) sit one after another,
+        each at the position it would have straight after the context, and a 4D mask lets a
+        token see the context and the earlier tokens of its own continuation only: the same
+        inputs to every attention as scoring the continuation alone. FLR's 24 follow-ups of
+        ~9 tokens become one ~200-token pass instead of 24 rows that each copy the context's
+        cache (the copies, not the arithmetic, were FLR's cost). The cache is cut back to the
+        context after each group; a group holds at most ``_PACKED_TOKENS`` tokens."""
+        import copy
+
+        import torch
+
+        out: list[tuple[int, list[float]]] = []
+        croppable = self._croppable(cache)
+        groups: list[list[int]] = [[]]
+        width = 0
+        for k, c in enumerate(conts):
+            if groups[-1] and width + len(c) - 1 > _PACKED_TOKENS:
+                groups.append([])
+                width = 0
+            groups[-1].append(k)
+            width += len(c) - 1
+        forward = self.model.get_decoder() if self._head_split else self.model
+        for group in groups:
+            feed: list[int] = []
+            positions: list[int] = []
+            spans: list[tuple[int, int]] = []
+            for k in group:
+                tokens = conts[k][:-1]
+                spans.append((len(feed), len(tokens)))
+                feed += tokens
+                positions += range(n_ctx, n_ctx + len(tokens))
+            g = len(feed)
+            mask = torch.zeros((1, 1, g, n_ctx + g), dtype=torch.bool)
+            mask[..., :n_ctx] = True
+            for start, n in spans:
+                mask[0, 0, start : start + n, n_ctx + start : n_ctx + start + n] = torch.ones(
+                    (n, n), dtype=torch.bool
+                ).tril()
+            out_ = forward(
+                input_ids=torch.tensor([feed], device=self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=torch.tensor([positions], device=self.device),
+                use_cache=True,
+                **self._with_cache(cache if croppable else copy.deepcopy(cache)),
+            )
+            if croppable:
+                cache.crop(-g)
+            states = out_.last_hidden_state if self._head_split else out_.logits
+            # position start + j of a span predicts its continuation's token j + 1
+            targets = [t for k in group for t in conts[k][1:]]
+            values = self._gather_logprobs(states[0], torch.tensor(targets, device=self.device))
+            for k, (start, n) in zip(group, spans, strict=True):
+                out.append((ids[k], values[start : start + n]))
+            del out_, states
+        return out
+
+    def _copied_rows(
+        self, n_ctx: int, cache: Any, conts: list[list[int]], ids: list[int]
+    ) -> list[tuple[int, list[float]]]:
+        """Continuations as rows of a right-padded batch, each row on a copy of the context's
+        cache (padding after a row cannot affect it). For models whose masks the packed form
+        would override (sliding-window layers)."""
+        import copy
+
+        import torch
+
+        out: list[tuple[int, list[float]]] = []
+        # every row holds a copy of the context's cache: bound rows x (context + text)
+        longest = max((len(c) for c in conts), default=1)
+        rows = max(1, min(self.batch_size, _SCORE_TOKENS // (n_ctx + longest)))
+        forward = self.model.get_decoder() if self._head_split else self.model
+        for start in range(0, len(conts), rows):
+            batch = list(range(start, min(start + rows, len(conts))))
+            width = max(len(conts[k]) - 1 for k in batch)
+            feed = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), n_ctx + width), dtype=torch.long)
+            mask[:, :n_ctx] = 1
+            for row, k in enumerate(batch):
+                n = len(conts[k]) - 1
+                feed[row, :n] = torch.tensor(conts[k][:-1])
+                mask[row, n_ctx : n_ctx + n] = 1
+            positions = torch.arange(n_ctx, n_ctx + width).expand(len(batch), -1)
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(batch))
+            out_ = forward(
+                input_ids=feed.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                use_cache=True,
+                **self._with_cache(batch_cache),
+            )
+            states = out_.last_hidden_state if self._head_split else out_.logits
+            for row, k in enumerate(batch):
+                rest = self._gather_logprobs(
+                    states[row, : len(conts[k]) - 1],
+                    torch.tensor(conts[k][1:], device=self.device),
+                )
+                out.append((ids[k], rest))
+            del out_, states, batch_cache
+        return out
+
+    @staticmethod
+    def _croppable(cache: Any) -> bool:
+        """A plain dynamic cache can be cut back after a pass; other cache types are copied."""
+        layers = getattr(cache, "layers", None)
+        return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+
+    def _plain_causal(self) -> bool:
+        """Whether every layer attends with a plain causal mask that a custom 4D mask may
+        replace: no sliding windows (Gemma 3 has them), and SDPA attention, which takes a boolean
+        4D mask as it is (eager attention adds the mask to the scores)."""
+        config = self.model.config
+        if getattr(config, "sliding_window", None) or getattr(config, "attention_chunk_size", None):
+            return False
+        layer_types = getattr(config, "layer_types", None) or []
+        if any(t != "full_attention" for t in layer_types):
+            return False
+        return getattr(config, "_attn_implementation", None) == "sdpa"
 
     def _with_cache(self, cache: Any) -> dict[str, Any]:
         """The keyword that passes a KV cache: ``cache`` in recent transformers, which warns on

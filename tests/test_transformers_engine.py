@@ -136,3 +136,59 @@ def test_engine_is_loaded_once_per_process_and_calls_are_counted(
         get_engine(spec).generate(CHATS[:1], SamplingParams(max_new_tokens=2, seed=0))
     assert usage.calls["logprobs"] == 1
     assert usage.calls["generate"] == 1
+
+
+SHARED_TEXTS = ["Thanks!", "That is wrong, and you know it.", "Ok", "", "Could you say more? " * 3]
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "copied-rows"])
+def test_shared_prefix_scores_equal_the_reference(
+    engine: TransformersEngine, packed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both shared-prefix paths give each continuation's own log-prob (float32): the packed
+    one with its 4D mask, split over several passes here, and the copied-rows one."""
+    import prefsynth.engines.transformers_engine as te
+
+    assert engine._packable  # a plain-causal Llama with SDPA takes the packed path by default
+    monkeypatch.setattr(te, "_PACKED_TOKENS", 12)  # three or more passes on one cache
+    monkeypatch.setattr(engine, "_packable", packed)
+    context = engine.render_chat(CHATS[1])
+    results = engine.logprobs_shared(context, SHARED_TEXTS, per_token=True)
+    for r, text in zip(results, SHARED_TEXTS, strict=True):
+        assert r.n_tokens == len(engine.chat.encode_continuation(text))
+        ref = _reference_sum(engine, context, text) if text else 0.0
+        assert r.logprob_sum == pytest.approx(ref, rel=1e-5, abs=1e-4)
+    # the cache was cut back after every pass: scoring again gives the same numbers
+    again = engine.logprobs_shared(context, SHARED_TEXTS)
+    assert [r.logprob_sum for r in again] == pytest.approx([r.logprob_sum for r in results])
+
+
+def test_a_sliding_window_model_takes_the_copied_rows(
+    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A custom 4D mask would replace a sliding-window mask, so such models never pack."""
+    assert engine._plain_causal()
+    monkeypatch.setattr(engine.model.config, "sliding_window", 4, raising=False)
+    assert not engine._plain_causal()
+    monkeypatch.setattr(engine.model.config, "sliding_window", None, raising=False)
+    monkeypatch.setattr(engine.model.config, "_attn_implementation", "eager", raising=False)
+    assert not engine._plain_causal()
+
+
+def test_log_probs_in_vocabulary_tiles_equal_the_full_softmax(
+    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiles of 3 positions x 1000 vocabulary entries (50 tiles, targets in many of them)
+    give the numbers of one full log-softmax."""
+    import prefsynth.engines.transformers_engine as te
+
+    assert engine._head_split
+    monkeypatch.setattr(te, "_POSITION_BLOCK", 3)
+    monkeypatch.setattr(te, "_VOCAB_TILE", 1000)
+    contexts = [engine.render_chat(c) for c in CHATS]
+    conts = ["Paris is the capital.", "Sleep well, eat greens and walk daily.", "Hello!"]
+    requests = [
+        ScoreRequest(context=c, continuation=y) for c, y in zip(contexts, conts, strict=True)
+    ]
+    for r, ctx, cont in zip(engine.logprobs(requests), contexts, conts, strict=True):
+        assert r.logprob_sum == pytest.approx(_reference_sum(engine, ctx, cont), rel=1e-5, abs=1e-4)
