@@ -61,9 +61,9 @@ class TransformersEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM
 
-        folder = hf_folder(model)
         device = resolve_device(spec.device)
         dtype_name = resolve_dtype(spec.dtype, device)
+        folder = hf_folder(model, dtype_name)
         if device == "cpu":
             configure_threads()
         self.device = torch.device(device)

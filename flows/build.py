@@ -140,6 +140,7 @@ def _stage_summary(results: list[ShardResult], seconds: float) -> StageSummary:
         compute_seconds_by_annotator=by_annotator or None,
         computed=sum(not r.reused for r in results),
         reused=sum(r.reused for r in results),
+        from_cache=sum(r.from_cache for r in results) or None,
         rows=sum(r.rows for r in results),
         seconds=round(seconds, 2),
         counts=dict(sorted(counts.items())),

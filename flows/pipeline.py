@@ -44,7 +44,7 @@ from prefsynth import CODE_VERSION, failpoints
 from prefsynth.config import BuildConfig, EngineSpec
 from prefsynth.hashing import content_key
 from prefsynth.records import ModelRef, Record
-from prefsynth.store import ArtifactStore, ShardStore
+from prefsynth.store import ArtifactStore, ShardStore, SharedCache
 
 
 def stream_seed(build_seed: int, stream: str, index: int = 0) -> int:
@@ -299,6 +299,7 @@ class ShardResult(BaseModel):
     key: str
     rows: int
     reused: bool
+    from_cache: bool = Field(False, description="reused from the shared cache (copied in)")
     seconds: float = 0.0
     engine_usage: dict[str, dict[str, int]] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict, description="status/reason tallies")
@@ -314,8 +315,11 @@ def _tally(records: Sequence[Record]) -> dict[str, int]:
 
 
 def run_shard(stage: Stage, ctx: StageContext, spec: ShardSpec) -> ShardResult:
-    """Reuse the shard if the store has a valid one, else compute and store it."""
+    """Reuse the shard if the store has a valid one, or the shared cache does (copied into the
+    store and checked there, :class:`prefsynth.store.SharedCache`); else compute and store it,
+    and offer it to the shared cache."""
     store = ctx.store
+    shared = SharedCache.configured()
     result = ShardResult(
         stage=spec.stage,
         index=spec.index,
@@ -325,6 +329,9 @@ def run_shard(stage: Stage, ctx: StageContext, spec: ShardSpec) -> ShardResult:
         reused=True,
     )
     reused = store.reuse(spec.stage, spec.key, stage.record)  # read and checked once
+    if reused is None and shared is not None and shared.fetch(spec.stage, spec.key, store):
+        reused = store.reuse(spec.stage, spec.key, stage.record)  # a bad copy is set aside
+        result.from_cache = reused is not None
     if reused is not None:
         records: Sequence[Record] = reused
     else:
@@ -335,6 +342,8 @@ def run_shard(stage: Stage, ctx: StageContext, spec: ShardSpec) -> ShardResult:
         if output.figures is not None:
             ctx.artifacts.write(spec.stage, spec.key, output.figures)
         store.write(spec.stage, spec.key, records, stage.record)
+        if shared is not None:
+            shared.put(spec.stage, spec.key, store)
         failpoints.hit(f"after:{spec.stage}:{spec.index}")
         result.reused = False
         result.seconds = round(time.perf_counter() - t0, 3)

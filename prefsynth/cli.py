@@ -135,6 +135,14 @@ def build(
         str | None, typer.Option(help="Run folder name (default: <name>-<config hash>).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Compute every shard this run folder lacks, without the shared cache of "
+            "finished shards (~/.cache/prefsynth/shards; PREFSYNTH_SHARED_CACHE=0 does the same).",
+        ),
+    ] = False,
 ) -> None:
     """Build a dataset: instructions -> responses -> annotations -> pairs -> vote -> dataset.
 
@@ -142,11 +150,16 @@ def build(
     reward models), pairs, judge, vote and filter, dataset, audit. Without --config this runs
     the embedded default on CPU with the packaged models. Output lands in OUT/RUN_ID/ (dataset,
     Parquet files, card, audit report, run.json). Running the same command again resumes:
-    finished shards are reused.
+    finished shards are reused. A build into another folder copies the shards it shares with
+    earlier builds on this machine from the shared cache instead of recomputing them.
     """
     with _user_errors():
         cfg = _load(config, set_, output_dir=out, run_id=run_id)
     _quiet_env(verbose)
+    if no_cache:
+        from prefsynth.store import SHARED_CACHE_ENV
+
+        os.environ[SHARED_CACHE_ENV] = "0"
     from prefsynth.progress import BuildProgress, print_summary
 
     try:

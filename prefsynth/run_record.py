@@ -93,7 +93,7 @@ class EngineUsage(_Part):
 class StageSummary(_Part):
     """One sharded stage: its shards, rows, tallies, engine usage and shard keys."""
 
-    _omit_if_none = frozenset({"compute_seconds_by_annotator"})
+    _omit_if_none = frozenset({"compute_seconds_by_annotator", "from_cache"})
 
     shards: int
     compute_seconds_by_annotator: dict[str, float] | None = Field(
@@ -101,6 +101,9 @@ class StageSummary(_Part):
     )
     computed: int
     reused: int
+    from_cache: int | None = Field(
+        None, description="of the reused shards, those copied in from the shared cache"
+    )
     rows: int
     seconds: float
     counts: dict[str, int] = Field(default_factory=dict, description="the record type's tallies")

@@ -207,3 +207,116 @@ class ArtifactStore:
 
     def write(self, kind: str, key: str, data: dict[str, Any]) -> Path:
         return atomic_write_json(self.path(kind, key), data, indent=1, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------- shared cache
+SHARED_CACHE_ENV = "PREFSYNTH_SHARED_CACHE"
+_CODE_PACKAGES = (
+    "prefsynth",
+    "prefsynth.annotators",
+    "prefsynth.curation",
+    "prefsynth.engines",
+    "prefsynth.flows",
+    "prefsynth.generators",
+)
+_CODE_SUFFIXES = (".py", ".txt", ".json", ".yaml", ".jsonl")
+
+
+def code_fingerprint() -> str:
+    """sha256 (16 hex) over prefsynth's own code, templates and small data files.
+
+    Shard keys name a stage's inputs and settings, and ``CODE_VERSION`` only the release: two
+    checkouts of one release can compute a stage differently. Within one run folder that is
+    the user's own resume; across folders the shared cache is namespaced by this fingerprint,
+    so a shard made by other code is never taken for one made by this code."""
+    import hashlib
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for package in _CODE_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        roots = [Path(r) for r in (spec.submodule_search_locations or [])] if spec else []
+        for base in roots:
+            if package == "prefsynth":  # the core package's own modules, not its subpackages
+                files = sorted(base.glob("*.py"))
+            else:
+                files = sorted(
+                    f
+                    for f in base.rglob("*")
+                    if f.suffix in _CODE_SUFFIXES and "__pycache__" not in f.parts
+                )
+            for f in files:
+                digest.update(f"{package}/{f.relative_to(base).as_posix()}\0".encode())
+                digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class SharedCache:
+    """Finished shards kept for every build on this machine, beside each run's own store.
+
+    Why: a build into a new output folder (a new experiment, a CI job, a second user of one
+    machine) would recompute every model call although its shard keys (content hashes of the
+    inputs, the settings and the model files) say that the rows already exist; distilabel
+    (``use_cache``) and Curator cache the same way. Shards are copied in both directions, never
+    linked, so a run folder stays self-contained and an edit in one never reaches another.
+    The copy in a run folder is checked like any shard (key, schema, row count, content
+    hash) before use, so a damaged cache file is set aside there and the shard recomputed and
+    stored again. Writing here is best effort: a full or read-only disk costs only the reuse.
+
+    Where: ``$PREFSYNTH_SHARED_CACHE`` when it names a folder; off when it is ``0``, ``off`` or
+    ``false`` (``prefsynth build --no-cache``); else ``<cache dir>/shards/<code fingerprint>``
+    (the cache dir is ``$PREFSYNTH_CACHE_DIR``, default ``~/.cache/prefsynth``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def configured(cls) -> SharedCache | None:
+        value = os.environ.get(SHARED_CACHE_ENV, "").strip()
+        if value.lower() in ("0", "off", "false", "no"):
+            return None
+        if value and value.lower() not in ("1", "on", "true", "yes"):
+            return cls(Path(value))
+        base = os.environ.get("PREFSYNTH_CACHE_DIR") or Path.home() / ".cache" / "prefsynth"
+        return cls(Path(base) / "shards" / code_fingerprint())
+
+    def _pairs(self, stage: str, key: str, store_root: Path) -> list[tuple[Path, Path]]:
+        """(cache path, run-store path) of the shard's artifact, then of the shard itself
+        (copied last: a shard present means its artifact is too)."""
+        here, there = ArtifactStore(self.root), ArtifactStore(store_root)
+        shard_here, shard_there = ShardStore(self.root), ShardStore(store_root)
+        return [
+            (here.path(stage, key), there.path(stage, key)),
+            (shard_here.path(stage, key), shard_there.path(stage, key)),
+        ]
+
+    def fetch(self, stage: str, key: str, store: ShardStore) -> bool:
+        """Copy the cached shard (and its artifact) into ``store``; False when not cached."""
+        pairs = self._pairs(stage, key, store.root)
+        if not pairs[-1][0].exists():
+            return False
+        try:
+            for src, dst in pairs:
+                if src.exists():
+                    _copy(src, dst)
+        except OSError as e:
+            log.warning("shared cache: could not copy %s shard %s: %s", stage, key, e)
+            return False
+        return True
+
+    def put(self, stage: str, key: str, store: ShardStore) -> None:
+        """Copy a shard just written to ``store`` (and its artifact) into the cache."""
+        try:
+            for dst, src in self._pairs(stage, key, store.root):
+                if src.exists():
+                    _copy(src, dst)
+        except OSError as e:
+            log.warning("shared cache: could not store %s shard %s: %s", stage, key, e)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)

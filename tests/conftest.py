@@ -21,6 +21,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Builds in tests compute their shards: a shard reused from another test's build would hide
+# what the test measures. tests/test_shared_cache.py turns the cache on where it is tested.
+os.environ["PREFSYNTH_SHARED_CACHE"] = "0"
 
 import pytest
 

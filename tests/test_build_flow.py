@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_from_disk
 from prefsynth.flows.build import build
+from prefsynth.flows.pipeline import stage_named
 
 from prefsynth.config import BuildConfig, load_config
 from prefsynth.records import Instruction, Response
@@ -199,3 +200,74 @@ def test_corrupt_shard_is_recomputed(first_run) -> None:  # type: ignore[no-unty
     run = build(cfg)
     assert run.stages["annotations"].computed == 1
     assert list(path.parent.glob(f"{key}.parquet.invalid-*"))
+
+
+def test_a_new_folder_takes_its_shards_from_the_shared_cache(
+    first_run, tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """With the first run's shards in the shared cache, a build into a new folder computes
+    nothing and writes the same dataset; a damaged cache file is set aside in the run folder,
+    recomputed, and replaced in the cache."""
+    import shutil
+
+    from prefsynth.store import SHARED_CACHE_ENV
+
+    cfg, first = first_run
+    cache = tmp_path / "cache"
+    shutil.copytree(cfg.shard_dir(), cache)  # the cache has the store's layout
+    monkeypatch.setenv(SHARED_CACHE_ENV, str(cache))
+
+    run = build(_config(tiny_models, tmp_path / "b"))
+    for stage, summary in first.stage_summaries().items():
+        assert run.stages[stage].computed == 0, stage
+        assert run.stages[stage].from_cache == summary.shards, stage
+    assert run.engine_usage.calls == {}
+    assert run.rows == first.rows
+    new_dir = _config(tiny_models, tmp_path / "b").run_dir()
+    assert (
+        load_from_disk(str(new_dir / "dataset"))["train"].to_list()
+        == load_from_disk(str(cfg.run_dir() / "dataset"))["train"].to_list()
+    )
+    # copies, not links: the new folder's shards are its own files
+    key = first.stage_summaries()["annotations"].shard_keys[0]
+    mine = ShardStore(new_dir / "shards").path("annotations", key)
+    assert (
+        not mine.is_symlink()
+        and mine.stat().st_ino != (cache / mine.relative_to(new_dir / "shards")).stat().st_ino
+    )
+
+    damaged = ShardStore(cache).path("annotations", key)
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    run = build(_config(tiny_models, tmp_path / "c"))
+    assert run.stages["annotations"].computed == 1
+    assert run.stages["annotations"].from_cache == first.stages["annotations"].shards - 1
+    c_dir = _config(tiny_models, tmp_path / "c").shard_dir()
+    assert list((c_dir / "annotations").glob(f"{key}.parquet.invalid-*"))
+    assert ShardStore(cache).reuse("annotations", key, stage_named("annotations").record)
+
+
+def test_the_shared_cache_is_off_on_request_and_namespaced_by_the_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefsynth.store import SHARED_CACHE_ENV, SharedCache, code_fingerprint
+
+    for off in ("0", "off", "false"):
+        monkeypatch.setenv(SHARED_CACHE_ENV, off)
+        assert SharedCache.configured() is None
+    monkeypatch.setenv(SHARED_CACHE_ENV, str(tmp_path / "x"))
+    assert SharedCache.configured().root == tmp_path / "x"  # type: ignore[union-attr]
+    monkeypatch.delenv(SHARED_CACHE_ENV)
+    monkeypatch.setenv("PREFSYNTH_CACHE_DIR", str(tmp_path))
+    assert SharedCache.configured().root == tmp_path / "shards" / code_fingerprint()  # type: ignore[union-attr]
+    # any change to the code moves the cache to another folder
+    import prefsynth.store as store
+
+    package = tmp_path / "fpcheck"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "stage.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(store, "_CODE_PACKAGES", ("fpcheck",))
+    before = code_fingerprint()
+    (package / "stage.py").write_text("X = 2\n")
+    assert code_fingerprint() != before

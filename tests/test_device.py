@@ -119,3 +119,32 @@ def test_concurrent_model_tasks_per_runner() -> None:
     assert concurrent_model_tasks(TaskRunnerConfig(kind="dask", n_workers=2)) == 2
     remote = TaskRunnerConfig(kind="ray", address="ray://10.0.0.1:10001", n_workers=4)
     assert concurrent_model_tasks(remote) == 1
+
+
+def test_a_cast_folder_holds_exactly_the_weights_cast_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hf_folder(model, "bfloat16") of a packaged GGUF: every tensor equals the float32
+    folder's cast at load (what a bfloat16 engine loaded before), the tokenizer files are
+    there, and the folder is made once."""
+    import torch
+    from prefsynth.engines import catalogue
+    from transformers import AutoModelForCausalLM
+
+    model = catalogue.resolve_model("smollm2-135m-instruct")
+    fp32 = catalogue.hf_folder(model)
+    monkeypatch.setattr(catalogue, "cache_dir", lambda: tmp_path)
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / fp32.name).symlink_to(fp32)  # the float32 conversion, not redone
+    cast = catalogue.hf_folder(model, "bfloat16")
+    assert cast == tmp_path / "hf" / f"{fp32.name}-bfloat16"
+    assert {f.name for f in fp32.iterdir()} <= {f.name for f in cast.iterdir()}
+    mtime = (cast / "model.safetensors").stat().st_mtime_ns
+    assert catalogue.hf_folder(model, "bfloat16") == cast
+    assert (cast / "model.safetensors").stat().st_mtime_ns == mtime
+    at_load = AutoModelForCausalLM.from_pretrained(fp32, dtype=torch.bfloat16).state_dict()
+    stored = AutoModelForCausalLM.from_pretrained(cast).state_dict()
+    assert stored.keys() == at_load.keys()
+    for name, tensor in at_load.items():
+        assert stored[name].dtype == torch.bfloat16
+        assert torch.equal(stored[name], tensor), name
