@@ -134,17 +134,21 @@ def score_items(engine: Engine, config: FLRConfig, items: list[Item]) -> dict[st
         for f in getattr(dim, pol)
     ]
     verdicts: dict[str, Verdict] = {}
+    todo: list[tuple[Item, str]] = []
     for it in items:
         if not it.response.strip():
             verdicts[it.key] = Verdict("abstain", reason="empty_response")
             continue
         try:
-            context = followup_context(engine, it.context, it.response)
-            results = engine.logprobs_shared(
-                context, [f for _, _, f in flat], reuse_prefix=config.reuse_prefix
-            )
+            todo.append((it, followup_context(engine, it.context, it.response)))
         except Exception as e:  # one bad row (e.g. too long) must not fail the shard
             verdicts[it.key] = Verdict("error", reason=f"{type(e).__name__}: {e}")
+    scored = engine.logprobs_shared_each(
+        [context for _, context in todo], [f for _, _, f in flat], reuse_prefix=config.reuse_prefix
+    )
+    for (it, context), results in zip(todo, scored, strict=True):
+        if isinstance(results, Exception):
+            verdicts[it.key] = Verdict("error", reason=f"{type(results).__name__}: {results}")
             continue
         scores: dict[str, dict[str, list[float]]] = {
             d: {"positive": [], "negative": []} for d in dims
@@ -158,7 +162,7 @@ def score_items(engine: Engine, config: FLRConfig, items: list[Item]) -> dict[st
             "context_sha256": sha256_text(context),
         }
         verdicts[it.key] = Verdict("ok", score=total, evidence=evidence)
-    return verdicts
+    return {it.key: verdicts[it.key] for it in items}
 
 
 @ANNOTATORS.register(NAME)

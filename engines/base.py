@@ -168,6 +168,48 @@ class Engine(ABC):
         requests = [ScoreRequest(context=context, continuation=c) for c in continuations]
         return self._logprobs(requests, per_token)
 
+    def logprobs_shared_each(
+        self,
+        contexts: Sequence[Chat | str],
+        continuations: Sequence[str],
+        reuse_prefix: bool = True,
+    ) -> list[list[ScoreResult] | Exception]:
+        """:meth:`logprobs_shared` for each context with the same continuations (FLR's
+        follow-ups of every answer of a shard), in one call so that a backend may score contexts
+        side by side. A context that fails (too long, say) gives its exception in its place:
+        one bad row must not fail the others."""
+        if not continuations:
+            return [[] for _ in contexts]
+        with self._lock:
+            out = self._logprobs_shared_each(list(contexts), list(continuations), reuse_prefix)
+        if len(out) != len(contexts):
+            raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of rows")
+        for row in out:
+            if isinstance(row, list):
+                if len(row) != len(continuations):
+                    raise RuntimeError(
+                        f"{self.info.model_id}: backend returned a wrong number of scores"
+                    )
+                _record("logprobs", self.info.model_id, sum(r.n_tokens for r in row))
+        return out
+
+    def _logprobs_shared_each(
+        self, contexts: list[Chat | str], continuations: list[str], reuse_prefix: bool
+    ) -> list[list[ScoreResult] | Exception]:
+        """Default: one context after another."""
+        return [self._shared_or_error(c, continuations, reuse_prefix) for c in contexts]
+
+    def _shared_or_error(
+        self, context: Chat | str, continuations: list[str], reuse_prefix: bool
+    ) -> list[ScoreResult] | Exception:
+        try:
+            if reuse_prefix:
+                return self._logprobs_shared(context, continuations, False)
+            requests = [ScoreRequest(context=context, continuation=c) for c in continuations]
+            return self._logprobs(requests, False)
+        except Exception as e:  # the caller records it against its row
+            return e
+
     def choice_logprobs(
         self, requests: Sequence[Chat | str], choices: Sequence[str]
     ) -> list[list[float]]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from prefsynth.engines.base import (
     Chat,
@@ -54,6 +55,15 @@ _SCORE_TOKENS = 2_048
 # Continuation tokens packed into one shared-prefix pass (:meth:`_packed_groups`); its 4D mask
 # is this x (context + this) booleans.
 _PACKED_TOKENS = 1_024
+# Independent scoring passes run as this many streams of one torch thread each on a CPU with
+# that many threads (:meth:`TransformersEngine._in_streams`). One pass on 2 threads leaves a
+# core idle in the memory-bound layers (norms, activations, attention); two single-threaded
+# passes side by side keep both busy. The results are the same: a pass's arithmetic does not
+# depend on the thread that runs it (tests/test_transformers_engine.py checks it).
+_MAX_STREAMS = 2
+
+_Batch = TypeVar("_Batch")
+_Out = TypeVar("_Out")
 
 
 class TransformersEngine(Engine):
@@ -77,6 +87,7 @@ class TransformersEngine(Engine):
         # tokens run through the model (padding excluded): with ~2 x parameters FLOPs per token
         # this gives a pass's achieved FLOP/s (bench/eval_speed.py)
         self.forward_tokens = 0
+        self._count_lock = threading.Lock()
         self.pad_id = self.chat.pad_id
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -96,7 +107,7 @@ class TransformersEngine(Engine):
         import torch
 
         width = max(len(s) for s in seqs)
-        self.forward_tokens += sum(len(s) for s in seqs)
+        self._count(sum(len(s) for s in seqs))
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for row, s in enumerate(seqs):
@@ -105,6 +116,33 @@ class TransformersEngine(Engine):
                 mask[row, width - len(s) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _count(self, tokens: int) -> None:
+        with self._count_lock:  # scoring streams add from several threads
+            self.forward_tokens += tokens
+
+    def _in_streams(self, work: Callable[[_Batch], _Out], batches: list[_Batch]) -> list[_Out]:
+        """``[work(b) for b in batches]``, for independent scoring passes, as up to
+        ``_MAX_STREAMS`` streams side by side on a CPU, each with its share of the calling
+        thread's torch threads (torch's thread count is per OS thread). Sampling never runs in
+        streams: its random draws must come in one order."""
+        import torch
+
+        threads = torch.get_num_threads()
+        streams = min(_MAX_STREAMS, threads, len(batches)) if self.device.type == "cpu" else 1
+        if streams <= 1:
+            return [work(b) for b in batches]
+
+        def run(batch: _Batch) -> _Out:
+            torch.set_num_threads(threads // streams)
+            return work(batch)
+
+        try:
+            with ThreadPoolExecutor(streams, thread_name_prefix="prefsynth-score") as pool:
+                return list(pool.map(run, batches))
+        finally:
+            # threads started later inherit the last count set anywhere in the process
+            torch.set_num_threads(threads)
 
     def _check_length(self, n_tokens: int, what: str) -> None:
         if self.max_len and n_tokens > self.max_len:
@@ -160,7 +198,7 @@ class TransformersEngine(Engine):
                 **sampling,
             )
         new = seqs[:, ids.shape[1] :].tolist()
-        self.forward_tokens += sum(len(row) for row in new)
+        self._count(sum(len(row) for row in new))
         return [
             [self._completion(new[j * n + k], params.stop) for k in range(n)]
             for j in range(len(prompts))
@@ -229,9 +267,8 @@ class TransformersEngine(Engine):
             self._check_length(len(ctx) + max((len(c) for c in choices), default=0), "context")
             if not ctx:
                 raise ValueError("scoring needs a non-empty context (at least a BOS token)")
-        out: list[list[tuple[float, int]]] = [[] for _ in contexts]
-        lengths = [len(c) for c in contexts]
-        for batch in length_sorted_batches(lengths, self.batch_size, _SCORE_TOKENS):
+
+        def score(batch: list[int]) -> list[list[tuple[float, int]]]:
             ids, mask, positions = self._left_pad([contexts[i] for i in batch])
             rows = len(batch)
             sums = torch.zeros((rows, len(choices)), dtype=torch.float64)
@@ -254,7 +291,7 @@ class TransformersEngine(Engine):
                     if len(tokens) == 1:
                         continue
                     steps = len(tokens) - 1
-                    self.forward_tokens += rows * steps
+                    self._count(rows * steps)
                     feed = torch.tensor([tokens[:-1]] * rows, device=self.device)
                     logits = self.model(
                         input_ids=feed,
@@ -274,8 +311,18 @@ class TransformersEngine(Engine):
                     sums[:, k] += rest.squeeze(-1).double().sum(-1).cpu()
                     del logits
                 del prefix, cache
-            for row, i in enumerate(batch):
-                out[i] = [(float(sums[row, k]), len(choices[k])) for k in range(len(choices))]
+            return [
+                [(float(sums[row, k]), len(choices[k])) for k in range(len(choices))]
+                for row in range(rows)
+            ]
+
+        out: list[list[tuple[float, int]]] = [[] for _ in contexts]
+        batches = list(
+            length_sorted_batches([len(c) for c in contexts], self.batch_size, _SCORE_TOKENS)
+        )
+        for batch, scored in zip(batches, self._in_streams(score, batches), strict=True):
+            for i, row in zip(batch, scored, strict=True):
+                out[i] = row
         return out
 
     def _completion(self, tokens: list[int], stop: list[str]) -> Completion:
@@ -305,34 +352,39 @@ class TransformersEngine(Engine):
             self._check_length(len(ctx) + len(cont), "context + continuation")
             if not ctx:
                 raise ValueError("scoring needs a non-empty context (at least a BOS token)")
-        results: list[ScoreResult | None] = [None] * len(requests)
         lengths = [len(c) + len(y) for c, y in encoded]
-        for batch in length_sorted_batches(lengths, self.batch_size, _SCORE_TOKENS):
-            seqs = [encoded[i][0] + encoded[i][1] for i in batch]
-            keep = max(len(encoded[i][1]) for i in batch)
+
+        def score(batch: list[int]) -> list[ScoreResult]:
+            counts = [len(encoded[i][1]) for i in batch]
+            keep = max(counts)
             if keep == 0:
-                for i in batch:
-                    results[i] = ScoreResult(
+                return [
+                    ScoreResult(
                         logprob_sum=0.0, n_tokens=0, token_logprobs=[] if per_token else None
                     )
-                continue
-            ids, mask, positions = self._left_pad(seqs)
-            width = ids.shape[1]
-            targets = ids[:, width - keep :]
+                    for _ in batch
+                ]
+            ids, mask, positions = self._left_pad([encoded[i][0] + encoded[i][1] for i in batch])
+            targets = ids[:, ids.shape[1] - keep :]
             with torch.inference_mode():
                 # states[:, t] predicts token width-keep+t; rows are right-aligned by left padding
                 states = self._states(ids, mask, positions, keep)
-                counts = [len(encoded[i][1]) for i in batch]
                 picked = torch.zeros((len(batch), keep), dtype=torch.bool)
                 for row, n_cont in enumerate(counts):
                     picked[row, keep - n_cont :] = True
                 picked = picked.to(self.device)
                 values = self._gather_logprobs(states[picked], targets[picked])
-                start = 0
-                for i, n_cont in zip(batch, counts, strict=True):
-                    results[i] = self._result(values[start : start + n_cont], per_token)
-                    start += n_cont
-            del states
+            starts = [sum(counts[:row]) for row in range(len(batch))]
+            return [
+                self._result(values[start : start + n], per_token)
+                for start, n in zip(starts, counts, strict=True)
+            ]
+
+        batches = list(length_sorted_batches(lengths, self.batch_size, _SCORE_TOKENS))
+        results: list[ScoreResult | None] = [None] * len(requests)
+        for batch, scored in zip(batches, self._in_streams(score, batches), strict=True):
+            for i, result in zip(batch, scored, strict=True):
+                results[i] = result
         return [r for r in results if r is not None]
 
     def _states(self, ids: Any, mask: Any, positions: Any, keep: int) -> Any:
@@ -428,11 +480,42 @@ class TransformersEngine(Engine):
         The first token of each continuation is read from the context's last logits. The other
         tokens run packed: :meth:`_packed_groups` or, for models whose attention is not plain
         causal attention (sliding windows), :meth:`_copied_rows`."""
+        conts = [self.chat.encode_continuation(c) for c in continuations]
+        return self._shared_scores(self.chat.encode_context(context), conts, per_token)
+
+    def _logprobs_shared_each(
+        self, contexts: list[Chat | str], continuations: list[str], reuse_prefix: bool
+    ) -> list[list[ScoreResult] | Exception]:
+        """Contexts are independent: they run as scoring streams (:meth:`_in_streams`). Text
+        is tokenised here, in the calling thread (a fast tokenizer is not shared across
+        threads)."""
+        if not reuse_prefix:  # each call is a batched _logprobs, which streams its passes
+            return super()._logprobs_shared_each(contexts, continuations, reuse_prefix)
+        conts = [self.chat.encode_continuation(c) for c in continuations]
+        encoded: list[list[int] | Exception] = []
+        for context in contexts:
+            try:
+                encoded.append(self.chat.encode_context(context))
+            except Exception as e:  # recorded against its row
+                encoded.append(e)
+
+        def score(ctx: list[int] | Exception) -> list[ScoreResult] | Exception:
+            if isinstance(ctx, Exception):
+                return ctx
+            try:
+                return self._shared_scores(ctx, conts, False)
+            except Exception as e:  # recorded against its row
+                return e
+
+        return self._in_streams(score, encoded)
+
+    def _shared_scores(
+        self, ctx: list[int], conts: list[list[int]], per_token: bool
+    ) -> list[ScoreResult]:
+        """:meth:`_logprobs_shared` on token ids."""
         import torch
 
-        ctx = self.chat.encode_context(context)
-        conts = [self.chat.encode_continuation(c) for c in continuations]
-        self.forward_tokens += len(ctx) + sum(max(0, len(c) - 1) for c in conts)
+        self._count(len(ctx) + sum(max(0, len(c) - 1) for c in conts))
         self._check_length(len(ctx) + max((len(c) for c in conts), default=0), "context + text")
         if not ctx:
             raise ValueError("scoring needs a non-empty context (at least a BOS token)")

@@ -192,3 +192,58 @@ def test_log_probs_in_vocabulary_tiles_equal_the_full_softmax(
     ]
     for r, ctx, cont in zip(engine.logprobs(requests), contexts, conts, strict=True):
         assert r.logprob_sum == pytest.approx(_reference_sum(engine, ctx, cont), rel=1e-5, abs=1e-4)
+
+
+def test_scoring_streams_give_exactly_the_numbers_of_one_stream(
+    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 2 torch threads, independent passes run as two single-threaded streams; the
+    numbers equal one stream's exactly, in request order, and the caller keeps its threads."""
+    import threading
+
+    import prefsynth.engines.transformers_engine as te
+
+    monkeypatch.setattr(te, "_SCORE_TOKENS", 40)  # many small passes
+    threads_used: set[str] = set()
+    left_pad = engine._left_pad
+
+    def spy(seqs: list[list[int]]) -> tuple:
+        threads_used.add(threading.current_thread().name)
+        return left_pad(seqs)
+
+    monkeypatch.setattr(engine, "_left_pad", spy)
+    requests = [
+        ScoreRequest(context=c, continuation="A short answer. " * (i % 4 + 1))
+        for i, c in enumerate(CHATS * 3)
+    ]
+    contexts = [engine.render_chat(c) for c in CHATS] + ["word " * 3000]
+    before = torch.get_num_threads()
+
+    def run() -> tuple:
+        return (
+            [r.logprob_sum for r in engine.logprobs(requests)],
+            engine.choice_logprobs(CHATS * 3, ["A", "B", "Tie, both"]),
+            engine.logprobs_shared_each(contexts, SHARED_TEXTS),
+        )
+
+    try:
+        torch.set_num_threads(2)
+        streamed = run()
+        assert torch.get_num_threads() == 2
+        assert any(name.startswith("prefsynth-score") for name in threads_used)
+        torch.set_num_threads(1)
+        threads_used.clear()
+        single = run()
+        assert not any(name.startswith("prefsynth-score") for name in threads_used)
+    finally:
+        torch.set_num_threads(before)
+    assert streamed[0] == single[0]
+    assert streamed[1] == single[1]
+    shared_streamed, shared_single = streamed[2], single[2]
+    for k, context in enumerate(contexts[:-1]):
+        one = [r.logprob_sum for r in engine.logprobs_shared(context, SHARED_TEXTS)]
+        assert [r.logprob_sum for r in shared_streamed[k]] == one
+        assert [r.logprob_sum for r in shared_single[k]] == one
+    # a context over the model's limit is an error in its own place, not the call's
+    for out in (shared_streamed, shared_single):
+        assert isinstance(out[-1], ValueError) and "over" in str(out[-1])
