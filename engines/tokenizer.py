@@ -13,6 +13,7 @@ accepts token-id prompts:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +43,9 @@ class ChatTokenizer:
         probe = tok("a")["input_ids"]
         self.adds_bos = bool(probe) and self.bos_id is not None and probe[0] == self.bos_id
         self.pad_id = next(int(c) for c in (tok.pad_token_id, tok.eos_token_id, 0) if c is not None)
+        # A fast tokenizer's encode may reset its truncation and padding state, which a call in
+        # another thread could be reading ("Already borrowed"): engines call it from several.
+        self._lock = threading.Lock()
 
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(
@@ -53,13 +57,15 @@ class ChatTokenizer:
 
     def encode_context(self, context: Sequence[Message] | str) -> list[int]:
         text = context if isinstance(context, str) else self.render_chat(context)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.encode_continuation(text)
         if self.adds_bos and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id, *ids]
         return ids
 
     def encode_continuation(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        with self._lock:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        with self._lock:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -13,10 +13,11 @@ sequence: with Gemma's 262k vocabulary that is the difference between MBs and GB
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -37,9 +38,6 @@ from prefsynth.records import Message, SamplingParams
 
 log = logging.getLogger(__name__)
 
-# torch's sampling RNG is global: seeded generation holds this lock so that two engines
-# sampling in parallel threads cannot interleave draws and break reproducibility.
-_SAMPLING_LOCK = threading.Lock()
 # Log-probs are read from the LM head in tiles of positions x vocabulary entries
 # (:meth:`TransformersEngine._gather_logprobs`): 512 x 8192 float32 logits are 16 MB, which stay
 # in a server CPU's last-level cache. Measured on the project's 2-core CPU (32 MB L3) for 1,700
@@ -99,6 +97,21 @@ class TransformersEngine(Engine):
         forward_args = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in forward_args else "past_key_values"
         super().__init__(model.ref("transformers", dtype_name, self.chat.chat_template_sha256))
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        """On a CPU, calls run at once (two shards of a stage, say), each on its share of the
+        cores: :func:`configure_threads` sets this thread's torch threads (a per-thread setting)
+        to cores // the concurrent tasks the build declared. A forward pass reads the model and
+        writes only its own tensors, and sampling draws from the call's own generator, so
+        concurrent calls give the numbers they give one at a time. On a GPU one call at a time
+        (the base lock): a second call would compete for the same device memory."""
+        if self.device.type != "cpu":
+            with super()._call():
+                yield
+            return
+        configure_threads()
+        yield
 
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         return self.chat.render_chat(messages, add_generation_prompt)
@@ -163,22 +176,23 @@ class TransformersEngine(Engine):
             self._check_length(len(p) + params.max_new_tokens, "prompt + max_new_tokens")
         out: list[list[Completion]] = [[] for _ in requests]
         per_batch = max(1, self.batch_size // n)
-        sampling: dict[str, Any] = {"do_sample": params.temperature > 0}
+        # HF's own sampling draws from torch's one global RNG, which two shards sampling at
+        # once would share; greedy decoding over this call's own draws (_sampler) does not.
+        sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None}
+        sampling["top_k"] = None  # greedy: unset the model's sampling defaults (no warnings)
         if params.temperature > 0:
-            sampling.update(
-                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None
-            )
-        else:  # greedy: unset the model's own sampling defaults to avoid warnings
-            sampling.update(temperature=None, top_p=None, top_k=None)
+            generator = torch.Generator(device=self.device)
+            if params.seed is not None:
+                generator.manual_seed(params.seed)
+            else:
+                generator.seed()
+            sampling["logits_processor"] = _sampler(params, generator)
         if params.stop:
             sampling.update(stop_strings=params.stop, tokenizer=self.tokenizer)
-        with _SAMPLING_LOCK:
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            for batch in length_sorted_batches([len(p) for p in prompts], per_batch):
-                sampled = self._generate_batch([prompts[i] for i in batch], params, n, sampling)
-                for i, completions in zip(batch, sampled, strict=True):
-                    out[i] = completions
+        for batch in length_sorted_batches([len(p) for p in prompts], per_batch):
+            sampled = self._generate_batch([prompts[i] for i in batch], params, n, sampling)
+            for i, completions in zip(batch, sampled, strict=True):
+                out[i] = completions
         return out
 
     def _generate_batch(
@@ -187,12 +201,14 @@ class TransformersEngine(Engine):
         import torch
 
         ids, mask, _ = self._left_pad(prompts)
+        # rows j*n .. j*n+n-1 are prompt j's samples: HF's num_return_sequences expands the same
+        # way, and refuses n > 1 for the greedy step that _sampler's draws go through
+        ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
         with torch.inference_mode():
             seqs = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 max_new_tokens=params.max_new_tokens,
-                num_return_sequences=n,
                 pad_token_id=self.pad_id,
                 eos_token_id=sorted(self.eos_ids),
                 **sampling,
@@ -678,3 +694,36 @@ class TransformersEngine(Engine):
             n_tokens=len(values),
             token_logprobs=values if per_token else None,
         )
+
+
+def _sampler(params: SamplingParams, generator: Any) -> Any:
+    """The logits processors that make HF's greedy step a seeded sample: HF's own warpers for
+    ``params``, in the order and with the arguments ``generate(do_sample=True)`` builds them
+    (temperature, then top-k, then top-p), then :class:`_Draw`. The draw is HF's
+    (``softmax``, then ``multinomial``) from ``generator``, which ``manual_seed`` seeds as it
+    seeds the global RNG, so a seeded call gives the tokens ``do_sample=True`` gave after
+    ``torch.manual_seed`` (tests/test_transformers_engine.py checks it against HF)."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    class _Draw(LogitsProcessor):
+        """Draws each row's next token and leaves it the only finite score."""
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            probs = torch.nn.functional.softmax(scores, dim=-1)
+            tokens = torch.multinomial(probs, num_samples=1, generator=generator)
+            return torch.full_like(scores, float("-inf")).scatter_(1, tokens, 0.0)
+
+    processors: list[Any] = []
+    if params.temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(params.temperature))
+    if params.top_k:
+        processors.append(TopKLogitsWarper(top_k=params.top_k, min_tokens_to_keep=1))
+    if params.top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p=params.top_p, min_tokens_to_keep=1))
+    return LogitsProcessorList([*processors, _Draw()])

@@ -187,6 +187,10 @@ def _record_stage(run: RunRecord, stage: str, results: list[ShardResult], second
 def _run_stage(stage: Stage, ctx: StageContext, specs: list[ShardSpec]) -> list[ShardResult]:
     """One task per shard, submitted together; the stage ends when every shard has."""
     _reporter.stage_started(stage.name, len(specs))
+    if ctx.config.task_runner.kind == "thread":
+        # a model call runs cores // (tasks of this stage at once) torch threads: a stage with
+        # one shard gets every core, two shards side by side get half each
+        set_concurrent_tasks(min(concurrent_model_tasks(ctx.config.task_runner), len(specs)))
     with stage_resources(ctx.config.task_runner, stage.uses_models):
         futures = [
             shard_task.submit(ctx.config, spec, ctx.store_root, ctx.models) for spec in specs

@@ -939,7 +939,9 @@ class TaskRunnerConfig(StrictModel):
     process; stages that run models ask the runner for ``gpus_per_task`` GPUs."""
 
     kind: Literal["thread", "dask", "ray"] = "thread"
-    max_workers: int = Field(1, ge=1, description="thread: shards in flight at once")
+    max_workers: int = Field(
+        2, ge=1, description="thread: shards in flight at once (torch threads: cores // this)"
+    )
     address: str | None = Field(
         None, description="dask: tcp://host:8786; ray: host:port or ray://...; unset: local"
     )

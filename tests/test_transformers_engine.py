@@ -55,6 +55,73 @@ def test_generate_is_reproducible_with_a_seed(engine: TransformersEngine) -> Non
     assert other != engine.generate(CHATS, params, n=2)
 
 
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "top_k"), [(0.8, 0.95, 0), (1.0, 1.0, 0), (0.7, 0.9, 20)]
+)
+def test_seeded_sampling_gives_hf_samplings_tokens(
+    engine: TransformersEngine, temperature: float, top_p: float, top_k: int
+) -> None:
+    """The engine samples with its own generator (so that calls can run at once); a seed gives
+    the tokens HF's ``do_sample=True`` gives after ``torch.manual_seed``, the engine's sampling
+    before, across several batches (batch_size 4, n 3: one prompt a batch)."""
+    from prefsynth.engines.base import length_sorted_batches
+
+    params = SamplingParams(
+        temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=12, seed=5
+    )
+    prompts = [engine.chat.encode_context(c) for c in CHATS]
+    torch.manual_seed(5)
+    expected: list[list] = [[] for _ in CHATS]
+    for batch in length_sorted_batches([len(p) for p in prompts], 1):
+        ids, mask, _ = engine._left_pad([prompts[i] for i in batch])
+        rows = engine.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=12,
+            num_return_sequences=3,
+            pad_token_id=engine.pad_id,
+            eos_token_id=sorted(engine.eos_ids),
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k or None,
+        )[:, ids.shape[1] :].tolist()
+        for j, i in enumerate(batch):
+            expected[i] = [engine._completion(rows[j * 3 + k], []) for k in range(3)]
+    torch.manual_seed(123)  # the engine's draws do not come from the global RNG
+    assert engine.generate(CHATS, params, n=3) == expected
+
+
+def test_concurrent_calls_give_the_results_of_one_at_a_time(engine: TransformersEngine) -> None:
+    """Two shards sampling and scoring at once on one engine get what each gets alone."""
+    import threading
+
+    jobs = [
+        (CHATS, SamplingParams(temperature=1.0, max_new_tokens=10, seed=1)),
+        (CHATS[::-1], SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=10, seed=2)),
+    ]
+    requests = [ScoreRequest(context=c, continuation="Paris, I think.") for c in CHATS]
+
+    def job(k: int) -> tuple:
+        chats, params = jobs[k]
+        return engine.generate(chats, params, n=2), engine.logprobs(requests)
+
+    alone = [job(0), job(1)]
+    together: list[tuple | None] = [None, None]
+    start = threading.Barrier(2)
+
+    def run(k: int) -> None:
+        start.wait()
+        together[k] = job(k)
+
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert together == alone
+
+
 def test_greedy_samples_are_identical(engine: TransformersEngine) -> None:
     out = engine.generate(CHATS[:1], SamplingParams(temperature=0.0, max_new_tokens=6), n=2)
     assert out[0][0] == out[0][1]
@@ -218,6 +285,7 @@ def test_scoring_streams_give_exactly_the_numbers_of_one_stream(
     ]
     contexts = [engine.render_chat(c) for c in CHATS] + ["word " * 3000]
     before = torch.get_num_threads()
+    # each call sets its thread's torch threads (configure_threads): OMP_NUM_THREADS wins
 
     def run() -> tuple:
         return (
@@ -227,11 +295,11 @@ def test_scoring_streams_give_exactly_the_numbers_of_one_stream(
         )
 
     try:
-        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
         streamed = run()
         assert torch.get_num_threads() == 2
         assert any(name.startswith("prefsynth-score") for name in threads_used)
-        torch.set_num_threads(1)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
         threads_used.clear()
         single = run()
         assert not any(name.startswith("prefsynth-score") for name in threads_used)
