@@ -19,6 +19,11 @@ packaged GGUF; both systems load that same folder): 32 short chat prompts x 4 sa
   ``generate``), after ``torch.manual_seed(0)``. distilabel's own default
   ``repetition_penalty=1.1`` is set to 1.0 so both sample the same distribution
   (``--distilabel-repetition-penalty`` changes it).
+* ``prefsynth-shards`` (``--shards``): the same engine as a build's ``responses`` stage runs
+  the job: the prompts in shards of ``shard_size`` (the default config's, 10 prompts), each
+  shard one ``generate`` call with its own seed (``stream_seed``), ``task_runner.max_workers``
+  (default 2) shards at once, each call on cores // that many threads. The tokens differ from
+  the single call's (other seeds), the work does not: the same prompts, samples and limits.
 * Optional, with a vLLM sidecar (``.venv-vllm/bin/python`` or ``$PREFSYNTH_VLLM_PYTHON``):
   prefsynth's ``backend="vllm"`` engine against plain ``vllm.LLM(model=folder).generate``.
 
@@ -194,13 +199,22 @@ def _vllm_python() -> str | None:
 # --------------------------------------------------------------------------- workers
 
 
-def worker_prefsynth(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+def worker_prefsynth(
+    args: argparse.Namespace, backend: str, shards: bool = False
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
     import torch
     import transformers
 
     _set_threads(args.threads)
+    if shards:  # threads per call as a build sets them: cores // shards at once
+        from prefsynth.engines.device import set_concurrent_tasks
+
+        from prefsynth.config import TaskRunnerConfig
+
+        os.environ.pop("OMP_NUM_THREADS", None)
+        set_concurrent_tasks(TaskRunnerConfig().max_workers)
     from prefsynth.engines import get_engine
 
     from prefsynth.config import parse_engine_spec
@@ -231,7 +245,10 @@ def worker_prefsynth(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         engine.generate(chats[:1], params.model_copy(update={"max_new_tokens": 4}), n=1)
         warmup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = engine.generate(chats, params, n=args.samples)
+    if shards:
+        out = _generate_in_shards(engine, chats, params, args.samples)
+    else:
+        out = engine.generate(chats, params, n=args.samples)
     generate_s = time.perf_counter() - t0
     completions = [c for cs in out for c in cs]
     if args.save_pairs:
@@ -254,6 +271,27 @@ def worker_prefsynth(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+
+
+def _generate_in_shards(engine: Any, chats: list[Any], params: Any, n: int) -> list[Any]:
+    """The job as the build's responses stage runs it: shards of the default ``shard_size``,
+    ``task_runner.max_workers`` at once, one seeded ``generate`` call per shard."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefsynth.flows.pipeline import stream_seed
+
+    from prefsynth.config import BuildConfig
+
+    config = BuildConfig()
+    size = config.shard_size
+    shards = [chats[i : i + size] for i in range(0, len(chats), size)]
+
+    def run(k: int) -> Any:
+        seeded = params.model_copy(update={"seed": stream_seed(SEED, "responses", k)})
+        return engine.generate(shards[k], seeded, n=n)
+
+    with ThreadPoolExecutor(config.task_runner.max_workers) as pool:
+        return [cs for part in pool.map(run, range(len(shards))) for cs in part]
 
 
 def worker_distilabel(args: argparse.Namespace) -> dict[str, Any]:
@@ -708,6 +746,13 @@ def driver(args: argparse.Namespace) -> None:
         contests.append(
             (("prefsynth", args.prefsynth_python), ("distilabel", args.distilabel_python))
         )
+        if args.shards:
+            contests.append(
+                (
+                    ("prefsynth-shards", args.prefsynth_python),
+                    ("distilabel", args.distilabel_python),
+                )
+            )
         vllm_python = _vllm_python()
         if args.vllm and vllm_python:
             job += ["--vllm-python", vllm_python]
@@ -720,23 +765,24 @@ def driver(args: argparse.Namespace) -> None:
     runs: list[dict[str, Any]] = []
     for run in range(args.runs):
         for dtype in args.dtypes:
-            for contest in contests:
-                for system, python in contest:
-                    extra = [*job, "--dtype", dtype]
-                    save = system == "prefsynth" and dtype == "float32" and pairs_source == "fixed"
-                    if save:
-                        extra += ["--save-pairs", str(pairs_file)]
-                    log = log_dir / f"{system}-{dtype}-run{run}.log"
-                    row = _run_worker(python, system, extra, args.threads, log, args.timeout)
-                    row.update(system=system, dtype=dtype, run=run)
-                    runs.append(row)
-                    if save and "error" not in row and pairs_file.exists():
-                        pairs_source = f"prefsynth float32 run {run}"
-                    msg = row.get("error") or (
-                        f"{row['generate_s']:.2f} s, {row['tokens']} tokens, "
-                        f"{row['tokens'] / row['generate_s']:.1f} tok/s, load {row['load_s']:.2f} s"
-                    )
-                    print(f"[run {run + 1}/{args.runs}] {dtype} {system}: {msg}", file=sys.stderr)
+            # each system once per run and dtype (distilabel is B of two contests with --shards)
+            systems = list(dict.fromkeys(system for contest in contests for system in contest))
+            for system, python in systems:
+                extra = [*job, "--dtype", dtype]
+                save = system == "prefsynth" and dtype == "float32" and pairs_source == "fixed"
+                if save:
+                    extra += ["--save-pairs", str(pairs_file)]
+                log = log_dir / f"{system}-{dtype}-run{run}.log"
+                row = _run_worker(python, system, extra, args.threads, log, args.timeout)
+                row.update(system=system, dtype=dtype, run=run)
+                runs.append(row)
+                if save and "error" not in row and pairs_file.exists():
+                    pairs_source = f"prefsynth float32 run {run}"
+                msg = row.get("error") or (
+                    f"{row['generate_s']:.2f} s, {row['tokens']} tokens, "
+                    f"{row['tokens'] / row['generate_s']:.1f} tok/s, load {row['load_s']:.2f} s"
+                )
+                print(f"[run {run + 1}/{args.runs}] {dtype} {system}: {msg}", file=sys.stderr)
 
     score: list[dict[str, Any]] = []
     if args.score:
@@ -810,6 +856,11 @@ def main() -> None:
     ap.add_argument("--no-warmup", dest="warmup", action="store_false")
     ap.add_argument("--no-generate", action="store_true", help="skip sampling (scoring only)")
     ap.add_argument("--no-vllm", dest="vllm", action="store_false", help="skip the vLLM pair")
+    ap.add_argument(
+        "--shards",
+        action="store_true",
+        help="also time prefsynth-shards: the job in shards run side by side, as a build does",
+    )
     ap.add_argument("--score", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--score-threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--score-pairs", type=int, default=0, help="score only the first N pairs")
@@ -822,7 +873,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per worker process")
     # worker-only
     ap.add_argument(
-        "--worker", choices=["prefsynth", "distilabel", "prefsynth-vllm", "vllm", "score"]
+        "--worker",
+        choices=["prefsynth", "prefsynth-shards", "distilabel", "prefsynth-vllm", "vllm", "score"],
     )
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--folder")
@@ -837,6 +889,7 @@ def main() -> None:
         return
     workers: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
         "prefsynth": lambda a: worker_prefsynth(a, "transformers"),
+        "prefsynth-shards": lambda a: worker_prefsynth(a, "transformers", shards=True),
         "prefsynth-vllm": lambda a: worker_prefsynth(a, "vllm"),
         "distilabel": worker_distilabel,
         "vllm": worker_vllm,
