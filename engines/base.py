@@ -108,7 +108,7 @@ class Engine(ABC):
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def _call(self) -> Iterator[None]:
+    def _call_scope(self) -> Iterator[None]:
         """Wraps every model call. Default: one call at a time per engine, for backends whose
         client or server connection is not safe to share between threads. A backend whose
         calls are independent overrides it (the transformers engine on CPU)."""
@@ -124,7 +124,7 @@ class Engine(ABC):
         # Greedy decoding has one answer however many are asked for (and vLLM refuses n > 1
         # with temperature 0): decode once and repeat it.
         draws = n if params.temperature > 0 else 1
-        with self._call():
+        with self._call_scope():
             out = self._generate(list(requests), params, draws)
         if len(out) != len(requests) or any(len(c) != draws for c in out):
             raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of outputs")
@@ -137,7 +137,7 @@ class Engine(ABC):
     ) -> list[ScoreResult]:
         if not requests:
             return []
-        with self._call():
+        with self._call_scope():
             out = self._logprobs(list(requests), per_token)
         if len(out) != len(requests):
             raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of scores")
@@ -158,7 +158,7 @@ class Engine(ABC):
         """
         if not continuations:
             return []
-        with self._call():
+        with self._call_scope():
             if reuse_prefix:
                 out = self._logprobs_shared(context, list(continuations), per_token)
             else:
@@ -188,7 +188,7 @@ class Engine(ABC):
         one bad row must not fail the others."""
         if not continuations:
             return [[] for _ in contexts]
-        with self._call():
+        with self._call_scope():
             out = self._logprobs_shared_each(list(contexts), list(continuations), reuse_prefix)
         if len(out) != len(contexts):
             raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of rows")
@@ -233,7 +233,7 @@ class Engine(ABC):
             return []
         if not choices:
             raise ValueError("choice_logprobs needs at least one choice")
-        with self._call():
+        with self._call_scope():
             out = self._choice_scores(list(requests), list(choices))
         if len(out) != len(requests) or any(len(row) != len(choices) for row in out):
             raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of scores")
@@ -255,7 +255,7 @@ class Engine(ABC):
         ``max_length`` tokens from the left so the response is kept)."""
         if not texts:
             return []
-        with self._call():
+        with self._call_scope():
             out = self._rewards(list(texts), max_length)
         if len(out) != len(texts):
             raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of rewards")

@@ -99,7 +99,7 @@ class TransformersEngine(Engine):
         super().__init__(model.ref("transformers", dtype_name, self.chat.chat_template_sha256))
 
     @contextlib.contextmanager
-    def _call(self) -> Iterator[None]:
+    def _call_scope(self) -> Iterator[None]:
         """On a CPU, calls run at once (two shards of a stage, say), each on its share of the
         cores: :func:`configure_threads` sets this thread's torch threads (a per-thread setting)
         to cores // the concurrent tasks the build declared. A forward pass reads the model and
@@ -107,7 +107,7 @@ class TransformersEngine(Engine):
         concurrent calls give the numbers they give one at a time. On a GPU one call at a time
         (the base lock): a second call would compete for the same device memory."""
         if self.device.type != "cpu":
-            with super()._call():
+            with super()._call_scope():
                 yield
             return
         configure_threads()
