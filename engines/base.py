@@ -101,7 +101,7 @@ def _record(kind: str, model_id: str, tokens: int) -> None:
 
 class Engine(ABC):
     """A loaded model behind one interface. One instance is shared by every shard a worker
-    process runs; :meth:`_call` says whether two of them may call it at once."""
+    process runs; :meth:`_call_scope` says whether two shards may call it at once."""
 
     def __init__(self, info: ModelRef) -> None:
         self.info = info

@@ -57,12 +57,15 @@ class ChatTokenizer:
 
     def encode_context(self, context: Sequence[Message] | str) -> list[int]:
         text = context if isinstance(context, str) else self.render_chat(context)
-        ids = self.encode_continuation(text)
+        ids = self._encode(text)
         if self.adds_bos and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id, *ids]
         return ids
 
     def encode_continuation(self, text: str) -> list[int]:
+        return self._encode(text)
+
+    def _encode(self, text: str) -> list[int]:
         with self._lock:
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
