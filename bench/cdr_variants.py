@@ -19,7 +19,9 @@ left out), the accuracy on the pairs whose preferred response is the shorter one
 correlation of the margin with the length difference (first minus second, characters), and the
 model seconds per pair the run recorded. A ``length`` row per set is the longer-response-wins
 baseline. Writes ``table.md`` and ``variants.jsonl`` (per pair: label, lengths and each form's
-margin; no texts) to ``--out``; ``--from-variants FILE`` reprints the table from that file.
+margin; no texts) to ``--out``; ``--from-variants FILE`` (repeatable) reads rows written before,
+beside or instead of run folders, and ``--common`` keeps, per set, only the pairs every run
+scored, so runs of different sizes are compared on the same pairs.
 
     .venv/bin/python bench/cdr_variants.py output/xfam-helpful output/same-plain-helpful \\
         --out bench/results/cdr-variants-n100-seed0
@@ -197,16 +199,36 @@ def markdown(lines: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def common_pairs(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only the pairs of each set that every run of that set scored, so that runs of different
+    sizes (a 100-pair prefix and the 500-pair sample it starts) are compared on the same pairs."""
+    runs: dict[str, set[str]] = {}
+    seen: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        runs.setdefault(r["set"], set()).add(r["run"])
+        seen.setdefault((r["set"], r["pair_id"]), set()).add(r["run"])
+    return [r for r in rows if seen[(r["set"], r["pair_id"])] == runs[r["set"]]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="*", type=Path, help="eval-annotators folders")
     parser.add_argument("--out", type=Path, help="write table.md and variants.jsonl here")
-    parser.add_argument("--from-variants", type=Path, help="a variants.jsonl written before")
+    parser.add_argument(
+        "--from-variants",
+        type=Path,
+        action="append",
+        default=[],
+        help="a variants.jsonl written before (repeatable; read beside RUNS)",
+    )
+    parser.add_argument(
+        "--common", action="store_true", help="per set, only the pairs every run scored"
+    )
     args = parser.parse_args()
-    if args.from_variants:
-        rows = _read_jsonl(args.from_variants)
-    else:
-        rows = [row for run in args.runs for row in rescore(run)]
+    rows = [row for path in args.from_variants for row in _read_jsonl(path)]
+    rows += [row for run in args.runs for row in rescore(run)]
+    if args.common:
+        rows = common_pairs(rows)
     text = markdown(table(rows))
     print(text, end="")
     if args.out:

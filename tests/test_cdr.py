@@ -26,6 +26,11 @@ from prefsynth.records import (
 )
 from tests.helpers import tiny_overrides
 
+# The paper's form (a strong over a weak model, both on one plain T(x), summed log-ratio). The
+# default is the same-model pair with per-side prompts and the per-token mean (methods §7.6);
+# the properties below are those of the paper's form unless a test says otherwise.
+PAPER = {"reward": "sum", "strong_system": None, "weak_system": None}
+
 
 def _prov() -> GenerationProvenance:
     ref = ModelRef(model_id="m", backend="t", source="s", fingerprint="f")
@@ -83,8 +88,8 @@ def _scores(anns):  # type: ignore[no-untyped-def]
 def test_swap_strong_and_weak_negates_summed_reward(engines) -> None:  # type: ignore[no-untyped-def]
     a, b = engines
     ins, rsp = _data()
-    fwd = _scores(_annotate(a, b, CDRConfig(), ins, rsp))
-    rev = _scores(_annotate(b, a, CDRConfig(), ins, rsp))
+    fwd = _scores(_annotate(a, b, CDRConfig(**PAPER), ins, rsp))
+    rev = _scores(_annotate(b, a, CDRConfig(**PAPER), ins, rsp))
     ok = [rid for rid, x in fwd.items() if x.status == "ok"]
     assert len(ok) == 3
     for rid in ok:
@@ -95,7 +100,7 @@ def test_swap_strong_and_weak_negates_summed_reward(engines) -> None:  # type: i
 def test_strong_equal_weak_gives_zero(engines) -> None:  # type: ignore[no-untyped-def]
     a, _ = engines
     ins, rsp = _data()
-    for ann in _annotate(a, a, CDRConfig(), ins, rsp):
+    for ann in _annotate(a, a, CDRConfig(**PAPER), ins, rsp):
         if ann.status == "ok":
             assert ann.score == 0.0
 
@@ -103,8 +108,8 @@ def test_strong_equal_weak_gives_zero(engines) -> None:  # type: ignore[no-untyp
 def test_evidence_and_mean_variant(engines) -> None:  # type: ignore[no-untyped-def]
     a, b = engines
     ins, rsp = _data()
-    summed = _scores(_annotate(a, b, CDRConfig(reward="sum"), ins, rsp))
-    mean = _scores(_annotate(a, b, CDRConfig(reward="mean"), ins, rsp))
+    summed = _scores(_annotate(a, b, CDRConfig(**PAPER), ins, rsp))
+    mean = _scores(_annotate(a, b, CDRConfig(**{**PAPER, "reward": "mean"}), ins, rsp))
     for rid, ann in summed.items():
         if ann.status != "ok":
             continue
@@ -119,7 +124,7 @@ def test_same_rendered_prompt_for_both_models(engines) -> None:  # type: ignore[
     """T(x) is rendered once (strong template) and both sums condition on it."""
     a, b = engines
     ins, rsp = _data()
-    ann = _scores(_annotate(a, b, CDRConfig(), ins, rsp))["i0-r0"]
+    ann = _scores(_annotate(a, b, CDRConfig(**PAPER), ins, rsp))["i0-r0"]
     ctx = a.render_chat([Message(role="user", content=ins[0].text or "")])
     direct_b = b.logprobs([ScoreRequest(context=ctx, continuation="Blue.")])[0]
     assert ann.evidence["weak_logprob_sum"] == pytest.approx(direct_b.logprob_sum)
@@ -129,7 +134,7 @@ def test_empty_response_abstains_and_errors_are_isolated(engines) -> None:  # ty
     a, b = engines
     ins, rsp = _data()
     rsp.append(rsp[0].model_copy(update={"response_id": "long", "text": "word " * 3000}))
-    anns = _scores(_annotate(a, b, CDRConfig(), ins, rsp))
+    anns = _scores(_annotate(a, b, CDRConfig(**PAPER), ins, rsp))
     assert anns["i0-r2"].status == "abstain" and anns["i0-r2"].reason == "empty_response"
     assert anns["long"].status == "error" and "over" in (anns["long"].reason or "")
     assert anns["i0-r0"].status == "ok"  # the batch with a bad row still scored the good ones
@@ -214,7 +219,7 @@ def test_prefix_form_on_tiny_engines(engines) -> None:  # type: ignore[no-untype
     read from each engine's own per-token log-probs."""
     a, b = engines
     ins, rsp = _data()
-    cfg = CDRConfig(reward="prefix", prefix_tokens=2)
+    cfg = CDRConfig(**{**PAPER, "reward": "prefix"}, prefix_tokens=2)
     anns = _scores(_annotate(a, b, cfg, ins, rsp))
     ann = anns["i1-r0"]  # "Water falls from clouds." has more than 2 tokens
     ctx = a.render_chat([Message(role="user", content=ins[1].text or "")])
@@ -227,14 +232,16 @@ def test_prefix_form_on_tiny_engines(engines) -> None:  # type: ignore[no-untype
     assert ann.evidence["reward_prefix"] == ann.score
     assert "strong_token_logprobs" not in ann.evidence  # only kept when asked for
     # a long prefix covers every token: then prefix equals sum
-    whole = _scores(_annotate(a, b, CDRConfig(reward="prefix", prefix_tokens=500), ins, rsp))
+    whole = _scores(
+        _annotate(a, b, CDRConfig(**{**PAPER, "reward": "prefix"}, prefix_tokens=500), ins, rsp)
+    )
     assert whole["i1-r0"].score == pytest.approx(ann.evidence["reward_sum"], abs=1e-9)
 
 
 def test_side_system_prompts_reach_their_side(engines) -> None:  # type: ignore[no-untyped-def]
     a, b = engines
     ins, rsp = _data()
-    cfg = CDRConfig(strong_system="criteria", weak_system="contrary")
+    cfg = CDRConfig(reward="sum", strong_system="criteria", weak_system="contrary")
     ann = _scores(_annotate(a, b, cfg, ins, rsp))["i0-r0"]
     prompts = cdr.packaged_system_prompts()
     user = Message(role="user", content=ins[0].text or "")
@@ -257,7 +264,11 @@ def test_side_system_prompts_reach_their_side(engines) -> None:  # type: ignore[
     )
     assert ann.evidence["weak_rendered_prompt_sha256"] != ann.evidence["rendered_prompt_sha256"]
     # a string that is no packaged name is the prompt itself
-    own = _scores(_annotate(a, b, CDRConfig(strong_system="Be brief."), ins, rsp))["i0-r0"]
+    own = _scores(
+        _annotate(
+            a, b, CDRConfig(reward="sum", strong_system="Be brief.", weak_system=None), ins, rsp
+        )
+    )["i0-r0"]
     assert own.evidence["strong_logprob_sum"] == pytest.approx(direct(a, "Be brief."))
     assert own.evidence["weak_logprob_sum"] == pytest.approx(direct(b, None))
 
@@ -275,15 +286,25 @@ def test_same_model_same_prompt_is_zero_and_prompts_make_the_contrast(engines) -
         assert x.evidence["strong_n_tokens"] == x.evidence["weak_n_tokens"]
 
 
-def test_new_settings_leave_default_keys_alone(tiny_models: dict[str, Path]) -> None:
-
-    base = load_config(None, tiny_overrides(tiny_models))
-    view = base.key_view(base.annotators.cdr)
-    assert not {"prefix_tokens", "strong_system", "weak_system"} & set(view)
-    changed = load_config(
-        None, [*tiny_overrides(tiny_models), "annotators.cdr.weak_system=contrary"]
+def test_side_prompts_are_keyed_unless_null(tiny_models: dict[str, Path]) -> None:
+    """The default per-side prompts enter shard keys; null, the only value before they
+    existed, stays out, so a store made with the paper's form stays valid. prefix_tokens
+    enters only when set."""
+    paper = [f"annotators.cdr.{k}={'null' if v is None else v}" for k, v in PAPER.items()]
+    old = load_config(None, [*tiny_overrides(tiny_models), *paper])
+    assert not {"prefix_tokens", "strong_system", "weak_system"} & set(
+        old.key_view(old.annotators.cdr)
     )
-    assert changed.key_view(changed.annotators.cdr)["weak_system"] == "contrary"
+    new = load_config(None, tiny_overrides(tiny_models))
+    view = new.key_view(new.annotators.cdr)
+    assert (view["strong_system"], view["weak_system"]) == ("criteria", "contrary")
+    assert "prefix_tokens" not in view
+    changed = load_config(None, [*tiny_overrides(tiny_models), "annotators.cdr.prefix_tokens=8"])
+    assert changed.key_view(changed.annotators.cdr)["prefix_tokens"] == 8
+    # routed prompting writes its own system turn: the default side prompts give way to it,
+    # and a side prompt the user sets is refused
+    routed = CDRConfig(prompting="routed")
+    assert (routed.strong_system, routed.weak_system) == (None, None)
     with pytest.raises(ValueError, match="vanilla"):
         CDRConfig(prompting="routed", strong_system="criteria")
 
@@ -293,7 +314,12 @@ def test_eval_rows_keep_each_responses_evidence(tiny_models: dict[str, Path]) ->
     a run can be re-scored offline under another reward form."""
 
     cfg = load_config(
-        None, [*tiny_overrides(tiny_models), "annotators.cdr.keep_token_logprobs=true"]
+        None,
+        [
+            *tiny_overrides(tiny_models),
+            "annotators.cdr.keep_token_logprobs=true",
+            "annotators.cdr.reward=sum",
+        ],
     )
     user = [Message(role="user", content="Name a colour.")]
     pairs = [HumanPair("p0", user, "Blue is a colour.", "Red.", 1)]
@@ -358,3 +384,26 @@ def test_offline_rescoring_reproduces_the_runs_margins(
     lines = bench.table(list(runs["sum"].values()))
     assert [x["form"] for x in lines] == ["-", *bench.forms()]
     assert all(x["n"] == 3 for x in lines)
+
+
+def test_common_pairs_keeps_what_every_run_of_a_set_scored() -> None:
+    """``--common`` compares runs of different sizes on the same pairs, set by set."""
+    bench = _cdr_variants()
+
+    def row(set_: str, run: str, pid: str) -> dict[str, str]:
+        return {"set": set_, "run": run, "pair_id": pid}
+
+    rows = [
+        row("a", "small", "p1"),
+        row("a", "big", "p1"),
+        row("a", "big", "p2"),  # only the bigger run has it
+        row("b", "only", "q1"),  # a set with one run keeps all its pairs
+        row("b", "only", "q2"),
+    ]
+    kept = bench.common_pairs(rows)
+    assert [(r["set"], r["run"], r["pair_id"]) for r in kept] == [
+        ("a", "small", "p1"),
+        ("a", "big", "p1"),
+        ("b", "only", "q1"),
+        ("b", "only", "q2"),
+    ]

@@ -72,15 +72,39 @@ def test_cdr_swap_and_identity_on_packaged_models() -> None:
         get_engine(TransformersSpec(model="gemma3-270m")),
     )
     assert len(smol.tokenizer) != len(gemma.tokenizer)  # type: ignore[attr-defined]
-    fwd = {a.response_id: a for a in _cdr(smol, gemma, CDRConfig(), INS, RSP)}
+    # the paper's cross-family form: one plain T(x), summed log-ratio
+    paper = {"reward": "sum", "strong_system": None, "weak_system": None}
+    fwd = {a.response_id: a for a in _cdr(smol, gemma, CDRConfig(**paper), INS, RSP)}
     # the same T(x) both ways: SmolLM2's template, named as "weak" once the roles are swapped
-    swapped_cfg = CDRConfig(template="weak")
+    swapped_cfg = CDRConfig(template="weak", **paper)
     rev = {a.response_id: a for a in _cdr(gemma, smol, swapped_cfg, INS, RSP)}
-    same = _cdr(smol, smol, CDRConfig(), INS, RSP)
+    same = _cdr(smol, smol, CDRConfig(**paper), INS, RSP)
     for rid, ann in fwd.items():
         assert ann.status == "ok"
         assert rev[rid].score == pytest.approx(-ann.score, abs=1e-9)
     assert all(a.score == 0.0 for a in same)
+
+
+def test_default_same_model_cdr_on_smollm2() -> None:
+    """The default pair (SmolLM2 told the criteria over itself told the contrary, per-token
+    mean): swapping the side prompts negates every reward, and one prompt on both sides gives
+    exactly 0."""
+    smol = get_engine(TransformersSpec(model="smollm2-135m-instruct"))
+    default = CDRConfig()
+    assert (default.strong_system, default.weak_system, default.reward) == (
+        "criteria",
+        "contrary",
+        "mean",
+    )
+    fwd = {a.response_id: a for a in _cdr(smol, smol, default, INS, RSP)}
+    swapped = CDRConfig(strong_system="contrary", weak_system="criteria")
+    rev = {a.response_id: a for a in _cdr(smol, smol, swapped, INS, RSP)}
+    for rid, ann in fwd.items():
+        assert ann.status == "ok" and ann.score != 0.0
+        assert ann.evidence["strong_n_tokens"] == ann.evidence["weak_n_tokens"]
+        assert rev[rid].score == pytest.approx(-ann.score, abs=1e-9)
+    one = CDRConfig(strong_system="criteria", weak_system="criteria")
+    assert all(a.score == 0.0 for a in _cdr(smol, smol, one, INS, RSP))
 
 
 def test_flr_properties_on_smollm2() -> None:
