@@ -1,12 +1,14 @@
 """The build config: one pydantic model, loaded from YAML and overridable from the CLI.
 
 The defaults *are* the embedded default build (``prefsynth build`` with no arguments): the
-packaged SmolLM2-135M-Instruct writes instructions and responses on CPU, CDR scores them with
-SmolLM2 (strong) over Gemma 3 270M base (weak). A config file only needs the fields it changes.
+packaged SmolLM2-135M-Instruct writes instructions and responses on CPU, and CDR scores them
+with SmolLM2 told the criteria over SmolLM2 told the contrary (a same-model pair; the packaged
+Gemma 3 270M base is the weak model of the paper's cross-family form). A config file only needs
+the fields it changes.
 
 Models are declared once, under an alias, in the ``models:`` table (:data:`EngineSpec`, a union
 told apart by ``backend``: transformers, vllm, openai or fake); stages name the alias
-(``instructions.model: smollm2``, ``annotators.cdr.weak: gemma3``) and resolve it with
+(``instructions.model: smollm2``, ``annotators.judge.model: smollm2``) and resolve it with
 :meth:`BuildConfig.engine_spec`. Shard keys see each reference expanded to the flat engine dict
 of earlier versions (:meth:`BuildConfig.key_view`), so the layout change kept every key.
 
