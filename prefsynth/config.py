@@ -1,14 +1,12 @@
 """The build config: one pydantic model, loaded from YAML and overridable from the CLI.
 
 The defaults *are* the embedded default build (``prefsynth build`` with no arguments): the
-packaged SmolLM2-135M-Instruct writes instructions and responses on CPU, and CDR scores them
-with SmolLM2 told the criteria over SmolLM2 told the contrary (a same-model pair; the packaged
-Gemma 3 270M base is the weak model of the paper's cross-family form). A config file only needs
-the fields it changes.
+packaged SmolLM2-135M-Instruct writes instructions and responses on CPU, CDR scores them with
+SmolLM2 (strong) over Gemma 3 270M base (weak). A config file only needs the fields it changes.
 
 Models are declared once, under an alias, in the ``models:`` table (:data:`EngineSpec`, a union
 told apart by ``backend``: transformers, vllm, openai or fake); stages name the alias
-(``instructions.model: smollm2``, ``annotators.judge.model: smollm2``) and resolve it with
+(``instructions.model: smollm2``, ``annotators.cdr.weak: gemma3``) and resolve it with
 :meth:`BuildConfig.engine_spec`. Shard keys see each reference expanded to the flat engine dict
 of earlier versions (:meth:`BuildConfig.key_view`), so the layout change kept every key.
 
@@ -609,12 +607,7 @@ class GateConfig(StrictModel):
 
 
 class CDRConfig(StrictModel):
-    """CDR (docs/methods.md §7): log pi_strong(y|T_s(x)) - log pi_weak(y|T_w(x)).
-
-    The default is a same-model contrastive pair (§7.5, chosen by the measurements of §7.6):
-    SmolLM2-135M-Instruct told the criteria over itself told the contrary, per-token ``mean``.
-    Its margin does not follow response length, and a build needs no second model. The paper's
-    cross-family form is ``weak: gemma3``, ``reward: sum`` and both side prompts null.
+    """CDR (docs/methods.md §7): log pi_strong(y|T(x)) - log pi_weak(y|T(x)), both on the same T(x).
 
     ``prompting: routed`` is CDR's customisation: a router model labels each prompt SAFETY,
     REASONING or CHAT, and T(x) gets that domain's system prompt (criteria) and one in-context
@@ -623,9 +616,9 @@ class CDRConfig(StrictModel):
 
     enabled: bool = True
     strong: Annotated[str, Uses()] = _alias("smollm2", "the strong model")
-    weak: Annotated[str, Uses()] = _alias("smollm2", "the weak model")
+    weak: Annotated[str, Uses()] = _alias("gemma3", "the weak model")
     reward: Literal["sum", "mean", "prefix"] = Field(
-        "mean",
+        "sum",
         description="sum over response tokens (paper code), per-token mean (reward_hub), or "
         "prefix: the sum over the first prefix_tokens response tokens (length-controlled)",
     )
@@ -637,16 +630,16 @@ class CDRConfig(StrictModel):
         json_schema_extra={"keyed_when_set": True},
     )
     strong_system: str | None = Field(
-        "criteria",
+        None,
         description="system prompt for the strong side only: a packaged name (criteria, "
         "contrary; annotators/data/cdr_system_prompts.json) or the text itself; null: plain. "
         "With weak_system, the same model on both sides makes a same-model contrastive pair",
-        json_schema_extra={"keyed_unless": None},
+        json_schema_extra={"keyed_when_set": True},
     )
     weak_system: str | None = Field(
-        "contrary",
+        None,
         description="system prompt for the weak side only (as strong_system); null: plain",
-        json_schema_extra={"keyed_unless": None},
+        json_schema_extra={"keyed_when_set": True},
     )
     template: Literal["strong", "weak"] = Field(
         "strong", description="whose chat template renders T(x) for both models (paper: strong)"
@@ -664,20 +657,10 @@ class CDRConfig(StrictModel):
     plain_chat: bool = Field(True, description="routed: CHAT prompts get no system prompt")
     keep_token_logprobs: bool = Field(False, description="store per-token log-probs")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _routed_has_no_side_prompts(cls, data: Any) -> Any:
-        # routed prompting writes its own system turn from the router's domain, so the default
-        # per-side prompts (criteria / contrary) give way to it; prompts set by the user are
-        # refused below rather than silently dropped
-        if isinstance(data, dict) and data.get("prompting") == "routed":
-            data = {"strong_system": None, "weak_system": None, **data}
-        return data
-
     @model_validator(mode="after")
     def _side_prompts_vanilla(self) -> CDRConfig:
-        # a second, per-side system prompt on top of the routed one would be two competing
-        # instructions
+        # routed prompting writes its own system turn from the router's domain; a second,
+        # per-side system prompt on top of it would be two competing instructions
         if self.prompting == "routed" and (self.strong_system or self.weak_system):
             raise ValueError("strong_system / weak_system need prompting 'vanilla'")
         return self

@@ -18,12 +18,7 @@ def test_defaults_are_the_embedded_build() -> None:
     assert cfg == BuildConfig()
     assert cfg.engine_spec(cfg.instructions.model).model == "smollm2-135m-instruct"
     assert cfg.engine_spec(cfg.annotators.cdr.strong).model == "smollm2-135m-instruct"
-    # the default CDR is a same-model pair (criteria over contrary); gemma3 stays declared
-    assert cfg.engine_spec(cfg.annotators.cdr.weak).model == "smollm2-135m-instruct"
-    assert (cfg.annotators.cdr.strong_system, cfg.annotators.cdr.weak_system) == (
-        "criteria",
-        "contrary",
-    )
+    assert cfg.engine_spec(cfg.annotators.cdr.weak).model == "gemma3-270m"
     assert sorted(cfg.models) == ["gemma3", "smollm2"]  # each packaged model declared once
     assert cfg.run_dir() == Path("output") / f"default-{cfg.content_hash()[:8]}"
 
@@ -180,7 +175,6 @@ def test_key_view_is_the_flat_engine_dict_of_before_the_models_table() -> None:
             "models.api={backend: openai, model: m, base_url: 'http://x/v1', max_retries: 2}",
             "annotators.judge.model=api",
             "models.gemma3.dtype=float32",
-            "annotators.cdr.weak=gemma3",
         ],
     )
     judge = cfg.key_view(cfg.annotators.judge)
@@ -203,8 +197,7 @@ def test_one_override_swaps_a_model_everywhere_it_is_used() -> None:
     for alias in (cfg.instructions.model, cfg.responses.model, cfg.annotators.judge.model):
         assert cfg.engine_spec(alias).model == "/my/model"
     assert cfg.engine_spec("smollm2").backend == "transformers"  # merged over the default
-    assert cfg.engine_spec(cfg.annotators.cdr.weak).model == "/my/model"  # same-model CDR
-    assert cfg.engine_spec("gemma3").model == "gemma3-270m"
+    assert cfg.engine_spec(cfg.annotators.cdr.weak).model == "gemma3-270m"
 
 
 def test_cli_models_lists_the_catalogue() -> None:

@@ -51,13 +51,10 @@ def test_default_build_end_to_end(tmp_path: Path) -> None:
 
     models = run.models
     assert models["cdr.strong"].model_id == "smollm2-135m-instruct"
-    # CDR's default is a same-model pair: SmolLM2 told the criteria over itself told the
-    # contrary, so the default build loads no second model and carries no Gemma terms
-    assert models["cdr.weak"].model_id == "smollm2-135m-instruct"
-    assert models["cdr.weak"].sha256 == models["cdr.strong"].sha256
-    assert not any(m.model_id == "gemma3-270m" for m in models.values())
+    assert models["cdr.weak"].model_id == "gemma3-270m"
+    assert models["cdr.weak"].sha256.startswith("a5fd3b62")
     card = (run_dir / "README.md").read_text()
-    assert "license: apache-2.0" in card and "gemma3-270m" not in card
+    assert "license: apache-2.0" in card and "gemma3-270m" in card
     # the mission's own methods, with their provenance; each style's share on the card
     assert set(run.instruction_styles or {}) == {"instruct_skillmix", "pika"}
     assert "instruction styles: `instruct_skillmix`" in card

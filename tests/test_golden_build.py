@@ -49,10 +49,6 @@ def _overrides() -> list[str]:
         "responses.model=tiny_a_bf16",
         "annotators.cdr.strong=tiny_a",
         "annotators.cdr.weak=tiny_b",
-        # recorded with the paper's CDR form, the default then (methods §7.6)
-        "annotators.cdr.reward=sum",
-        "annotators.cdr.strong_system=null",
-        "annotators.cdr.weak_system=null",
         "annotators.flr.model=tiny_a",
         "annotators.judge.model=tiny_a",
         # recorded before the calibrated judge: its argmax verdicts, whose keys are unchanged

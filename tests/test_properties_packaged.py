@@ -85,19 +85,14 @@ def test_cdr_swap_and_identity_on_packaged_models() -> None:
     assert all(a.score == 0.0 for a in same)
 
 
-def test_default_same_model_cdr_on_smollm2() -> None:
-    """The default pair (SmolLM2 told the criteria over itself told the contrary, per-token
-    mean): swapping the side prompts negates every reward, and one prompt on both sides gives
-    exactly 0."""
+def test_same_model_cdr_on_smollm2() -> None:
+    """The same-model pair (SmolLM2 told the criteria over itself told the contrary, per-token
+    mean; methods §7.5): swapping the side prompts negates every reward, and one prompt on both
+    sides gives exactly 0."""
     smol = get_engine(TransformersSpec(model="smollm2-135m-instruct"))
-    default = CDRConfig()
-    assert (default.strong_system, default.weak_system, default.reward) == (
-        "criteria",
-        "contrary",
-        "mean",
-    )
-    fwd = {a.response_id: a for a in _cdr(smol, smol, default, INS, RSP)}
-    swapped = CDRConfig(strong_system="contrary", weak_system="criteria")
+    pair = CDRConfig(strong_system="criteria", weak_system="contrary", reward="mean")
+    fwd = {a.response_id: a for a in _cdr(smol, smol, pair, INS, RSP)}
+    swapped = CDRConfig(strong_system="contrary", weak_system="criteria", reward="mean")
     rev = {a.response_id: a for a in _cdr(smol, smol, swapped, INS, RSP)}
     for rid, ann in fwd.items():
         assert ann.status == "ok" and ann.score != 0.0
