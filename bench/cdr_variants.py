@@ -21,7 +21,9 @@ model seconds per pair the run recorded. A ``length`` row per set is the longer-
 baseline. Writes ``table.md`` and ``variants.jsonl`` (per pair: label, lengths and each form's
 margin; no texts) to ``--out``; ``--from-variants FILE`` (repeatable) reads rows written before,
 beside or instead of run folders, and ``--common`` keeps, per set, only the pairs every run
-scored, so runs of different sizes are compared on the same pairs.
+scored, so runs of different sizes are compared on the same pairs. ``--stored DIR`` (repeatable)
+reads any evaluation's stored CDR margin under its configured form only, for runs made without
+per-token log-probs.
 
     .venv/bin/python bench/cdr_variants.py output/xfam-helpful output/same-plain-helpful \\
         --out bench/results/cdr-variants-n100-seed0
@@ -107,7 +109,7 @@ def rescore(run_dir: Path) -> list[dict[str, Any]]:
             {
                 "set": figures["pairs"]["name"],
                 "pair": label,
-                "run": run_dir.name,
+                "run": str(run_dir),  # unique: two runs of one set may share a folder name
                 "pair_id": r["pair_id"],
                 "human": r["human"],
                 "len_first": r["len_first"],
@@ -117,6 +119,30 @@ def rescore(run_dir: Path) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def stored(run_dir: Path) -> list[dict[str, Any]]:
+    """Per pair of RUN_DIR: its stored CDR margin under the run's configured reward form only.
+    For evaluations made without per-token log-probs (any ``eval-annotators`` folder with CDR),
+    so that they can be compared on the same pairs (``--common``) with the re-scored runs."""
+    figures = json.loads((run_dir / "figures.json").read_text(encoding="utf-8"))
+    cdr_config = figures["annotator_config"]["cdr"]
+    rows = _read_jsonl(run_dir / "pairs.jsonl")
+    seconds = figures.get("compute_seconds_by_annotator", {}).get("cdr")
+    return [
+        {
+            "set": figures["pairs"]["name"],
+            "pair": pair_label(cdr_config),
+            "run": str(run_dir),
+            "pair_id": r["pair_id"],
+            "human": r["human"],
+            "len_first": r["len_first"],
+            "len_second": r["len_second"],
+            "seconds_per_pair": round(seconds / len(rows), 2) if seconds else None,
+            "margins": {cdr_config["reward"]: r["margins"]["cdr"]},
+        }
+        for r in rows
+    ]
 
 
 def _spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -222,10 +248,18 @@ def main() -> None:
         help="a variants.jsonl written before (repeatable; read beside RUNS)",
     )
     parser.add_argument(
+        "--stored",
+        type=Path,
+        action="append",
+        default=[],
+        help="an eval-annotators folder whose stored CDR margin is read as is (repeatable)",
+    )
+    parser.add_argument(
         "--common", action="store_true", help="per set, only the pairs every run scored"
     )
     args = parser.parse_args()
     rows = [row for path in args.from_variants for row in _read_jsonl(path)]
+    rows += [row for run in args.stored for row in stored(run)]
     rows += [row for run in args.runs for row in rescore(run)]
     if args.common:
         rows = common_pairs(rows)
