@@ -31,7 +31,7 @@ from prefect import flow
 from prefect.futures import as_completed
 from prefsynth.curation.card import render_card
 from prefsynth.curation.dataset import write_dataset
-from prefsynth.engines import close_engines, describe_engine
+from prefsynth.engines import close_engines, describe_engine, release_engines
 from prefsynth.engines.device import resolve_dtypes, set_concurrent_tasks
 from prefsynth.flows.pipeline import (
     ShardResult,
@@ -246,6 +246,11 @@ def audit_build(
     )
 
 
+def _engine_keys(config: BuildConfig, stages: list[Stage]) -> set[str]:
+    """The engine cache keys of every model ``stages`` run."""
+    return {spec.key() for stage in stages for spec in stage.models(config).values()}
+
+
 def _resolved(config: BuildConfig) -> BuildConfig:
     """The config with ``dtype: auto`` resolved for this machine, so shard keys and records name
     the dtype that really runs; the run folder keeps the name the user's config gives it."""
@@ -336,7 +341,9 @@ def run_build(config: BuildConfig) -> RunRecord:
     store = ShardStore(store_root)
     planned: dict[str, list[ShardSpec]] = {}
     try:
-        for stage in stages:
+        for n, stage in enumerate(stages):
+            # models no stage from here on runs are closed: Gemma 3, say, once CDR is done
+            release_engines(_engine_keys(config, stages[n:]))
             failpoints.hit(f"before:{stage.name}")
             for name in stage.artifacts(ctx):  # the SkillMix skill list, the only artifact
                 t0 = time.perf_counter()

@@ -23,31 +23,52 @@ def _config(tiny: dict[str, Path], out: Path, *extra: str) -> BuildConfig:
 
 
 LOADS: list[str] = []  # model of every engine the first run loaded
+HELD: list[set[str]] = []  # models still loaded after each stage's release, in stage order
 
 
 @pytest.fixture(scope="module")
 def first_run(prefect_api_url: str, tiny_models: dict[str, Path], tmp_path_factory):  # type: ignore[no-untyped-def]
     import prefsynth.engines as engines
+    import prefsynth.flows.build as build_module
 
     out = tmp_path_factory.mktemp("build")
     cfg = _config(tiny_models, out)
-    load = engines._load
+    load, release = engines._load, build_module.release_engines
+    models: dict[str, str] = {}
 
     def counting_load(spec):  # type: ignore[no-untyped-def]
         LOADS.append(spec.model)
+        models[spec.key()] = spec.model
         return load(spec)
 
-    engines._load = counting_load
+    def recording_release(keep):  # type: ignore[no-untyped-def]
+        gone = release(keep)
+        HELD.append({models[key] for key in engines._ENGINES})
+        return gone
+
+    engines._load, build_module.release_engines = counting_load, recording_release
     try:
         return cfg, build(cfg)
     finally:
-        engines._load = load
+        engines._load, build_module.release_engines = load, release
 
 
 def test_each_model_loads_once_and_every_stage_shares_it(first_run, tiny_models) -> None:  # type: ignore[no-untyped-def]
     """Generation, CDR's strong side, FLR and the judge all run tiny-a with dtype auto: one
     engine serves them all (before dtype auto, sampling in bf16 loaded a second copy)."""
     assert sorted(LOADS) == sorted([str(tiny_models["a"]), str(tiny_models["b"])])
+
+
+def test_a_model_is_released_when_no_later_stage_runs_it(first_run, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """CDR's weak model (tiny-b) is closed once the annotations are done, while tiny-a, which
+    the judge still runs, stays loaded (it loaded once, above); nothing is held for the vote.
+    HELD is read at the start of each stage, after its release: tiny-b loads inside the
+    annotations stage and must be gone by the next stage's start."""
+    a, b = str(tiny_models["a"]), str(tiny_models["b"])
+    assert b in LOADS and not any(b in held for held in HELD)
+    judge = len(HELD) - 2  # ... pairs, judge, vote
+    assert HELD[judge] == {a}
+    assert HELD[-1] == set()  # the vote runs no model
 
 
 def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-untyped-def]
