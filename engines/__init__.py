@@ -123,13 +123,15 @@ def release_engines(keep: Collection[str]) -> list[str]:
     released. A build calls it after each stage with the keys the stages still to run use, so
     a model whose last stage is done stops holding memory: Gemma 3 (1.07 GB of float32 weights)
     otherwise stays loaded through the judge stage, and that was the build's memory peak. Freed
-    memory is handed back to the OS (:func:`_return_freed_memory`), so it shows in the RSS."""
+    memory, the engines' and what the last stage's work left in the heap, is handed back to the
+    OS (:func:`_return_freed_memory`), so it shows in the RSS."""
     with _LOCK:
         gone = [key for key in _ENGINES if key not in keep]
         for key in gone:
             _ENGINES.pop(key).close()
-    if gone:
-        _return_freed_memory()
+    # also when nothing was closed: a stage's own freed buffers (sampling's KV caches, say)
+    # would otherwise stay in the heap under the next stage's models
+    _return_freed_memory()
     return gone
 
 

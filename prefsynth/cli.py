@@ -518,6 +518,9 @@ def prepare() -> None:
 
 
 def main() -> None:
+    from prefsynth.heap import limit_heap_arenas
+
+    limit_heap_arenas()  # before any thread starts; see its docstring
     try:
         app()
     except KeyboardInterrupt:
