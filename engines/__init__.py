@@ -46,7 +46,6 @@ __all__ = [
     "describe_engine",
     "get_engine",
     "release_engines",
-    "return_freed_memory",
     "track_usage",
 ]
 
@@ -125,18 +124,18 @@ def release_engines(keep: Collection[str]) -> list[str]:
     a model whose last stage is done stops holding memory: Gemma 3 (1.07 GB of float32 weights)
     otherwise stays loaded through the judge stage, and that was the build's memory peak. Freed
     memory, the engines' and what the last stage's work left in the heap, is handed back to the
-    OS (:func:`return_freed_memory`), so it shows in the RSS."""
+    OS (:func:`_return_freed_memory`), so it shows in the RSS."""
     with _LOCK:
         gone = [key for key in _ENGINES if key not in keep]
         for key in gone:
             _ENGINES.pop(key).close()
     # also when nothing was closed: a stage's own freed buffers (sampling's KV caches, say)
     # would otherwise stay in the heap under the next stage's models
-    return_freed_memory()
+    _return_freed_memory()
     return gone
 
 
-def return_freed_memory() -> None:
+def _return_freed_memory() -> None:
     """Collect the released engines' objects and ask glibc to return free heap pages to the OS
     (``malloc_trim``); without it, freed tensors stay in the process's arenas and its RSS does
     not fall. A no-op where the C library has no ``malloc_trim`` (macOS, musl)."""

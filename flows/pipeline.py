@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefsynth.engines import return_freed_memory, track_usage
+from prefsynth.engines import track_usage
 from pydantic import BaseModel, Field
 
 from prefsynth import CODE_VERSION, failpoints
@@ -338,10 +338,6 @@ def run_shard(stage: Stage, ctx: StageContext, spec: ShardSpec) -> ShardResult:
         t0 = time.perf_counter()
         with track_usage() as usage:
             output = stage.run(ctx, spec, ShardInputs(ctx, spec))
-        if stage.uses_models:
-            # a model shard's buffers (KV caches, batches of hidden states) go back to the OS
-            # before the next shard allocates its own, not at the end of the stage
-            return_freed_memory()
         records = output.records
         if output.figures is not None:
             ctx.artifacts.write(spec.stage, spec.key, output.figures)
