@@ -120,11 +120,11 @@ def describe_engine(spec: EngineSpec) -> ModelRef:
 
 def release_engines(keep: Collection[str]) -> list[str]:
     """Close and forget every loaded engine whose spec key is not in ``keep``; returns the keys
-    released. A build calls it after each stage with the keys the stages still to run use, so
-    a model whose last stage is done stops holding memory: Gemma 3 (1.07 GB of float32 weights)
-    otherwise stays loaded through the judge stage, and that was the build's memory peak. Freed
-    memory, the engines' and what the last stage's work left in the heap, is handed back to the
-    OS (:func:`_return_freed_memory`), so it shows in the RSS."""
+    released. A build calls it at each stage's start with the keys of the models that stage
+    and the later ones run, so a model whose last stage is done stops holding memory: Gemma 3
+    (1.07 GB of float32 weights) otherwise stays loaded through the judge stage, and that was
+    the build's memory peak. Freed memory, the engines' and what the last stage's work left in
+    the heap, is handed back to the OS (:func:`_return_freed_memory`), so it shows in the RSS."""
     with _LOCK:
         gone = [key for key in _ENGINES if key not in keep]
         for key in gone:

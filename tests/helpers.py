@@ -3,6 +3,7 @@ front matter). Test modules import these, never each other; fixtures live in con
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from fnmatch import fnmatch
 from pathlib import Path
@@ -388,3 +389,13 @@ class NeedsAFile(Aggregate):
 
     def vote(self, margins: Mapping[str, float]) -> Vote | None:  # pragma: no cover
         return None
+
+
+def bench_script(name: str) -> Any:
+    """``bench/NAME.py`` as a module (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,7 +3,6 @@ count."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from prefsynth.records import (
     Response,
     SamplingParams,
 )
-from tests.helpers import tiny_overrides
+from tests.helpers import bench_script, tiny_overrides
 
 # The paper's form (a strong over a weak model, both on one plain T(x), summed log-ratio): the
 # default, spelled out so that the properties below stay those of this form if a default moves
@@ -322,13 +321,8 @@ def test_eval_rows_keep_each_responses_evidence(tiny_models: dict[str, Path]) ->
 
 
 def _cdr_variants() -> Any:
-    """bench/cdr_variants.py as a module (bench/ is scripts, not a package)."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "cdr_variants.py"
-    spec = importlib.util.spec_from_file_location("cdr_variants", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """bench/cdr_variants.py as a module."""
+    return bench_script("cdr_variants")
 
 
 def test_offline_rescoring_reproduces_the_runs_margins(

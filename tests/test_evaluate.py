@@ -3,7 +3,6 @@ work is cached per chunk and resumes, and the report is written."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
@@ -21,7 +20,7 @@ from prefsynth.flows.evaluate import eval_flow, write_pair_rows
 from prefsynth.config import FilterConfig, load_config
 from prefsynth.errors import ConfigError
 from prefsynth.registry import AGGREGATES
-from tests.helpers import NeedsAFile, tiny_overrides
+from tests.helpers import NeedsAFile, bench_script, tiny_overrides
 
 PAIRS = [
     ("Name a fruit.", "An apple is a fruit.", "Carrots."),
@@ -254,13 +253,8 @@ def test_reaggregate_reproduces_figures_from_pairs_jsonl(tmp_path: Path) -> None
 
 
 def _reaggregate() -> Any:
-    """bench/reaggregate.py's function (bench/ is scripts, not a package)."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "reaggregate.py"
-    spec = importlib.util.spec_from_file_location("reaggregate", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.reaggregate
+    """bench/reaggregate.py's function."""
+    return bench_script("reaggregate").reaggregate
 
 
 EVAL_ONLY = {

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import bench_script
+
 
 def _bench() -> Any:
-    path = Path(__file__).resolve().parents[1] / "bench" / "swap_margins.py"
-    spec = importlib.util.spec_from_file_location("swap_margins", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("swap_margins")
 
 
 def _write(folder: Path, rows: list[dict[str, Any]], cdr_config: dict[str, Any]) -> Path:
