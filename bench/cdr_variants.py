@@ -85,7 +85,7 @@ def rescore(run_dir: Path) -> list[dict[str, Any]]:
     form's margin recomputed from the cached per-token log-probs."""
     figures = json.loads((run_dir / "figures.json").read_text(encoding="utf-8"))
     cdr_config = figures["annotator_config"]["cdr"]
-    label, configured = pair_label(cdr_config), cdr_config["reward"]
+    configured = cdr_config["reward"]
     seconds = figures["compute_seconds_by_annotator"]["cdr"]
     cached: dict[str, dict[str, Any]] = {}
     for chunk in sorted((run_dir / "scores" / "artifacts" / "eval-cdr").glob("*.json")):
@@ -105,20 +105,29 @@ def rescore(run_dir: Path) -> list[dict[str, Any]]:
         check = margins.get(configured)
         if stored is not None and check is not None and abs(stored - check) > SUM_TOLERANCE:
             raise ValueError(f"{run_dir}: {r['pair_id']}: offline {configured} {check} != {stored}")
-        out.append(
-            {
-                "set": figures["pairs"]["name"],
-                "pair": label,
-                "run": str(run_dir),  # unique: two runs of one set may share a folder name
-                "pair_id": r["pair_id"],
-                "human": r["human"],
-                "len_first": r["len_first"],
-                "len_second": r["len_second"],
-                "seconds_per_pair": round(seconds / len(rows), 2),
-                "margins": margins,
-            }
-        )
+        out.append(_row(figures, run_dir, r, round(seconds / len(rows), 2), margins))
     return out
+
+
+def _row(
+    figures: dict[str, Any],
+    run_dir: Path,
+    pair: dict[str, Any],
+    seconds_per_pair: float | None,
+    margins: dict[str, float | None],
+) -> dict[str, Any]:
+    """One line of ``variants.jsonl``: a pair of RUN_DIR with its margin under each form."""
+    return {
+        "set": figures["pairs"]["name"],
+        "pair": pair_label(figures["annotator_config"]["cdr"]),
+        "run": str(run_dir),  # unique: two runs of one set may share a folder name
+        "pair_id": pair["pair_id"],
+        "human": pair["human"],
+        "len_first": pair["len_first"],
+        "len_second": pair["len_second"],
+        "seconds_per_pair": seconds_per_pair,
+        "margins": margins,
+    }
 
 
 def stored(run_dir: Path) -> list[dict[str, Any]]:
@@ -129,18 +138,9 @@ def stored(run_dir: Path) -> list[dict[str, Any]]:
     cdr_config = figures["annotator_config"]["cdr"]
     rows = _read_jsonl(run_dir / "pairs.jsonl")
     seconds = figures.get("compute_seconds_by_annotator", {}).get("cdr")
+    per_pair = round(seconds / len(rows), 2) if seconds else None
     return [
-        {
-            "set": figures["pairs"]["name"],
-            "pair": pair_label(cdr_config),
-            "run": str(run_dir),
-            "pair_id": r["pair_id"],
-            "human": r["human"],
-            "len_first": r["len_first"],
-            "len_second": r["len_second"],
-            "seconds_per_pair": round(seconds / len(rows), 2) if seconds else None,
-            "margins": {cdr_config["reward"]: r["margins"]["cdr"]},
-        }
+        _row(figures, run_dir, r, per_pair, {cdr_config["reward"]: r["margins"]["cdr"]})
         for r in rows
     ]
 
