@@ -341,6 +341,14 @@ def get_index(
     return index
 
 
+def release_indexes() -> None:
+    """Forget the process-wide indexes; the next :func:`get_index` builds again (from the
+    embedding cache, so about a second). A build calls it when curation is done: ~14k prompts,
+    their n-gram postings and embeddings are otherwise held through the model stages."""
+    with _LOCK:
+        _INDEXES.clear()
+
+
 def find_contamination(
     texts: Sequence[str],
     config: DecontamConfig,

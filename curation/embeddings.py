@@ -77,6 +77,16 @@ def _get_model(model: str) -> tuple[Any, threading.Lock]:
     return entry
 
 
+def release_models() -> None:
+    """Forget every loaded sentence-transformers model; the next :func:`embed` loads again.
+
+    A build calls it when curation, the only stage that embeds, is done (``Curation.release``):
+    MiniLM with its tokenizer otherwise stays in the process through the model stages, where the
+    build's memory peaks."""
+    with _LOCK:
+        _MODELS.clear()
+
+
 def embedding_dim(model: str = DEFAULT_MODEL) -> int:
     st, _ = _get_model(model)
     getter = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension

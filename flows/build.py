@@ -357,6 +357,7 @@ def run_build(config: BuildConfig) -> RunRecord:
                 continue
             t0 = time.perf_counter()
             results = _run_stage(stage, ctx, planned[stage.name])
+            stage.release()  # freed at the next stage's start (release_engines trims the heap)
             _record_stage(run, stage.name, results, time.perf_counter() - t0)
             run.save(run_json)
 

@@ -175,6 +175,11 @@ class Stage(ABC):
     def run(self, ctx: StageContext, spec: ShardSpec, inputs: ShardInputs) -> Output:
         """The rows of one shard."""
 
+    def release(self) -> None:  # noqa: B027 - most stages keep nothing loaded but engines
+        """Drop what the stage's shards keep loaded in this process, other than engines (which
+        :func:`prefsynth.engines.release_engines` closes). The build calls it when the stage is
+        done, so that memory is free before the model stages, where a build's peak is."""
+
     def artifacts(self, ctx: StageContext) -> dict[str, str]:
         """Build-wide artifacts the stage's shards share (name -> content key)."""
         return {}

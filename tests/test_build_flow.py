@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_from_disk
 from prefsynth.flows.build import build
-from prefsynth.flows.pipeline import stage_named
+from prefsynth.flows.pipeline import pipeline, stage_named
 
 from prefsynth.config import BuildConfig, load_config
 from prefsynth.records import Instruction, Response
@@ -24,12 +24,15 @@ def _config(tiny: dict[str, Path], out: Path, *extra: str) -> BuildConfig:
 
 LOADS: list[str] = []  # model of every engine the first run loaded
 HELD: list[set[str]] = []  # models still loaded after each stage's release, in stage order
+# at each stage's start: (embedding models, benchmark indexes) this process still holds
+CURATION_HELD: list[tuple[int, int]] = []
 
 
 @pytest.fixture(scope="module")
 def first_run(prefect_api_url: str, tiny_models: dict[str, Path], tmp_path_factory):  # type: ignore[no-untyped-def]
     import prefsynth.engines as engines
     import prefsynth.flows.build as build_module
+    from prefsynth.curation import decontam, embeddings
 
     out = tmp_path_factory.mktemp("build")
     cfg = _config(tiny_models, out)
@@ -44,6 +47,7 @@ def first_run(prefect_api_url: str, tiny_models: dict[str, Path], tmp_path_facto
     def recording_release(keep):  # type: ignore[no-untyped-def]
         gone = release(keep)
         HELD.append({models[key] for key in engines._ENGINES})
+        CURATION_HELD.append((len(embeddings._MODELS), len(decontam._INDEXES)))
         return gone
 
     engines._load, build_module.release_engines = counting_load, recording_release
@@ -69,6 +73,16 @@ def test_a_model_is_released_when_no_later_stage_runs_it(first_run, tiny_models)
     judge = len(HELD) - 2  # ... pairs, judge, vote
     assert HELD[judge] == {a}
     assert HELD[-1] == set()  # the vote runs no model
+
+
+def test_curation_lets_go_of_its_embedder_and_benchmark_index(first_run) -> None:  # type: ignore[no-untyped-def]
+    """Curation embeds (MiniLM) and searches the benchmark index; both are process-wide caches
+    that no later stage reads, so from the next stage's start on neither is held."""
+    cfg, _ = first_run
+    names = [stage.name for stage in pipeline() if stage.enabled(cfg)]
+    after = CURATION_HELD[names.index("curation") + 1 :]
+    assert len(CURATION_HELD) == len(names) and after
+    assert all(held == (0, 0) for held in after), after
 
 
 def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ the instructions it kept through :func:`kept`.
 
 from __future__ import annotations
 
-from prefsynth.curation import instruction_curation
+from prefsynth.curation import decontam, embeddings, instruction_curation
 from prefsynth.flows.pipeline import (
     Draft,
     Input,
@@ -56,3 +56,8 @@ class Curation(Stage):
             inputs.records("instructions"), ins.dedup, ins.decontam
         )
         return Output(decisions, figures)
+
+    def release(self) -> None:
+        """The embedding model and the benchmark index are used by no later stage."""
+        embeddings.release_models()
+        decontam.release_indexes()
