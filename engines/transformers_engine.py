@@ -180,18 +180,13 @@ class TransformersEngine(Engine):
         # once would share; greedy decoding over this call's own draws (_sampler) does not.
         sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None}
         sampling["top_k"] = None  # greedy: unset the model's sampling defaults (no warnings)
-        processors: list[Any] = [_ThreadFollower()] if self.device.type == "cpu" else []
         if params.temperature > 0:
             generator = torch.Generator(device=self.device)
             if params.seed is not None:
                 generator.manual_seed(params.seed)
             else:
                 generator.seed()
-            processors += _sampler(params, generator)
-        if processors:
-            from transformers import LogitsProcessorList
-
-            sampling["logits_processor"] = LogitsProcessorList(processors)
+            sampling["logits_processor"] = _sampler(params, generator)
         if params.stop:
             sampling.update(stop_strings=params.stop, tokenizer=self.tokenizer)
         for batch in length_sorted_batches([len(p) for p in prompts], per_batch):
@@ -699,19 +694,6 @@ class TransformersEngine(Engine):
             n_tokens=len(values),
             token_logprobs=values if per_token else None,
         )
-
-
-class _ThreadFollower:
-    """A logits processor that changes no score: before each decoding step it sets this
-    thread's torch threads to the build's current declaration (:func:`configure_threads`).
-    When the other shard of a stage finishes, the build declares one task, and a long decode
-    still running takes both cores from its next step instead of finishing on one. A step's
-    tokens do not depend on the thread count (the default build wrote the same shards with one
-    shard at a time on 2 threads as with two side by side on 1 thread each)."""
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        configure_threads()
-        return scores
 
 
 def _sampler(params: SamplingParams, generator: Any) -> Any:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from prefect.futures import as_completed
 from prefsynth.curation.card import render_card
 from prefsynth.curation.dataset import write_dataset
 from prefsynth.engines import close_engines, describe_engine, release_engines
-from prefsynth.engines.device import CONCURRENT_TASKS_ENV, resolve_dtypes, set_concurrent_tasks
+from prefsynth.engines.device import resolve_dtypes, set_concurrent_tasks
 from prefsynth.flows.pipeline import (
     ShardResult,
     ShardSpec,
@@ -185,32 +184,13 @@ def _record_stage(run: RunRecord, stage: str, results: list[ShardResult], second
         run.voting = VotingFigures.model_validate(results[0].figures)
 
 
-@contextlib.contextmanager
-def _alone() -> Iterator[None]:
-    """Declare one model task running for the block: an artifact is computed in this process
-    while no shard runs, so its model calls get every core (the build declares
-    ``max_workers`` tasks at its start, which left SkillMix's skill extraction on one of two
-    cores). The declaration before it is restored afterwards, for local cluster workers."""
-    before = os.environ.get(CONCURRENT_TASKS_ENV)
-    set_concurrent_tasks(1)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(CONCURRENT_TASKS_ENV, None)
-        else:
-            os.environ[CONCURRENT_TASKS_ENV] = before
-
-
 def _run_stage(stage: Stage, ctx: StageContext, specs: list[ShardSpec]) -> list[ShardResult]:
     """One task per shard, submitted together; the stage ends when every shard has."""
     _reporter.stage_started(stage.name, len(specs))
-    threads_here = ctx.config.task_runner.kind == "thread"
-    workers = concurrent_model_tasks(ctx.config.task_runner)
-    if threads_here:
+    if ctx.config.task_runner.kind == "thread":
         # a model call runs cores // (tasks of this stage at once) torch threads: a stage with
         # one shard gets every core, two shards side by side get half each
-        set_concurrent_tasks(min(workers, len(specs)))
+        set_concurrent_tasks(min(concurrent_model_tasks(ctx.config.task_runner), len(specs)))
     with stage_resources(ctx.config.task_runner, stage.uses_models):
         futures = [
             shard_task.submit(ctx.config, spec, ctx.store_root, ctx.models) for spec in specs
@@ -220,10 +200,6 @@ def _run_stage(stage: Stage, ctx: StageContext, specs: list[ShardSpec]) -> list[
         result = future.result()  # re-raises the task's error after its retries
         results.append(result)
         _reporter.shard_done(result)
-        if threads_here:
-            # fewer shards left than workers: the running ones take the freed cores from their
-            # next model call or decoding step on (TransformersEngine follows the declaration)
-            set_concurrent_tasks(min(workers, len(specs) - len(results)))
     _reporter.stage_done(stage.name)
     order = {spec.key: n for n, spec in enumerate(specs)}
     return sorted(results, key=lambda r: order[r.key])  # plan order, whatever finished first
@@ -371,8 +347,7 @@ def run_build(config: BuildConfig) -> RunRecord:
             failpoints.hit(f"before:{stage.name}")
             for name in stage.artifacts(ctx):  # the SkillMix skill list, the only artifact
                 t0 = time.perf_counter()
-                with _alone():
-                    made = artifact_task(config, stage.name, name, store_root, ctx.models)
+                made = artifact_task(config, stage.name, name, store_root, ctx.models)
                 run.skills = SkillsSummary(**made, seconds=round(time.perf_counter() - t0, 2))
                 run.save(run_json)
             # Planned now, not up front: a stage's keys may depend on what an earlier stage

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import itertools
 import json
 from pathlib import Path
 
@@ -27,7 +26,6 @@ LOADS: list[str] = []  # model of every engine the first run loaded
 HELD: list[set[str]] = []  # models still loaded after each stage's release, in stage order
 # at each stage's start: (embedding models, benchmark indexes) this process still holds
 CURATION_HELD: list[tuple[int, int]] = []
-DECLARED: list[int] = []  # every declaration of the model tasks running at once, in order
 
 
 @pytest.fixture(scope="module")
@@ -52,19 +50,11 @@ def first_run(prefect_api_url: str, tiny_models: dict[str, Path], tmp_path_facto
         CURATION_HELD.append((len(embeddings._MODELS), len(decontam._INDEXES)))
         return gone
 
-    declare = build_module.set_concurrent_tasks
-
-    def recording_declare(n: int) -> None:
-        DECLARED.append(n)
-        declare(n)
-
     engines._load, build_module.release_engines = counting_load, recording_release
-    build_module.set_concurrent_tasks = recording_declare
     try:
         return cfg, build(cfg)
     finally:
         engines._load, build_module.release_engines = load, release
-        build_module.set_concurrent_tasks = declare
 
 
 def test_each_model_loads_once_and_every_stage_shares_it(first_run, tiny_models) -> None:  # type: ignore[no-untyped-def]
@@ -93,15 +83,6 @@ def test_curation_lets_go_of_its_embedder_and_benchmark_index(first_run) -> None
     after = CURATION_HELD[names.index("curation") + 1 :]
     assert len(CURATION_HELD) == len(names) and after
     assert all(held == (0, 0) for held in after), after
-
-
-def test_the_last_shard_of_a_stage_is_declared_alone(first_run) -> None:  # type: ignore[no-untyped-def]
-    """Two workers: a stage of several shards declares 2 tasks at once, and 1 when a single
-    shard is left, whose model calls then take both cores (once per such stage)."""
-    _, run = first_run
-    several = sum(stage.shards >= 2 for stage in run.stage_summaries().values())
-    drops = sum(a == 2 and b == 1 for a, b in itertools.pairwise(DECLARED))
-    assert several >= 3 and drops == several, DECLARED
 
 
 def test_output_layout_and_trl_format(first_run) -> None:  # type: ignore[no-untyped-def]
@@ -325,22 +306,3 @@ def test_the_shared_cache_is_off_on_request_and_namespaced_by_the_code(
     before = code_fingerprint()
     (package / "stage.py").write_text("X = 2\n")
     assert code_fingerprint() != before
-
-
-@pytest.mark.parametrize("before", [None, "2"])
-def test_an_artifact_runs_as_the_only_task_and_the_declaration_comes_back(
-    before: str | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import os
-
-    from prefsynth.engines.device import CONCURRENT_TASKS_ENV
-    from prefsynth.flows.build import _alone
-
-    if before is None:
-        monkeypatch.delenv(CONCURRENT_TASKS_ENV, raising=False)
-    else:
-        monkeypatch.setenv(CONCURRENT_TASKS_ENV, before)
-    with pytest.raises(RuntimeError), _alone():
-        assert os.environ[CONCURRENT_TASKS_ENV] == "1"
-        raise RuntimeError("the artifact failed")
-    assert os.environ.get(CONCURRENT_TASKS_ENV) == before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -316,34 +315,3 @@ def test_scoring_streams_give_exactly_the_numbers_of_one_stream(
     # a context over the model's limit is an error in its own place, not the call's
     for out in (shared_streamed, shared_single):
         assert isinstance(out[-1], ValueError) and "over" in str(out[-1])
-
-
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to share")
-@pytest.mark.parametrize("temperature", [0.0, 0.9])
-def test_a_decode_takes_the_cores_freed_mid_call_with_the_same_tokens(
-    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch, temperature: float
-) -> None:
-    """Two shards declared, then one (the other finished): the decode still running sets its
-    threads again before every step, so it has every core from the next step on, and its
-    tokens are those of a call that had every core throughout."""
-    import prefsynth.engines.transformers_engine as te
-    from prefsynth.engines.device import CONCURRENT_TASKS_ENV, configure_threads, cpu_count
-
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    params = SamplingParams(temperature=temperature, max_new_tokens=8, seed=5)
-    monkeypatch.setenv(CONCURRENT_TASKS_ENV, "1")
-    alone = engine.generate(CHATS, params, n=2)
-    seen: list[int] = []
-
-    def following(concurrent_tasks: int | None = None) -> int:
-        threads = configure_threads(concurrent_tasks)
-        seen.append(threads)
-        if len(seen) == 3:  # the call's start and two steps on half the cores
-            os.environ[CONCURRENT_TASKS_ENV] = "1"
-        return threads
-
-    monkeypatch.setattr(te, "configure_threads", following)
-    monkeypatch.setenv(CONCURRENT_TASKS_ENV, "2")
-    assert engine.generate(CHATS, params, n=2) == alone
-    cores = cpu_count()
-    assert seen[:3] == [cores // 2] * 3 and seen[3:] and set(seen[3:]) == {cores}
