@@ -92,7 +92,7 @@ def get_engine(spec: EngineSpec) -> Engine:
                 engine = _load(spec)
                 _ENGINES[key] = engine
                 # a load's transients (Gemma 3's 262k-entry tokenizer build, the state dict)
-                # would stay in the heap, under the scoring that follows: 73 MB for Gemma 3
+                # would stay in the heap, under the scoring that follows: 73 MiB for Gemma 3
                 _return_freed_memory()
     return engine
 

@@ -21,7 +21,7 @@ def test_the_users_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_model_load_hands_its_transients_back_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """get_engine trims the heap after a load (Gemma 3's tokenizer build leaves ~73 MB of freed
+    """get_engine trims the heap after a load (Gemma 3's tokenizer build leaves ~73 MiB of freed
     heap otherwise), and a cached engine costs nothing."""
     import prefsynth.engines as engines
 
