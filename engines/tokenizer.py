@@ -31,12 +31,38 @@ FALLBACK_CHAT_TEMPLATE = (
 )
 
 
+#: Python tables that transformers 5's tokenizer classes build their Rust backend from and then
+#: keep on the instance (``GemmaTokenizer``, the other vocab-and-merges classes).
+CONSTRUCTION_TABLES = ("_vocab", "_merges")
+
+
+def drop_construction_tables(tok: object) -> list[str]:
+    """Forget the vocabulary and merge tables a tokenizer was built from; returns the names dropped.
+
+    transformers 5 builds the Rust tokenizer of classes such as ``GemmaTokenizer`` from a Python
+    dict of the vocabulary and a list of merge pairs, and keeps both on the instance although
+    only its ``__init__`` reads them (a few classes' ``save_vocabulary`` write them out; an
+    engine never saves its tokenizer). For Gemma 3 (262,144 entries, 514,906 merges) they are
+    147 MiB of Python strings and tuples, resident through every stage that holds the model,
+    including the build's peak. The Rust backend (``_tokenizer``) holds its own tables, so
+    tokenisation is unchanged; the tables are dropped only once that backend exists.
+    """
+    if getattr(tok, "_tokenizer", None) is None:
+        return []
+    held = vars(tok)
+    dropped = [name for name in CONSTRUCTION_TABLES if held.get(name) is not None]
+    for name in dropped:
+        held[name] = None
+    return dropped
+
+
 class ChatTokenizer:
     def __init__(self, folder: str | Path, chat_template: str | None = None) -> None:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         tok = self.tokenizer
+        drop_construction_tables(tok)
         self.chat_template = chat_template or tok.chat_template or FALLBACK_CHAT_TEMPLATE
         self.chat_template_sha256 = sha256_text(self.chat_template)
         self.bos_id = tok.bos_token_id
