@@ -29,9 +29,11 @@ def test_gemma_tokenizer_drops_its_build_tables_and_tokenises_the_same(gemma_fol
     from transformers import AutoTokenizer
 
     reference = AutoTokenizer.from_pretrained(gemma_folder)
-    # the premise: transformers keeps the tables on the instance (a newer release may not)
+    # the premise: this transformers keeps the tables on the instance (5.2x does; a later
+    # release may not, and then there is nothing to drop)
     held = [name for name in CONSTRUCTION_TABLES if getattr(reference, name, None) is not None]
-    assert held == list(CONSTRUCTION_TABLES)
+    if held != list(CONSTRUCTION_TABLES):
+        pytest.skip(f"this transformers keeps only {held} on a Gemma tokenizer")
 
     chat = ChatTokenizer(gemma_folder)
     assert all(getattr(chat.tokenizer, name) is None for name in CONSTRUCTION_TABLES)
