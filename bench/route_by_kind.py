@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefsynth.curation.audit import wilson_interval
+from prefsynth.curation.audit import accuracy
 from prefsynth.curation.human_pairs import BUILTIN, load_pairs
 
 ANNOTATORS = ("cdr", "flr", "judge")
@@ -47,10 +47,8 @@ def _weights(text: str) -> np.ndarray:
 
 
 def _acc(vote: np.ndarray, human: np.ndarray) -> dict[str, Any]:
-    right = float((np.sign(vote) == human).sum() + 0.5 * (vote == 0).sum())
-    n = len(human)
-    lo, hi = wilson_interval(right, n)
-    return {"n": n, "accuracy": right / n if n else None, "ci95": [lo, hi]}
+    """The project's accuracy (methods §16) of one vote vector against the human labels."""
+    return accuracy(vote.tolist(), human.tolist())
 
 
 def _kept_half(vote: np.ndarray, human: np.ndarray) -> float:
