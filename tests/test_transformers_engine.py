@@ -230,6 +230,38 @@ def test_shared_prefix_scores_equal_the_reference(
     assert [r.logprob_sum for r in again] == pytest.approx([r.logprob_sum for r in results])
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "copied-rows"])
+def test_requests_that_share_a_context_run_it_once(
+    engine: TransformersEngine, packed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``logprobs`` runs a context that several requests share once (CDR's responses to one
+    prompt): every request still gets its own log-prob, in request order, and the context's
+    tokens are counted once per context, not once per request."""
+    monkeypatch.setattr(engine, "_packable", packed)
+    contexts = [engine.render_chat(c) for c in CHATS]
+    texts = ["Paris is the capital.", "Sleep well, eat greens and walk daily.", "", "Hello!"]
+    # contexts 0 and 1 shared by every text, interleaved; context 2 alone
+    requests = [
+        ScoreRequest(context=contexts[k % 2], continuation=t) for t in texts for k in (0, 1)
+    ]
+    requests.insert(3, ScoreRequest(context=contexts[2], continuation="Hi there."))
+    before = engine.forward_tokens
+    results = engine.logprobs(requests, per_token=True)
+    counted = engine.forward_tokens - before
+    for r, q in zip(results, requests, strict=True):
+        assert isinstance(q.context, str)
+        cont = engine.chat.encode_continuation(q.continuation)
+        assert r.n_tokens == len(cont)
+        ref = _reference_sum(engine, q.context, q.continuation) if cont else 0.0
+        assert r.logprob_sum == pytest.approx(ref, rel=1e-5, abs=1e-4)
+    ctx_tokens = [len(engine.chat.encode_context(c)) for c in contexts]
+    conts = [len(engine.chat.encode_continuation(t)) for t in texts]
+    alone = ctx_tokens[2] + len(engine.chat.encode_continuation("Hi there."))
+    # each shared context once, then its continuations but their first token (read from the
+    # context's last logits); the lone request as a whole sequence
+    assert counted == ctx_tokens[0] + ctx_tokens[1] + 2 * sum(max(0, n - 1) for n in conts) + alone
+
+
 def test_a_sliding_window_model_takes_the_copied_rows(
     engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
