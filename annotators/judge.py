@@ -263,7 +263,8 @@ def _judge_expected(
 ) -> list[dict[str, Any]]:
     """Choice mode, ``strength: expected``: every label's log-prob in both orders (one engine
     call), the expected strengths, their balanced average, and the argmax evidence."""
-    scores = engine.choice_logprobs(prompts, [f" {label}" for label in LABELS])
+    # the two orders of a pair (consecutive prompts) share the template's head and the request
+    scores = engine.choice_logprobs(prompts, [f" {label}" for label in LABELS], prefix_groups=2)
     out = []
     for k, (_, y1, y2) in enumerate(items):
         o1 = _order(scores[2 * k], len(y1), len(y2), config.length_k)

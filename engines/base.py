@@ -6,9 +6,12 @@
   assistant's answer already filled in.
 * ``logprobs(requests)`` -> for each (context, continuation), the sum and count of the
   continuation's token log-probs given the context (and optionally the per-token values).
-* ``choice_logprobs(requests, choices)`` -> for each request, the summed log-prob of every choice
-  string as its continuation (a judge's five verdict labels): the whole distribution over a
-  closed label set, where ``generate(..., choices=...)`` returns only the pick.
+  Requests may share a context (CDR's responses to one prompt); a backend may run it once.
+* ``choice_logprobs(requests, choices, prefix_groups)`` -> for each request, the summed
+  log-prob of every choice string as its continuation (a judge's five verdict labels): the
+  whole distribution over a closed label set, where ``generate(..., choices=...)`` returns only
+  the pick. ``prefix_groups`` says that consecutive requests come in groups with a common
+  prefix (the judge's two orders of a pair), which a backend may run once per group.
 * ``rewards(texts, max_length)`` -> a reward model's scalar for each rendered text; only
   reward models (``task: reward`` in the models table) have it, and they have only it and
   ``render_chat``.
@@ -219,7 +222,7 @@ class Engine(ABC):
             return e
 
     def choice_logprobs(
-        self, requests: Sequence[Chat | str], choices: Sequence[str]
+        self, requests: Sequence[Chat | str], choices: Sequence[str], prefix_groups: int = 1
     ) -> list[list[float]]:
         """Per request, the summed log-prob of each choice string as its continuation, in the
         order of ``choices``.
@@ -228,23 +231,31 @@ class Engine(ABC):
         chosen string, and a judge that can be calibrated needs the likelihood of every label
         (docs/methods.md §9). The default goes through the portable scoring hook (one
         (request, choice) continuation each), so every backend that scores has it; the
-        transformers backend overrides it to run each context once and reuse its KV cache."""
+        transformers backend overrides it to run each context once and reuse its KV cache.
+
+        ``prefix_groups``: consecutive requests in groups of this size begin alike (the judge's
+        two orders of one pair share the template's head and the request). A backend that
+        keeps KV caches may run each group's common prefix once; the numbers are those of
+        each request alone, up to float rounding. Others ignore it."""
         if not requests:
             return []
         if not choices:
             raise ValueError("choice_logprobs needs at least one choice")
+        if prefix_groups < 1:
+            raise ValueError(f"prefix_groups must be at least 1, not {prefix_groups}")
         with self._call_scope():
-            out = self._choice_scores(list(requests), list(choices))
+            out = self._choice_scores(list(requests), list(choices), prefix_groups)
         if len(out) != len(requests) or any(len(row) != len(choices) for row in out):
             raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of scores")
         _record("choice_logprobs", self.info.model_id, sum(r.n_tokens for row in out for r in row))
         return [[r.logprob_sum for r in row] for row in out]
 
     def _choice_scores(
-        self, requests: list[Chat | str], choices: list[str]
+        self, requests: list[Chat | str], choices: list[str], prefix_groups: int = 1
     ) -> list[list[ScoreResult]]:
         """Default: score every (request, choice) pair with :meth:`_logprobs`, which each
-        backend implements (vLLM and OpenAI-compatible servers included)."""
+        backend implements (vLLM and OpenAI-compatible servers included; vLLM caches shared
+        prefixes itself, so ``prefix_groups`` is not needed here)."""
         flat = [ScoreRequest(context=r, continuation=c) for r in requests for c in choices]
         scores = self._logprobs(flat, per_token=False)
         k = len(choices)

@@ -259,18 +259,19 @@ class TransformersEngine(Engine):
         return out
 
     def _choice_scores(
-        self, requests: list[Chat | str], choices: list[str]
+        self, requests: list[Chat | str], choices: list[str], prefix_groups: int = 1
     ) -> list[list[ScoreResult]]:
         """:meth:`Engine.choice_logprobs` on the batched, KV-reusing :meth:`_choice_logprobs`
         (the same numbers as the portable default, computed once per context)."""
         scores = self._choice_logprobs(
             [self.chat.encode_context(r) for r in requests],
             [self.chat.encode_continuation(c) for c in choices],
+            prefix_groups,
         )
         return [[ScoreResult(logprob_sum=t, n_tokens=n) for t, n in row] for row in scores]
 
     def _choice_logprobs(
-        self, contexts: list[list[int]], choices: list[list[int]]
+        self, contexts: list[list[int]], choices: list[list[int]], prefix_groups: int = 1
     ) -> list[list[tuple[float, int]]]:
         """Per context, per choice: (summed log-prob of the choice's tokens, token count).
 
@@ -278,20 +279,22 @@ class TransformersEngine(Engine):
         their middle, so this is where the time goes); each batch keeps its KV cache, the first
         token of every choice is read from the last position's logits, and each choice's
         remaining tokens (labels are 1-3 tokens) run as one tiny batch on a copy of the cache.
+        With ``prefix_groups`` > 1, each group of that many consecutive contexts runs its common
+        prefix once (:meth:`_grouped_choice_logprobs`).
         """
-        import copy
-
         import torch
 
         for ctx in contexts:
             self._check_length(len(ctx) + max((len(c) for c in choices), default=0), "context")
             if not ctx:
                 raise ValueError("scoring needs a non-empty context (at least a BOS token)")
+        out: list[list[tuple[float, int]]] = [[] for _ in contexts]
+        alone = list(range(len(contexts)))
+        if prefix_groups > 1 and self._packable:
+            alone = self._grouped_choice_logprobs(contexts, choices, prefix_groups, out)
 
         def score(batch: list[int]) -> list[list[tuple[float, int]]]:
             ids, mask, positions = self._left_pad([contexts[i] for i in batch])
-            rows = len(batch)
-            sums = torch.zeros((rows, len(choices)), dtype=torch.float64)
             with torch.inference_mode():
                 prefix = self.model(
                     input_ids=ids,
@@ -302,48 +305,140 @@ class TransformersEngine(Engine):
                 )
                 first = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)
                 cache = self._cache_of(prefix)
-                # a plain dynamic cache is rolled back after each choice; others are copied
-                croppable = self._croppable(cache)
-                for k, tokens in enumerate(choices):
-                    if not tokens:
-                        continue
-                    sums[:, k] = first[:, tokens[0]].double().cpu()
-                    if len(tokens) == 1:
-                        continue
-                    steps = len(tokens) - 1
-                    self._count(rows * steps)
-                    feed = torch.tensor([tokens[:-1]] * rows, device=self.device)
-                    logits = self.model(
-                        input_ids=feed,
-                        attention_mask=torch.cat(
-                            [mask, torch.ones((rows, steps), dtype=mask.dtype, device=self.device)],
-                            dim=1,
-                        ),
-                        position_ids=positions[:, -1:]
-                        + torch.arange(1, steps + 1, device=self.device),
-                        use_cache=True,
-                        **self._with_cache(cache if croppable else copy.deepcopy(cache)),
-                    ).logits
-                    if croppable:
-                        cache.crop(-steps)
-                    targets = torch.tensor([tokens[1:]] * rows, device=self.device)
-                    rest = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])
-                    sums[:, k] += rest.squeeze(-1).double().sum(-1).cpu()
-                    del logits
-                del prefix, cache
-            return [
-                [(float(sums[row, k]), len(choices[k])) for k in range(len(choices))]
-                for row in range(rows)
-            ]
+                del prefix
+                return self._label_sums(first, cache, mask, positions[:, -1:], choices)
 
-        out: list[list[tuple[float, int]]] = [[] for _ in contexts]
-        batches = list(
-            length_sorted_batches([len(c) for c in contexts], self.batch_size, _SCORE_TOKENS)
-        )
+        batches = [
+            [alone[k] for k in batch]
+            for batch in length_sorted_batches(
+                [len(contexts[i]) for i in alone], self.batch_size, _SCORE_TOKENS
+            )
+        ]
         for batch, scored in zip(batches, self._in_streams(score, batches), strict=True):
             for i, row in zip(batch, scored, strict=True):
                 out[i] = row
         return out
+
+    def _grouped_choice_logprobs(
+        self,
+        contexts: list[list[int]],
+        choices: list[list[int]],
+        size: int,
+        out: list[list[tuple[float, int]]],
+    ) -> list[int]:
+        """Choice scores of contexts that come in groups of ``size`` with a common prefix,
+        written into ``out``; returns the indices left to score alone.
+
+        The judge's two orders of a pair share the template's head and the request (on HH-RLHF
+        about 210 of 490 tokens). A batch of groups runs their prefixes once (left-padded),
+        repeats each prefix's KV cache ``size`` times, and runs every member's own tokens on
+        it, left-padded in their turn so that all rows end together; the attention mask holds
+        both paddings and the position ids continue each row's prefix, so every token attends
+        to what it attends to alone. Only for models whose attention is plain causal
+        (``_packable``): a sliding window would count the padding between prefix and suffix as
+        distance. A group whose members share no token, or a last group short of ``size``, is
+        scored alone."""
+        import torch
+
+        groups: list[tuple[list[int], int]] = []
+        grouped: set[int] = set()
+        for start in range(0, len(contexts) - size + 1, size):
+            members = list(range(start, start + size))
+            # every member keeps at least its last token: its logits start the choices
+            bound = min(len(contexts[i]) for i in members) - 1
+            first = contexts[start]
+            common = 0
+            while common < bound and all(contexts[i][common] == first[common] for i in members):
+                common += 1
+            if common:
+                groups.append((members, common))
+                grouped.update(members)
+
+        def score(batch: list[int]) -> list[list[list[tuple[float, int]]]]:
+            prefixes = [contexts[groups[g][0][0]][: groups[g][1]] for g in batch]
+            suffixes = [contexts[i][groups[g][1] :] for g in batch for i in groups[g][0]]
+            with torch.inference_mode():
+                p_ids, p_mask, p_positions = self._left_pad(prefixes)
+                prefix = self.model(
+                    input_ids=p_ids,
+                    attention_mask=p_mask,
+                    position_ids=p_positions,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache = self._cache_of(prefix)
+                del prefix
+                cache.batch_repeat_interleave(size)
+                s_ids, s_mask, s_positions = self._left_pad(suffixes)
+                mask = torch.cat([p_mask.repeat_interleave(size, dim=0), s_mask], dim=1)
+                positions = p_mask.sum(-1).repeat_interleave(size)[:, None] + s_positions
+                own = self.model(
+                    input_ids=s_ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **self._with_cache(cache),
+                )
+                first = torch.log_softmax(own.logits[:, -1].float(), dim=-1)
+                cache = self._cache_of(own)
+                del own
+                sums = self._label_sums(first, cache, mask, positions[:, -1:], choices)
+            return [sums[row * size : (row + 1) * size] for row in range(len(batch))]
+
+        # a group is `size` rows as wide as its longest member
+        widths = [max(len(contexts[i]) for i in members) for members, _ in groups]
+        batches = length_sorted_batches(
+            widths, max(1, self.batch_size // size), max(1, _SCORE_TOKENS // size)
+        )
+        for batch, scored in zip(batches, self._in_streams(score, batches), strict=True):
+            for g, rows in zip(batch, scored, strict=True):
+                for i, row in zip(groups[g][0], rows, strict=True):
+                    out[i] = row
+        return [i for i in range(len(contexts)) if i not in grouped]
+
+    def _label_sums(
+        self, first: Any, cache: Any, mask: Any, last: Any, choices: list[list[int]]
+    ) -> list[list[tuple[float, int]]]:
+        """Each row's summed log-prob of every choice after its context: the first token from
+        the context's last logits (``first``), the rest run on the context's KV cache, rolled
+        back after each choice (copied for cache types that cannot roll back). ``mask`` is the
+        context's attention mask and ``last`` its last position id, per row."""
+        import copy
+
+        import torch
+
+        rows = first.shape[0]
+        sums = torch.zeros((rows, len(choices)), dtype=torch.float64)
+        croppable = self._croppable(cache)
+        for k, tokens in enumerate(choices):
+            if not tokens:
+                continue
+            sums[:, k] = first[:, tokens[0]].double().cpu()
+            if len(tokens) == 1:
+                continue
+            steps = len(tokens) - 1
+            self._count(rows * steps)
+            feed = torch.tensor([tokens[:-1]] * rows, device=self.device)
+            logits = self.model(
+                input_ids=feed,
+                attention_mask=torch.cat(
+                    [mask, torch.ones((rows, steps), dtype=mask.dtype, device=self.device)], dim=1
+                ),
+                position_ids=last + torch.arange(1, steps + 1, device=self.device),
+                use_cache=True,
+                **self._with_cache(cache if croppable else copy.deepcopy(cache)),
+            ).logits
+            if croppable:
+                cache.crop(-steps)
+            targets = torch.tensor([tokens[1:]] * rows, device=self.device)
+            rest = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])
+            sums[:, k] += rest.squeeze(-1).double().sum(-1).cpu()
+            del logits
+        return [
+            [(float(sums[row, k]), len(choices[k])) for k in range(len(choices))]
+            for row in range(rows)
+        ]
 
     def _completion(self, tokens: list[int], stop: list[str]) -> Completion:
         if self.pad_id not in self.eos_ids:  # rows that stopped early are padded at the end

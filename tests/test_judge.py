@@ -18,6 +18,7 @@ from prefsynth.engines import (
     get_engine,
     track_usage,
 )
+from prefsynth.engines.transformers_engine import TransformersEngine
 
 from prefsynth.config import JudgeConfig, TransformersSpec, load_config
 from prefsynth.records import Message, ModelRef, Pair, SamplingParams
@@ -262,6 +263,51 @@ def test_choice_logprobs_default_equals_the_transformers_override(
         # relative) measured on an AVX-512 machine; a wrong label or prefix moves whole nats
         assert got == pytest.approx([r.logprob_sum for r in want], rel=1e-4, abs=1e-4)
     assert len({round(v, 3) for v in fast[0]}) > 1  # the labels are told apart
+
+
+@pytest.mark.parametrize("batch_size", [64, 2], ids=["one-batch", "batches-of-one-group"])
+def test_choice_prefix_groups_equal_each_request_alone(
+    tiny_models: dict[str, Path], batch_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judge prompts in both orders (groups of 2 with a common prefix, and members of
+    different lengths) score as each prompt alone, and each group's prefix runs once. A last
+    group short of its size is scored alone."""
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
+    assert isinstance(engine, TransformersEngine)
+    # the engine cache ignores batching knobs: set this test's batch size on the loaded engine
+    monkeypatch.setattr(engine, "batch_size", batch_size)
+    config = JudgeConfig()
+    items = [
+        ("What is the capital of France? " * k, "Paris." * k, "It is Lyon, I think.")
+        for k in (1, 2, 3)
+    ]
+    prompts: list[list[Message] | str] = []
+    for query, a, b in items:
+        prompts += [judge._prompt(engine, config, query, a, b)]
+        prompts += [judge._prompt(engine, config, query, b, a)]
+    prompts += ["Nothing alike.", "Verdict:", "A last, lone prompt."]
+    choices = [f" {label}" for label in judge.LABELS]
+    contexts = [engine.chat.encode_context(p) for p in prompts]
+    before = engine.forward_tokens
+    grouped = engine.choice_logprobs(prompts, choices, prefix_groups=2)
+    counted = engine.forward_tokens - before
+    alone = [engine.choice_logprobs([p], choices)[0] for p in prompts]
+    for got, want in zip(grouped, alone, strict=True):
+        # measured: at most 1.9e-6 nat apart (float32, different pass shapes). The tiny
+        # model's near-uniform attention hides positions: numbering each order's own tokens
+        # from 0 instead of after the prefix moved a label by only 2.1e-4, hence the bound
+        assert got == pytest.approx(want, rel=0, abs=2e-5)
+    assert len({round(v, 3) for v in grouped[0]}) > 1  # the labels are told apart
+    common = []  # per group of two: the tokens they share, each keeping one of its own
+    for a, b in zip(contexts[0:8:2], contexts[1:8:2], strict=True):
+        n = 0
+        while n < min(len(a), len(b)) - 1 and a[n] == b[n]:
+            n += 1
+        common.append(n)
+    assert min(common[:3]) > 20  # the template's head and the query
+    label_steps = sum(len(engine.chat.encode_continuation(c)) - 1 for c in choices)
+    # each group's prefix once (the unlike pair shares at most a BOS); the lone one whole
+    assert counted == sum(len(c) for c in contexts) - sum(common) + label_steps * len(prompts)
 
 
 def test_audit_judge_figures_add_the_probability_figures(tiny_models: dict[str, Path]) -> None:

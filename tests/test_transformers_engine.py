@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,14 @@ CHATS = [
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_models: dict[str, Path]) -> TransformersEngine:
+def engine(tiny_models: dict[str, Path]) -> Iterator[TransformersEngine]:
     e = get_engine(TransformersSpec(model=str(tiny_models["a"]), batch_size=4))
     assert isinstance(e, TransformersEngine)
-    return e
+    # the process's engine cache ignores batching knobs, so an earlier test file may have
+    # loaded this model with another batch size; the sampling tests here need 4
+    saved, e.batch_size = e.batch_size, 4
+    yield e
+    e.batch_size = saved
 
 
 def _reference_sum(engine: TransformersEngine, context: str, continuation: str) -> float:
