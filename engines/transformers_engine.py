@@ -467,13 +467,15 @@ class TransformersEngine(Engine):
             self._check_length(len(ctx) + len(cont), "context + continuation")
             if not ctx:
                 raise ValueError("scoring needs a non-empty context (at least a BOS token)")
-        # Requests that share a context (CDR's responses to one prompt) run it once, with its
-        # KV cache kept for their continuations (:meth:`_shared_scores`); the rest run in
-        # length-sorted batches.
+        # On a CPU, requests that share a context (CDR's responses to one prompt) run it once,
+        # with its KV cache kept for their continuations (:meth:`_shared_scores`); the rest run
+        # in length-sorted batches. A CPU is bound by arithmetic, so fewer tokens is less time.
+        # A GPU is bound by the number of passes (one per context here), and keeps the batches.
         by_context: dict[tuple[int, ...], list[int]] = {}
         for i, (ctx, _) in enumerate(encoded):
             by_context.setdefault(tuple(ctx), []).append(i)
-        groups = [ids for ids in by_context.values() if len(ids) >= _SHARE_FROM]
+        share = self.device.type == "cpu"
+        groups = [ids for ids in by_context.values() if share and len(ids) >= _SHARE_FROM]
         shared = {i for ids in groups for i in ids}
         results: list[ScoreResult | None] = [None] * len(requests)
         group_scores = self._in_streams(
