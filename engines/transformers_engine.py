@@ -296,16 +296,7 @@ class TransformersEngine(Engine):
         def score(batch: list[int]) -> list[list[tuple[float, int]]]:
             ids, mask, positions = self._left_pad([contexts[i] for i in batch])
             with torch.inference_mode():
-                prefix = self.model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                first = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)
-                cache = self._cache_of(prefix)
-                del prefix
+                first, cache = self._cached_pass(ids, mask, positions)
                 return self._label_sums(first, cache, mask, positions[:, -1:], choices)
 
         batches = [
@@ -359,30 +350,12 @@ class TransformersEngine(Engine):
             suffixes = [contexts[i][groups[g][1] :] for g in batch for i in groups[g][0]]
             with torch.inference_mode():
                 p_ids, p_mask, p_positions = self._left_pad(prefixes)
-                prefix = self.model(
-                    input_ids=p_ids,
-                    attention_mask=p_mask,
-                    position_ids=p_positions,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                cache = self._cache_of(prefix)
-                del prefix
+                _, cache = self._cached_pass(p_ids, p_mask, p_positions)
                 cache.batch_repeat_interleave(size)
                 s_ids, s_mask, s_positions = self._left_pad(suffixes)
                 mask = torch.cat([p_mask.repeat_interleave(size, dim=0), s_mask], dim=1)
                 positions = p_mask.sum(-1).repeat_interleave(size)[:, None] + s_positions
-                own = self.model(
-                    input_ids=s_ids,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    use_cache=True,
-                    logits_to_keep=1,
-                    **self._with_cache(cache),
-                )
-                first = torch.log_softmax(own.logits[:, -1].float(), dim=-1)
-                cache = self._cache_of(own)
-                del own
+                first, cache = self._cached_pass(s_ids, mask, positions, cache)
                 sums = self._label_sums(first, cache, mask, positions[:, -1:], choices)
             return [sums[row * size : (row + 1) * size] for row in range(len(batch))]
 
@@ -396,6 +369,23 @@ class TransformersEngine(Engine):
                 for i, row in zip(groups[g][0], rows, strict=True):
                     out[i] = row
         return [i for i in range(len(contexts)) if i not in grouped]
+
+    def _cached_pass(
+        self, ids: Any, mask: Any, positions: Any, cache: Any = None
+    ) -> tuple[Any, Any]:
+        """One forward pass that keeps its KV cache (extending ``cache`` when given): the last
+        position's log-probabilities over the vocabulary, and the cache."""
+        import torch
+
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **({} if cache is None else self._with_cache(cache)),
+        )
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1), self._cache_of(out)
 
     def _label_sums(
         self, first: Any, cache: Any, mask: Any, last: Any, choices: list[list[int]]
