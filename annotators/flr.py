@@ -143,8 +143,12 @@ def score_items(engine: Engine, config: FLRConfig, items: list[Item]) -> dict[st
             todo.append((it, followup_context(engine, it.context, it.response)))
         except Exception as e:  # one bad row (e.g. too long) must not fail the shard
             verdicts[it.key] = Verdict("error", reason=f"{type(e).__name__}: {e}")
+    # the answers of one group share its conversation: the engine may run it once
     scored = engine.logprobs_shared_each(
-        [context for _, context in todo], [f for _, _, f in flat], reuse_prefix=config.reuse_prefix
+        [context for _, context in todo],
+        [f for _, _, f in flat],
+        reuse_prefix=config.reuse_prefix,
+        groups=[it.group for it, _ in todo],
     )
     for (it, context), results in zip(todo, scored, strict=True):
         if isinstance(results, Exception):

@@ -1,4 +1,4 @@
-"""Shared prompt prefixes run once, or not, in CDR and the judge (issue 12: evaluation speed).
+"""Shared prompt prefixes run once, or not, in CDR, FLR and the judge (issue 12: evaluation speed).
 
 * CDR scores both responses of a pair under the same prompt, with the strong and the weak
   model. ``TransformersEngine.logprobs`` runs a context that several requests share once and
@@ -7,6 +7,9 @@
 * The judge scores its five labels after a prompt in both orders of the pair; the two prompts
   share the template's head and the request. ``choice_logprobs(..., prefix_groups=2)`` (the
   judge's call) runs that prefix once per pair; ``prefix_groups=1`` runs every prompt whole.
+* FLR scores its follow-ups after each answer; the two answers of a pair begin with the same
+  rendered conversation. ``logprobs_shared_each(..., groups=...)`` (FLR's call, one group per
+  pair) runs it once per pair; without ``groups`` each answer's context runs whole.
 
 This script times both ways on the same requests, interleaved A/B/A/B, with the packaged models
 in float32, and prints the largest difference between the two ways' numbers.
@@ -62,7 +65,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--parts", nargs="+", choices=["cdr", "judge"], default=["cdr", "judge"])
+    ap.add_argument(
+        "--parts", nargs="+", choices=["cdr", "flr", "judge"], default=["cdr", "flr", "judge"]
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -101,6 +106,35 @@ def main() -> None:
                 te._SHARE_FROM = share_from
 
         result["cdr"] = {"requests_per_model": len(requests), **_ab(cdr, [strong, weak], args)}
+    if "flr" in args.parts:
+        # every answer's follow-up context, as annotators.flr.score_items builds them
+        from prefsynth.annotators import flr
+
+        from prefsynth.config import FLRConfig
+
+        flr_config = FLRConfig()
+        dims = flr.selected(flr.load_followups(flr_config.followups_file), flr_config)
+        followups = [
+            f for d in dims.values() for pol in ("positive", "negative") for f in getattr(d, pol)
+        ]
+        contexts, keys = [], []
+        for p in pairs:
+            for y in (p.first, p.second):
+                if y.strip():
+                    contexts.append(flr.followup_context(strong, p.context, y))
+                    keys.append(p.pair_id)
+
+        def followed(way: str) -> list[float]:
+            rows = strong.logprobs_shared_each(
+                contexts, followups, groups=keys if way == "shared" else None
+            )
+            return [r.logprob_sum for row in rows if isinstance(row, list) for r in row]
+
+        result["flr"] = {
+            "contexts": len(contexts),
+            "followups": len(followups),
+            **_ab(followed, [strong], args),
+        }
     if "judge" in args.parts:
         # both orders of every pair, as annotators.judge.judge_pairs builds them
         config = JudgeConfig()

@@ -33,7 +33,7 @@ import contextvars
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -184,15 +184,28 @@ class Engine(ABC):
         contexts: Sequence[Chat | str],
         continuations: Sequence[str],
         reuse_prefix: bool = True,
+        groups: Sequence[Hashable] | None = None,
     ) -> list[list[ScoreResult] | Exception]:
         """:meth:`logprobs_shared` for each context with the same continuations (FLR's
         follow-ups of every answer of a shard), in one call so that a backend may score contexts
         side by side. A context that fails (too long, say) gives its exception in its place:
-        one bad row must not fail the others."""
+        one bad row must not fail the others.
+
+        ``groups``: one key per context; contexts with the same key begin alike (FLR's answers
+        to one conversation begin with the rendered conversation). A backend that keeps KV
+        caches may run a group's common prefix once; the numbers are those of each context
+        alone, up to float rounding. Others ignore it."""
+        if groups is not None and len(groups) != len(contexts):
+            raise ValueError(f"{len(groups)} group keys for {len(contexts)} contexts")
         if not continuations:
             return [[] for _ in contexts]
         with self._call_scope():
-            out = self._logprobs_shared_each(list(contexts), list(continuations), reuse_prefix)
+            out = self._logprobs_shared_each(
+                list(contexts),
+                list(continuations),
+                reuse_prefix,
+                list(groups) if groups is not None else None,
+            )
         if len(out) != len(contexts):
             raise RuntimeError(f"{self.info.model_id}: backend returned a wrong number of rows")
         for row in out:
@@ -205,9 +218,13 @@ class Engine(ABC):
         return out
 
     def _logprobs_shared_each(
-        self, contexts: list[Chat | str], continuations: list[str], reuse_prefix: bool
+        self,
+        contexts: list[Chat | str],
+        continuations: list[str],
+        reuse_prefix: bool,
+        groups: list[Hashable] | None = None,
     ) -> list[list[ScoreResult] | Exception]:
-        """Default: one context after another."""
+        """Default: one context after another (``groups`` unused)."""
         return [self._shared_or_error(c, continuations, reuse_prefix) for c in contexts]
 
     def _shared_or_error(

@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -612,11 +612,16 @@ class TransformersEngine(Engine):
         return self._shared_scores(self.chat.encode_context(context), conts, per_token)
 
     def _logprobs_shared_each(
-        self, contexts: list[Chat | str], continuations: list[str], reuse_prefix: bool
+        self,
+        contexts: list[Chat | str],
+        continuations: list[str],
+        reuse_prefix: bool,
+        groups: list[Hashable] | None = None,
     ) -> list[list[ScoreResult] | Exception]:
-        """Contexts are independent: they run as scoring streams (:meth:`_in_streams`). Text
-        is tokenised here, in the calling thread (a fast tokenizer is not shared across
-        threads)."""
+        """Contexts are independent: they run as scoring streams (:meth:`_in_streams`); the
+        contexts of one group (``groups``: FLR's answers to one conversation) run in one stream,
+        their common token prefix once (:meth:`_group_scores`). Text is tokenised here, in the
+        calling thread (a fast tokenizer is not shared across threads)."""
         if not reuse_prefix:  # each call is a batched _logprobs, which streams its passes
             return super()._logprobs_shared_each(contexts, continuations, reuse_prefix)
         conts = [self.chat.encode_continuation(c) for c in continuations]
@@ -626,43 +631,112 @@ class TransformersEngine(Engine):
                 encoded.append(self.chat.encode_context(context))
             except Exception as e:  # recorded against its row
                 encoded.append(e)
+        # a prefix's cache is cut back after each context of its group: plain-causal models
+        # (a croppable cache, no sliding window that would count the gap as distance)
+        units: dict[Hashable, list[int]] = {}
+        for i, ctx in enumerate(encoded):
+            key = groups[i] if groups is not None and self._packable else object()
+            units.setdefault(("group", key) if not isinstance(ctx, Exception) else i, []).append(i)
 
-        def score(ctx: list[int] | Exception) -> list[ScoreResult] | Exception:
-            if isinstance(ctx, Exception):
-                return ctx
-            try:
-                return self._shared_scores(ctx, conts, False)
-            except Exception as e:  # recorded against its row
-                return e
+        def score(unit: list[int]) -> list[list[ScoreResult] | Exception]:
+            return self._group_scores([encoded[i] for i in unit], conts)
 
-        return self._in_streams(score, encoded)
+        out: list[list[ScoreResult] | Exception | None] = [None] * len(contexts)
+        for unit, rows in zip(
+            units.values(), self._in_streams(score, list(units.values())), strict=True
+        ):
+            for i, row in zip(unit, rows, strict=True):
+                out[i] = row
+        return [r for r in out if r is not None]
 
-    def _shared_scores(
-        self, ctx: list[int], conts: list[list[int]], per_token: bool
-    ) -> list[ScoreResult]:
-        """:meth:`_logprobs_shared` on token ids."""
+    def _group_scores(
+        self, contexts: list[list[int] | Exception], conts: list[list[int]]
+    ) -> list[list[ScoreResult] | Exception]:
+        """:meth:`_shared_scores` for each context of a group. Two or more contexts run the
+        tokens they all begin with once (FLR's rendered conversation, ~170 tokens of an
+        HH-RLHF pair's ~470), and each its own rest on that prefix's KV cache, which is cut
+        back to the prefix afterwards. Each context's numbers are those of running it alone,
+        up to float rounding; an error (a context too long, say) stays in its own place."""
         import torch
 
-        self._count(len(ctx) + sum(max(0, len(c) - 1) for c in conts))
+        valid = [c for c in contexts if not isinstance(c, Exception)]
+        n = 0
+        if len(valid) >= 2:
+            # every context keeps at least one token of its own: its last logits come from it
+            limit = min(len(c) for c in valid) - 1
+            while n < limit and all(c[n] == valid[0][n] for c in valid):
+                n += 1
+        prefix: tuple[int, Any] | None = None
+        if n > 0 and not (self.max_len and n > self.max_len):  # else each fails on its own
+            self._count(n)
+            with torch.inference_mode():
+                cache = self._cache_of(
+                    self.model(
+                        input_ids=torch.tensor([valid[0][:n]], device=self.device),
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
+                )
+            if self._croppable(cache):
+                prefix = (n, cache)
+        out: list[list[ScoreResult] | Exception] = []
+        for ctx in contexts:
+            if isinstance(ctx, Exception):
+                out.append(ctx)
+                continue
+            try:
+                out.append(self._shared_scores(ctx, conts, False, prefix))
+            except Exception as e:  # recorded against its row
+                out.append(e)
+        return out
+
+    def _shared_scores(
+        self,
+        ctx: list[int],
+        conts: list[list[int]],
+        per_token: bool,
+        prefix: tuple[int, Any] | None = None,
+    ) -> list[ScoreResult]:
+        """:meth:`_logprobs_shared` on token ids. With ``prefix`` (its length and its croppable
+        KV cache, which ``ctx`` begins with) only the rest of ``ctx`` runs, on that cache; the
+        cache is cut back to the prefix before returning."""
+        import torch
+
+        start = prefix[0] if prefix is not None else 0
         self._check_length(len(ctx) + max((len(c) for c in conts), default=0), "context + text")
         if not ctx:
             raise ValueError("scoring needs a non-empty context (at least a BOS token)")
+        self._count(len(ctx) - start + sum(max(0, len(c) - 1) for c in conts))
         results: list[ScoreResult | None] = [None] * len(conts)
         with torch.inference_mode():
-            prefix = self.model(
-                input_ids=torch.tensor([ctx], device=self.device), use_cache=True, logits_to_keep=1
-            )
-            first_lp = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
-            cache = self._cache_of(prefix)
-            del prefix
-            order = [i for i in range(len(conts)) if len(conts[i]) > 1]
-            for i in range(len(conts)):
-                if len(conts[i]) <= 1:
-                    vals = [float(first_lp[conts[i][0]])] if conts[i] else []
-                    results[i] = self._result(vals, per_token)
-            score = self._packed_groups if self._packable else self._copied_rows
-            for i, rest in score(len(ctx), cache, [conts[i] for i in order], order):
-                results[i] = self._result([float(first_lp[conts[i][0]]), *rest], per_token)
+            try:
+                rest = torch.tensor([ctx[start:]], device=self.device)
+                if prefix is None:
+                    head = self.model(input_ids=rest, use_cache=True, logits_to_keep=1)
+                else:
+                    head = self.model(
+                        input_ids=rest,
+                        position_ids=torch.arange(start, len(ctx), device=self.device)[None],
+                        use_cache=True,
+                        logits_to_keep=1,
+                        **self._with_cache(prefix[1]),
+                    )
+                first_lp = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
+                cache = self._cache_of(head)
+                del head
+                order = [i for i in range(len(conts)) if len(conts[i]) > 1]
+                for i in range(len(conts)):
+                    if len(conts[i]) <= 1:
+                        vals = [float(first_lp[conts[i][0]])] if conts[i] else []
+                        results[i] = self._result(vals, per_token)
+                score = self._packed_groups if self._packable else self._copied_rows
+                for i, rest_lp in score(len(ctx), cache, [conts[i] for i in order], order):
+                    results[i] = self._result([float(first_lp[conts[i][0]]), *rest_lp], per_token)
+            finally:
+                # the next context of the group starts from the prefix (crop takes a negative
+                # count of tokens to drop)
+                if prefix is not None and (extra := prefix[1].get_seq_length() - start) > 0:
+                    prefix[1].crop(-extra)
         return [r for r in results if r is not None]
 
     def _packed_groups(

@@ -157,3 +157,36 @@ def test_registered_annotator_rows_and_evidence(tiny_models: dict[str, Path]) ->
     total, _ = flr.reward(ok.evidence["followup_scores"])
     assert ok.score == pytest.approx(total)
     assert ok.provenance["rule"] == flr.RULE and ok.provenance["prefix_reuse"] is True
+
+
+def test_answers_in_one_group_run_their_conversation_once(tiny_models: dict[str, Path]) -> None:
+    """FLR hands the engine each item's group (the answers to one instruction, or to one
+    human-labelled pair), so their rendered conversation runs once: fewer forward tokens, the
+    same scores as items in groups of their own (to float rounding)."""
+    from prefsynth.annotators.base import Item
+
+    from prefsynth.records import Message
+
+    engine = get_engine(TransformersSpec(model=str(tiny_models["a"])))
+    context = [Message(role="user", content="Explain in two sentences why the sky is blue.")]
+    answers = ["Light scatters.", "Sunlight is scattered by air, blue light the most."]
+    cfg = FLRConfig(max_per_polarity=2, dimensions=["correctness", "relevance"])
+
+    def run(groups: list[str]) -> tuple[int, list[float | None]]:
+        items = [
+            Item(f"r{k}", g, context, a)
+            for k, (g, a) in enumerate(zip(groups, answers, strict=True))
+        ]
+        before = engine.forward_tokens
+        verdicts = flr.score_items(engine, cfg, items)
+        return engine.forward_tokens - before, [verdicts[it.key].score for it in items]
+
+    together, scores = run(["i0", "i0"])
+    apart, alone = run(["i0", "i1"])
+    rendered = [
+        engine.chat.encode_context(flr.followup_context(engine, context, a)) for a in answers
+    ]
+    shared = next(k for k, (x, y) in enumerate(zip(*rendered, strict=False)) if x != y)
+    assert shared >= len(engine.chat.encode_context(engine.render_chat(context))) - 1
+    assert apart - together == shared
+    assert scores == pytest.approx(alone, rel=0, abs=2e-5)

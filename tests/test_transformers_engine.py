@@ -267,6 +267,41 @@ def test_requests_that_share_a_context_run_it_once(
     assert counted == ctx_tokens[0] + ctx_tokens[1] + 2 * sum(max(0, n - 1) for n in conts) + alone
 
 
+def test_contexts_of_one_group_run_their_common_prefix_once(engine: TransformersEngine) -> None:
+    """``logprobs_shared_each(..., groups=...)`` (FLR's answers to one conversation): a
+    group's common token prefix runs once and each context its own rest on that prefix's
+    cache. Every context scores as it does alone (float32, to 2e-5 nat: the tiny model's
+    near-uniform attention moves a score by little when a position is wrong), an error stays
+    in its own row, and the tokens counted are each group's prefix once."""
+    conversation = engine.render_chat(CHATS[1]) + "Sure."
+    answers = [" Sleep well.", " Eat greens, walk daily and sleep eight hours.", " No.", ""]
+    contexts = [conversation + a + "\nUser: " for a in answers]
+    contexts += [engine.render_chat(CHATS[0]) + "Paris.\nUser: ", conversation + " word" * 3000]
+    keys = ["c1", "c1", "c1", "c1", "c0", "c1"]  # c0 alone; the too-long one is in c1
+    before = engine.forward_tokens
+    rows = engine.logprobs_shared_each(contexts, SHARED_TEXTS, groups=keys)
+    counted = engine.forward_tokens - before
+    for row, context in zip(rows[:5], contexts[:5], strict=True):
+        assert isinstance(row, list)
+        alone = engine.logprobs_shared(context, SHARED_TEXTS)
+        for r, a, text in zip(row, alone, SHARED_TEXTS, strict=True):
+            assert r.n_tokens == a.n_tokens
+            assert r.logprob_sum == pytest.approx(a.logprob_sum, rel=0, abs=2e-5)
+            if text:
+                ref = _reference_sum(engine, context, text)
+                assert r.logprob_sum == pytest.approx(ref, rel=1e-5, abs=1e-4)
+    assert isinstance(rows[5], ValueError) and "over" in str(rows[5])
+    group = [engine.chat.encode_context(c) for c in contexts[:4]]
+    too_long = engine.chat.encode_context(contexts[5])
+    shared = 0
+    while all(g[shared] == too_long[shared] for g in group):
+        shared += 1
+    assert shared >= len(engine.chat.encode_context(conversation)) - 2  # the conversation
+    conts = sum(max(0, len(engine.chat.encode_continuation(t)) - 1) for t in SHARED_TEXTS)
+    lone = len(engine.chat.encode_context(contexts[4]))
+    assert counted == shared + sum(len(g) - shared for g in group) + lone + 5 * conts
+
+
 def test_a_sliding_window_model_takes_the_copied_rows(
     engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
