@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 from types import SimpleNamespace
@@ -271,6 +272,24 @@ def tiny_model(folder: Path, tokenizer_dir: Path, seed: int, layers: int = 2) ->
         saved.pop("transformers_version", None)
         path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder
+
+
+@contextmanager
+def in_float64(engine: Any) -> Iterator[None]:
+    """Run a transformers engine's model in float64 for a test that compares two ways of
+    computing the same scores, then cast it back (exactly: the weights came from its dtype).
+    In float32 the two ways differ by rounding over different pass shapes, and by how much
+    depends on the CPU's kernels: 1.9e-6 nat on an AVX2 CPU, 3.7e-4 on an AVX-512 one. A
+    tiny random model's near-uniform attention moves a score by only 4e-5 to 2e-4 when a
+    position is wrong, so only in float64 can one tolerance pass everywhere and still catch
+    that bug. Scores still leave the engine as float32 (its ``.float()`` before
+    ``log_softmax``); that last rounding is the same for both ways."""
+    original = next(engine.model.parameters()).dtype
+    engine.model.double()
+    try:
+        yield
+    finally:
+        engine.model.to(original)
 
 
 def tiny_overrides(tiny: dict[str, Path], **extra: object) -> list[str]:

@@ -12,6 +12,7 @@ from prefsynth.engines.transformers_engine import TransformersEngine
 
 from prefsynth.config import TransformersSpec
 from prefsynth.records import Message, SamplingParams
+from tests.helpers import in_float64
 
 CHATS = [
     [Message(role="user", content="What is the capital of France?")],
@@ -270,26 +271,30 @@ def test_requests_that_share_a_context_run_it_once(
 def test_contexts_of_one_group_run_their_common_prefix_once(engine: TransformersEngine) -> None:
     """``logprobs_shared_each(..., groups=...)`` (FLR's answers to one conversation): a
     group's common token prefix runs once and each context its own rest on that prefix's
-    cache. Every context scores as it does alone (float32, to 2e-5 nat: the tiny model's
-    near-uniform attention moves a score by little when a position is wrong), an error stays
-    in its own row, and the tokens counted are each group's prefix once."""
+    cache. Every context scores as it does alone and as the one-sequence reference (in
+    float64, to 1e-5 nat; measured 1.3e-7. The tiny model's near-uniform attention moves a
+    score by only 4e-5 when a position is wrong, and float32 rounding differs by more than
+    that on some CPUs; see ``in_float64``), an error stays in its own row, and the tokens
+    counted are each group's prefix once."""
     conversation = engine.render_chat(CHATS[1]) + "Sure."
     answers = [" Sleep well.", " Eat greens, walk daily and sleep eight hours.", " No.", ""]
     contexts = [conversation + a + "\nUser: " for a in answers]
     contexts += [engine.render_chat(CHATS[0]) + "Paris.\nUser: ", conversation + " word" * 3000]
     keys = ["c1", "c1", "c1", "c1", "c0", "c1"]  # c0 alone; the too-long one is in c1
     before = engine.forward_tokens
-    rows = engine.logprobs_shared_each(contexts, SHARED_TEXTS, groups=keys)
-    counted = engine.forward_tokens - before
-    for row, context in zip(rows[:5], contexts[:5], strict=True):
+    with in_float64(engine):
+        rows = engine.logprobs_shared_each(contexts, SHARED_TEXTS, groups=keys)
+        counted = engine.forward_tokens - before
+        alone_rows = [engine.logprobs_shared(c, SHARED_TEXTS) for c in contexts[:5]]
+        refs = [
+            [_reference_sum(engine, c, t) if t else 0.0 for t in SHARED_TEXTS] for c in contexts[:5]
+        ]
+    for row, alone, ref_row in zip(rows[:5], alone_rows, refs, strict=True):
         assert isinstance(row, list)
-        alone = engine.logprobs_shared(context, SHARED_TEXTS)
-        for r, a, text in zip(row, alone, SHARED_TEXTS, strict=True):
+        for r, a, ref in zip(row, alone, ref_row, strict=True):
             assert r.n_tokens == a.n_tokens
-            assert r.logprob_sum == pytest.approx(a.logprob_sum, rel=0, abs=2e-5)
-            if text:
-                ref = _reference_sum(engine, context, text)
-                assert r.logprob_sum == pytest.approx(ref, rel=1e-5, abs=1e-4)
+            assert r.logprob_sum == pytest.approx(a.logprob_sum, rel=0, abs=1e-5)
+            assert r.logprob_sum == pytest.approx(ref, rel=0, abs=1e-5)
     assert isinstance(rows[5], ValueError) and "over" in str(rows[5])
     group = [engine.chat.encode_context(c) for c in contexts[:4]]
     too_long = engine.chat.encode_context(contexts[5])
