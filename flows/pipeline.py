@@ -381,15 +381,26 @@ def shard_task(
 def artifact_task(
     config: BuildConfig, stage_name: str, name: str, store_root: str, models: dict[str, ModelRef]
 ) -> dict[str, Any]:
-    """A build-wide artifact of a stage (Instruct-SkillMix's skill list), once per build."""
+    """A build-wide artifact of a stage (Instruct-SkillMix's skill list), once per build:
+    reused from the run's store, else copied from the shared cache as shards are (a build into
+    a new folder would otherwise extract the skill list again, a model call of its own), else
+    made, stored and offered to the shared cache."""
     stage = stage_named(stage_name)
     ctx = StageContext(config, store_root, models)
     key = stage.artifacts(ctx)[name]
     saved = ctx.artifacts.read(name, key)
+    shared = SharedCache.configured()
+    from_cache = False
+    if saved is None and shared is not None and shared.fetch_artifact(name, key, ctx.artifacts):
+        saved = ctx.artifacts.read(name, key)  # an unreadable copy is set aside and remade
+        from_cache = saved is not None
     if saved is not None:
-        return {"key": key, "reused": True, **stage.artifact_summary(name, saved)}
+        summary = stage.artifact_summary(name, saved)
+        return {"key": key, "reused": True, "from_cache": from_cache, **summary}
     with track_usage() as usage:
         data = stage.make_artifact(ctx, name)
     ctx.artifacts.write(name, key, data)
+    if shared is not None:
+        shared.put_artifact(name, key, ctx.artifacts)
     summary = stage.artifact_summary(name, data)
     return {"key": key, "reused": False, **summary, "engine_usage": usage.as_dict()}

@@ -124,10 +124,11 @@ class StepTiming(_Part):
 class SkillsSummary(_Part):
     """Instruct-SkillMix's skill extraction, once per build."""
 
-    _omit_if_none = frozenset({"seconds"})
+    _omit_if_none = frozenset({"seconds", "from_cache"})
 
     key: str
     reused: bool
+    from_cache: bool | None = Field(None, description="reused: copied from the shared cache")
     skills: int
     engine_usage: EngineUsage = Field(default_factory=EngineUsage)
     seconds: float | None = None

@@ -252,7 +252,8 @@ def code_fingerprint() -> str:
 
 
 class SharedCache:
-    """Finished shards kept for every build on this machine, beside each run's own store.
+    """Finished shards (and build-wide artifacts: the skill list) kept for every build on this
+    machine, beside each run's own store.
 
     Why: a build into a new output folder (a new experiment, a CI job, a second user of one
     machine) would recompute every model call although its shard keys (content hashes of the
@@ -303,6 +304,29 @@ class SharedCache:
             log.warning("shared cache: could not copy %s shard %s: %s", stage, key, e)
             return False
         return True
+
+    def fetch_artifact(self, kind: str, key: str, artifacts: ArtifactStore) -> bool:
+        """Copy a build-wide artifact (Instruct-SkillMix's skill list, a model call of its own
+        before any shard) from the cache into a run's ``artifacts``; False when not cached or
+        not copied. The caller reads the copy with its own checks, as any artifact."""
+        src = ArtifactStore(self.root).path(kind, key)
+        if not src.exists():
+            return False
+        try:
+            _copy(src, artifacts.path(kind, key))
+        except OSError as e:
+            log.warning("shared cache: could not copy %s artifact %s: %s", kind, key, e)
+            return False
+        return True
+
+    def put_artifact(self, kind: str, key: str, artifacts: ArtifactStore) -> None:
+        """Copy a build-wide artifact just written to ``artifacts`` into the cache."""
+        src = artifacts.path(kind, key)
+        try:
+            if src.exists():
+                _copy(src, ArtifactStore(self.root).path(kind, key))
+        except OSError as e:
+            log.warning("shared cache: could not store %s artifact %s: %s", kind, key, e)
 
     def put(self, stage: str, key: str, store: ShardStore) -> None:
         """Copy a shard just written to ``store`` (and its artifact) into the cache."""

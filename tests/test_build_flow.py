@@ -283,6 +283,64 @@ def test_a_new_folder_takes_its_shards_from_the_shared_cache(
     assert ShardStore(cache).reuse("annotations", key, stage_named("annotations").record)
 
 
+def test_a_new_folder_takes_the_skill_list_from_the_shared_cache(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The skill list (Instruct-SkillMix's build-wide artifact, made before any shard; with the
+    default ``seed_dependent`` source a model call of its own) is copied into a new folder from
+    the shared cache as shards are, not made again. A damaged cached copy is set aside in the
+    run folder, the list made again and the cache's copy replaced."""
+    import json
+
+    from prefsynth.flows.build import _resolved, check_build
+    from prefsynth.flows.pipeline import artifact_task
+    from prefsynth.flows.stages.instructions import Instructions
+
+    from prefsynth.store import SHARED_CACHE_ENV, ArtifactStore
+
+    skills = tmp_path / "skills.txt"
+    skills.write_text("arithmetic\nspelling\nsummarising\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(SHARED_CACHE_ENV, str(cache))
+    made: list[str] = []
+    make = Instructions.make_artifact
+
+    def counting_make(self, ctx, name):  # type: ignore[no-untyped-def]
+        made.append(ctx.store_root)
+        return make(self, ctx, name)
+
+    monkeypatch.setattr(Instructions, "make_artifact", counting_make)
+
+    def skill_list(folder: str) -> tuple[dict, Path]:  # type: ignore[type-arg]
+        cfg = _config(
+            tiny_models,
+            tmp_path / folder,
+            "instructions.style=skillmix",
+            "instructions.skillmix.skills.source=file",
+            f"instructions.skillmix.skills.file={skills}",
+        )
+        ctx = check_build(_resolved(cfg))
+        out = artifact_task.fn(ctx.config, "instructions", "skills", ctx.store_root, ctx.models)
+        return out, ArtifactStore(ctx.store_root).path("skills", out["key"])
+
+    first, first_path = skill_list("a")
+    assert first["reused"] is False and first["skills"] == 3 and len(made) == 1
+    second, second_path = skill_list("b")
+    assert second["reused"] is True and second["from_cache"] is True and len(made) == 1
+    assert second["key"] == first["key"] and second_path != first_path
+    assert second_path.read_bytes() == first_path.read_bytes()
+
+    cached = ArtifactStore(cache).path("skills", first["key"])
+    cached.write_text('{"skills": [', encoding="utf-8")  # cut short
+    third, third_path = skill_list("c")
+    assert third["reused"] is False and len(made) == 2
+    assert list(third_path.parent.glob(f"{first['key']}.json.invalid-*"))
+    assert (
+        json.loads(cached.read_text(encoding="utf-8"))["skills"]
+        == json.loads(first_path.read_text(encoding="utf-8"))["skills"]
+    )
+
+
 def test_the_shared_cache_is_off_on_request_and_namespaced_by_the_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
