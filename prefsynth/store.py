@@ -293,7 +293,28 @@ class SharedCache:
 
     def fetch(self, stage: str, key: str, store: ShardStore) -> bool:
         """Copy the cached shard (and its artifact) into ``store``; False when not cached."""
-        pairs = self._pairs(stage, key, store.root)
+        return self._fetch(self._pairs(stage, key, store.root), f"{stage} shard {key}")
+
+    def put(self, stage: str, key: str, store: ShardStore) -> None:
+        """Copy a shard just written to ``store`` (and its artifact) into the cache."""
+        self._put(self._pairs(stage, key, store.root), f"{stage} shard {key}")
+
+    def fetch_artifact(self, kind: str, key: str, artifacts: ArtifactStore) -> bool:
+        """Copy a build-wide artifact (Instruct-SkillMix's skill list, a model call of its own
+        before any shard) from the cache into a run's ``artifacts``; False when not cached or
+        not copied. The caller reads the copy with its own checks, as any artifact."""
+        pair = (ArtifactStore(self.root).path(kind, key), artifacts.path(kind, key))
+        return self._fetch([pair], f"{kind} artifact {key}")
+
+    def put_artifact(self, kind: str, key: str, artifacts: ArtifactStore) -> None:
+        """Copy a build-wide artifact just written to ``artifacts`` into the cache."""
+        pair = (ArtifactStore(self.root).path(kind, key), artifacts.path(kind, key))
+        self._put([pair], f"{kind} artifact {key}")
+
+    @staticmethod
+    def _fetch(pairs: list[tuple[Path, Path]], what: str) -> bool:
+        """Copy each (cache, run) pair's cache file that exists into the run; False when the
+        last (the one that makes the rest usable) is not cached or a copy fails."""
         if not pairs[-1][0].exists():
             return False
         try:
@@ -301,41 +322,19 @@ class SharedCache:
                 if src.exists():
                     _copy(src, dst)
         except OSError as e:
-            log.warning("shared cache: could not copy %s shard %s: %s", stage, key, e)
+            log.warning("shared cache: could not copy %s: %s", what, e)
             return False
         return True
 
-    def fetch_artifact(self, kind: str, key: str, artifacts: ArtifactStore) -> bool:
-        """Copy a build-wide artifact (Instruct-SkillMix's skill list, a model call of its own
-        before any shard) from the cache into a run's ``artifacts``; False when not cached or
-        not copied. The caller reads the copy with its own checks, as any artifact."""
-        src = ArtifactStore(self.root).path(kind, key)
-        if not src.exists():
-            return False
+    @staticmethod
+    def _put(pairs: list[tuple[Path, Path]], what: str) -> None:
+        """Copy each (cache, run) pair's run file that exists into the cache, best effort."""
         try:
-            _copy(src, artifacts.path(kind, key))
-        except OSError as e:
-            log.warning("shared cache: could not copy %s artifact %s: %s", kind, key, e)
-            return False
-        return True
-
-    def put_artifact(self, kind: str, key: str, artifacts: ArtifactStore) -> None:
-        """Copy a build-wide artifact just written to ``artifacts`` into the cache."""
-        src = artifacts.path(kind, key)
-        try:
-            if src.exists():
-                _copy(src, ArtifactStore(self.root).path(kind, key))
-        except OSError as e:
-            log.warning("shared cache: could not store %s artifact %s: %s", kind, key, e)
-
-    def put(self, stage: str, key: str, store: ShardStore) -> None:
-        """Copy a shard just written to ``store`` (and its artifact) into the cache."""
-        try:
-            for dst, src in self._pairs(stage, key, store.root):
+            for dst, src in pairs:
                 if src.exists():
                     _copy(src, dst)
         except OSError as e:
-            log.warning("shared cache: could not store %s shard %s: %s", stage, key, e)
+            log.warning("shared cache: could not store %s: %s", what, e)
 
 
 def _copy(src: Path, dst: Path) -> None:
