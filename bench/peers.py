@@ -24,6 +24,10 @@ packaged GGUF; both systems load that same folder): 32 short chat prompts x 4 sa
   shard one ``generate`` call with its own seed (``stream_seed``), ``task_runner.max_workers``
   (default 2) shards at once, each call on cores // that many threads. The tokens differ from
   the single call's (other seeds), the work does not: the same prompts, samples and limits.
+* ``prefsynth-nucleus`` (``--nucleus``): the one call with ``sampler: nucleus``, which draws
+  from the same temperature / top-p distribution without sorting the vocabulary or drawing
+  for every entry of it (docs/speed.md §9). Other tokens for the seed, so other lengths: the
+  ratio is of generated tokens per second, as for the others.
 * Optional, with a vLLM sidecar (``.venv-vllm/bin/python`` or ``$PREFSYNTH_VLLM_PYTHON``):
   prefsynth's ``backend="vllm"`` engine against plain ``vllm.LLM(model=folder).generate``.
 
@@ -200,7 +204,7 @@ def _vllm_python() -> str | None:
 
 
 def worker_prefsynth(
-    args: argparse.Namespace, backend: str, shards: bool = False
+    args: argparse.Namespace, backend: str, shards: bool = False, sampler: str = "hf"
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
@@ -224,6 +228,7 @@ def worker_prefsynth(
     spec: dict[str, Any] = {"model": args.model, "backend": backend, "dtype": args.dtype}
     if backend == "transformers":
         spec["device"] = "cpu"
+        spec["sampler"] = sampler
     else:
         spec["python"] = args.vllm_python
     t0 = time.perf_counter()
@@ -746,6 +751,13 @@ def driver(args: argparse.Namespace) -> None:
         contests.append(
             (("prefsynth", args.prefsynth_python), ("distilabel", args.distilabel_python))
         )
+        if args.nucleus:
+            contests.append(
+                (
+                    ("prefsynth-nucleus", args.prefsynth_python),
+                    ("distilabel", args.distilabel_python),
+                )
+            )
         if args.shards:
             contests.append(
                 (
@@ -861,6 +873,12 @@ def main() -> None:
         action="store_true",
         help="also time prefsynth-shards: the job in shards run side by side, as a build does",
     )
+    ap.add_argument(
+        "--nucleus",
+        action="store_true",
+        help="also time prefsynth-nucleus: the one call with sampler: nucleus (the same "
+        "distribution, drawn from its candidates; other tokens for the seed)",
+    )
     ap.add_argument("--score", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--score-threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--score-pairs", type=int, default=0, help="score only the first N pairs")
@@ -874,7 +892,15 @@ def main() -> None:
     # worker-only
     ap.add_argument(
         "--worker",
-        choices=["prefsynth", "prefsynth-shards", "distilabel", "prefsynth-vllm", "vllm", "score"],
+        choices=[
+            "prefsynth",
+            "prefsynth-shards",
+            "prefsynth-nucleus",
+            "distilabel",
+            "prefsynth-vllm",
+            "vllm",
+            "score",
+        ],
     )
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--folder")
@@ -890,6 +916,7 @@ def main() -> None:
     workers: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
         "prefsynth": lambda a: worker_prefsynth(a, "transformers"),
         "prefsynth-shards": lambda a: worker_prefsynth(a, "transformers", shards=True),
+        "prefsynth-nucleus": lambda a: worker_prefsynth(a, "transformers", sampler="nucleus"),
         "prefsynth-vllm": lambda a: worker_prefsynth(a, "vllm"),
         "distilabel": worker_distilabel,
         "vllm": worker_vllm,

@@ -86,6 +86,7 @@ class TransformersEngine(Engine):
         ).to(self.device)
         self.model.eval()
         self.batch_size = spec.batch_size
+        self.sampler = spec.sampler
         # tokens run through the model (padding excluded): with ~2 x parameters FLOPs per token
         # this gives a pass's achieved FLOP/s (bench/eval_speed.py)
         self.forward_tokens = 0
@@ -190,7 +191,7 @@ class TransformersEngine(Engine):
                 generator.manual_seed(params.seed)
             else:
                 generator.seed()
-            sampling["logits_processor"] = _sampler(params, generator)
+            sampling["logits_processor"] = _sampler(params, generator, self.sampler)
         if params.stop:
             sampling.update(stop_strings=params.stop, tokenizer=self.tokenizer)
         for batch in length_sorted_batches([len(p) for p in prompts], per_batch):
@@ -882,13 +883,16 @@ class TransformersEngine(Engine):
         )
 
 
-def _sampler(params: SamplingParams, generator: Any) -> Any:
-    """The logits processors that make HF's greedy step a seeded sample: HF's own warpers for
-    ``params``, in the order and with the arguments ``generate(do_sample=True)`` builds them
-    (temperature, then top-k, then top-p), then :class:`_Draw`. The draw is HF's
-    (``softmax``, then ``multinomial``) from ``generator``, which ``manual_seed`` seeds as it
-    seeds the global RNG, so a seeded call gives the tokens ``do_sample=True`` gave after
-    ``torch.manual_seed`` (tests/test_transformers_engine.py checks it against HF)."""
+def _sampler(params: SamplingParams, generator: Any, sampler: str = "hf") -> Any:
+    """The logits processors that make HF's greedy step a seeded sample.
+
+    ``hf``: HF's own warpers for ``params``, in the order and with the arguments
+    ``generate(do_sample=True)`` builds them (temperature, then top-k, then top-p), then
+    :class:`_Draw`. The draw is HF's (``softmax``, then ``multinomial``) from ``generator``, which
+    ``manual_seed`` seeds as it seeds the global RNG, so a seeded call gives the tokens
+    ``do_sample=True`` gave after ``torch.manual_seed`` (tests/test_transformers_engine.py checks
+    it against HF). ``nucleus``: the same distribution drawn by
+    :func:`prefsynth.engines.nucleus.nucleus_draw` from its candidates only."""
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
     from transformers.generation.logits_process import (
@@ -897,14 +901,28 @@ def _sampler(params: SamplingParams, generator: Any) -> Any:
         TopPLogitsWarper,
     )
 
+    def chosen(scores: Any, tokens: Any) -> Any:
+        """Leave each row's drawn token the only finite score, for the greedy step to take."""
+        return torch.full_like(scores, float("-inf")).scatter_(1, tokens, 0.0)
+
     class _Draw(LogitsProcessor):
-        """Draws each row's next token and leaves it the only finite score."""
+        """Draws each row's next token (HF's draw)."""
 
         def __call__(self, input_ids: Any, scores: Any) -> Any:
             probs = torch.nn.functional.softmax(scores, dim=-1)
-            tokens = torch.multinomial(probs, num_samples=1, generator=generator)
-            return torch.full_like(scores, float("-inf")).scatter_(1, tokens, 0.0)
+            return chosen(scores, torch.multinomial(probs, num_samples=1, generator=generator))
 
+    class _NucleusDraw(LogitsProcessor):
+        """Draws each row's next token from the warped distribution's candidates."""
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            from prefsynth.engines.nucleus import nucleus_draw
+
+            tokens = nucleus_draw(scores, params.temperature, params.top_k, params.top_p, generator)
+            return chosen(scores, tokens)
+
+    if sampler == "nucleus":
+        return LogitsProcessorList([_NucleusDraw()])
     processors: list[Any] = []
     if params.temperature != 1.0:
         processors.append(TemperatureLogitsWarper(params.temperature))

@@ -100,6 +100,14 @@ class TransformersSpec(_EngineSpecBase):
         "matmuls: 64 sequences sample 1.6x faster than 16",
     )
     chat_template: str | None = _chat_template_field()
+    sampler: Literal["hf", "nucleus"] = Field(
+        "hf",
+        description="hf: HF's warpers and draw, the tokens generate(do_sample=True) gives for "
+        "a seed; nucleus: the same temperature / top-k / top-p distribution drawn from its "
+        "candidates only, without sorting the vocabulary or drawing for every entry (on a "
+        "CPU about twice as fast to sample without top-k; other tokens for the same seed)",
+        json_schema_extra={"keyed_when_set": True},
+    )
 
     @model_validator(mode="before")
     @classmethod

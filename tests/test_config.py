@@ -192,6 +192,20 @@ def test_key_view_is_the_flat_engine_dict_of_before_the_models_table() -> None:
     assert cfg.key_view(cfg.instructions.dedup) == cfg.instructions.dedup.model_dump(mode="json")
 
 
+def test_the_sampler_enters_shard_keys_only_when_not_hf() -> None:
+    """Shards sampled with ``sampler: hf`` keep their keys; a nucleus build samples other
+    tokens, so its keys differ."""
+    from prefsynth.config import legacy_engine_dict
+
+    cfg = load_config(None, ["models.smollm2.sampler=nucleus"])
+    assert legacy_engine_dict(cfg.engine_spec("gemma3")) == legacy_engine_dict(
+        load_config(None, []).engine_spec("gemma3")
+    )
+    assert "sampler" not in cfg.key_view(cfg.annotators.cdr)["weak"]
+    assert cfg.key_view(cfg.annotators.cdr)["strong"]["sampler"] == "nucleus"
+    assert cfg.engine_spec("smollm2").key() != load_config(None, []).engine_spec("smollm2").key()
+
+
 def test_one_override_swaps_a_model_everywhere_it_is_used() -> None:
     cfg = load_config(None, ["models.smollm2.model=/my/model"])
     for alias in (cfg.instructions.model, cfg.responses.model, cfg.annotators.judge.model):

@@ -128,6 +128,22 @@ def test_concurrent_calls_give_the_results_of_one_at_a_time(engine: Transformers
     assert together == alone
 
 
+def test_the_nucleus_sampler_is_seeded_and_keeps_the_generate_contract(
+    engine: TransformersEngine, tiny_models: dict[str, Path]
+) -> None:
+    """``sampler: nucleus`` (tests/test_nucleus.py checks its distribution) runs in the engine:
+    n completions within the limits, the same tokens for a seed, others than the hf sampler's."""
+    nucleus = get_engine(TransformersSpec(model=str(tiny_models["a"]), sampler="nucleus"))
+    assert nucleus is not engine and nucleus.sampler == "nucleus"
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=8, seed=3)
+    out = nucleus.generate(CHATS, params, n=3)
+    assert [len(c) for c in out] == [3, 3, 3]
+    assert all(1 <= c.n_tokens <= 8 for cs in out for c in cs)
+    assert out == nucleus.generate(CHATS, params, n=3)
+    assert out != nucleus.generate(CHATS, params.model_copy(update={"seed": 4}), n=3)
+    assert out != engine.generate(CHATS, params, n=3)
+
+
 def test_greedy_samples_are_identical(engine: TransformersEngine) -> None:
     out = engine.generate(CHATS[:1], SamplingParams(temperature=0.0, max_new_tokens=6), n=2)
     assert out[0][0] == out[0][1]
