@@ -894,6 +894,7 @@ def _sampler(params: SamplingParams, generator: Any, sampler: str = "hf") -> Any
     it against HF). ``nucleus``: the same distribution drawn by
     :func:`prefsynth.engines.nucleus.nucleus_draw` from its candidates only."""
     import torch
+    from prefsynth.engines.nucleus import nucleus_draw
     from transformers import LogitsProcessor, LogitsProcessorList
     from transformers.generation.logits_process import (
         TemperatureLogitsWarper,
@@ -916,8 +917,6 @@ def _sampler(params: SamplingParams, generator: Any, sampler: str = "hf") -> Any
         """Draws each row's next token from the warped distribution's candidates."""
 
         def __call__(self, input_ids: Any, scores: Any) -> Any:
-            from prefsynth.engines.nucleus import nucleus_draw
-
             tokens = nucleus_draw(scores, params.temperature, params.top_k, params.top_p, generator)
             return chosen(scores, tokens)
 
