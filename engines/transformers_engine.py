@@ -887,19 +887,21 @@ def _sampler(params: SamplingParams, generator: Any, sampler: str = "hf") -> Any
     """The logits processors that make HF's greedy step a seeded sample.
 
     ``hf``: HF's own warpers for ``params``, in the order and with the arguments
-    ``generate(do_sample=True)`` builds them (temperature, then top-k, then top-p), then
-    :class:`_Draw`. The draw is HF's (``softmax``, then ``multinomial``) from ``generator``, which
+    ``generate(do_sample=True)`` builds them (temperature, then top-k), then HF's top-p and draw:
+    :func:`prefsynth.engines.top_p_draw.top_p_draw` computes the token HF's ``TopPLogitsWarper``
+    and ``multinomial`` give without sorting the vocabulary (or :class:`_Draw` without top-p).
+    The draw is HF's (``softmax``, then ``multinomial``) from ``generator``, which
     ``manual_seed`` seeds as it seeds the global RNG, so a seeded call gives the tokens
     ``do_sample=True`` gave after ``torch.manual_seed`` (tests/test_transformers_engine.py checks
     it against HF). ``nucleus``: the same distribution drawn by
     :func:`prefsynth.engines.nucleus.nucleus_draw` from its candidates only."""
     import torch
     from prefsynth.engines.nucleus import nucleus_draw
+    from prefsynth.engines.top_p_draw import top_p_draw
     from transformers import LogitsProcessor, LogitsProcessorList
     from transformers.generation.logits_process import (
         TemperatureLogitsWarper,
         TopKLogitsWarper,
-        TopPLogitsWarper,
     )
 
     def chosen(scores: Any, tokens: Any) -> Any:
@@ -920,6 +922,12 @@ def _sampler(params: SamplingParams, generator: Any, sampler: str = "hf") -> Any
             tokens = nucleus_draw(scores, params.temperature, params.top_k, params.top_p, generator)
             return chosen(scores, tokens)
 
+    class _TopPDraw(LogitsProcessor):
+        """HF's top-p warper and draw, the same token without sorting the vocabulary."""
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            return chosen(scores, top_p_draw(scores, params.top_p, generator))
+
     if sampler == "nucleus":
         return LogitsProcessorList([_NucleusDraw()])
     processors: list[Any] = []
@@ -928,5 +936,5 @@ def _sampler(params: SamplingParams, generator: Any, sampler: str = "hf") -> Any
     if params.top_k:
         processors.append(TopKLogitsWarper(top_k=params.top_k, min_tokens_to_keep=1))
     if params.top_p < 1.0:
-        processors.append(TopPLogitsWarper(top_p=params.top_p, min_tokens_to_keep=1))
+        return LogitsProcessorList([*processors, _TopPDraw()])
     return LogitsProcessorList([*processors, _Draw()])
