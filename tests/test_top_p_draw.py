@@ -58,7 +58,9 @@ def _both(scores: torch.Tensor, top_p: float, seed: int, **kw: Any) -> tuple[Any
         (0.8, 0, 0.05, 2.0),  # top-p below the top token's mass: the top token alone
     ],
 )
-def test_tokens_are_hfs_bit_for_bit(temperature: float, top_k: int, top_p: float, scale: float) -> None:
+def test_tokens_are_hfs_bit_for_bit(
+    temperature: float, top_k: int, top_p: float, scale: float
+) -> None:
     for seed in range(4):
         scores = _warped(_logits(64, scale, seed), temperature, top_k)
         expected, got = _both(scores, top_p, seed)
