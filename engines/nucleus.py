@@ -1,7 +1,6 @@
 """The nucleus sampler: HF's temperature, top-k and top-p distribution, drawn from its candidates.
 
-Why it exists. HF's sampling (and the transformers backend's default ``sampler: hf``, which
-reproduces it token for token) pays two costs per decoding step that grow with the vocabulary,
+Why it exists. HF's sampling pays two costs per decoding step that grow with the vocabulary,
 not with the nucleus:
 
 * ``TopPLogitsWarper`` sorts every row's whole vocabulary (49,152 entries for SmolLM2);
@@ -9,7 +8,9 @@ not with the nucleus:
   every row (``argmax(p / Exp(1))``).
 
 On a 2-core CPU they took 51 % of a 64-row SmolLM2 decoding step without top-k, more than the
-model's forward pass (docs/speed.md §9). This sampler draws from the same distribution:
+model's forward pass (docs/speed.md §9). The default ``sampler: hf`` avoids the sort and keeps
+HF's tokens (:mod:`prefsynth.engines.top_p_draw`); the variates it cannot avoid without
+changing tokens. This sampler avoids both and draws from the same distribution:
 
 1. divide by the temperature, as ``TemperatureLogitsWarper``;
 2. with ``top_k``: the candidates are the scores at or above the k-th largest (ties at the k-th
