@@ -1,0 +1,76 @@
+"""When each phase of a CLI build starts and ends, from the process's first line.
+
+Run: ``.venv/bin/python timeline.py [build options]`` (the arguments of ``prefsynth build``).
+It wraps the build flow's phases (config resolution, checks, the temporary Prefect server,
+the flow body, the dataset, the audit) and prints ``TL <seconds> <phase>`` lines to stderr
+at exit. The imports come after the timer starts (hence the noqa marks).
+"""
+
+import atexit
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+T0 = time.perf_counter()
+marks: list[tuple[float, str]] = []
+
+
+def mark(what: str) -> None:
+    marks.append((time.perf_counter() - T0, what))
+
+
+atexit.register(lambda: [print(f"TL {t:7.2f} {m}", file=sys.stderr) for t, m in marks])
+
+import prefsynth.flows.build as fb  # noqa: E402
+import prefsynth.flows.prefect_server as ps  # noqa: E402
+
+mark("imported flows.build")
+
+
+def wrap(module: Any, name: str) -> None:
+    inner: Callable[..., Any] = getattr(module, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        mark(f"{name} start")
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            mark(f"{name} end")
+
+    setattr(module, name, timed)
+
+
+for phase in ("_resolved", "check_build", "run_build", "audit_build", "write_dataset"):
+    wrap(fb, phase)
+original_start = ps.GuardedServer.start
+original_stop = ps.GuardedServer.stop
+
+
+def start(self: Any, *args: Any, **kwargs: Any) -> Any:
+    first = not self.running  # Prefect calls start() again for every client; only one starts
+    if first:
+        mark("server start")
+    result = original_start(self, *args, **kwargs)
+    if first:
+        mark("server up")
+    return result
+
+
+def stop(self: Any, *args: Any, **kwargs: Any) -> Any:
+    mark("server stop")
+    result = original_stop(self, *args, **kwargs)
+    mark("server stopped")
+    return result
+
+
+ps.GuardedServer.start = start  # type: ignore[method-assign]
+ps.GuardedServer.stop = stop  # type: ignore[method-assign]
+from prefsynth.cli import app  # noqa: E402
+
+mark("imported cli")
+sys.argv = ["prefsynth", "build", *sys.argv[1:]]
+try:
+    app()
+finally:
+    mark("app returned")
