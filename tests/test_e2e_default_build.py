@@ -1,5 +1,6 @@
 """README command (a) for real: `prefsynth build` with the embedded default on the packaged
-models (SmolLM2-135M-Instruct writes, CDR scores with SmolLM2 over Gemma 3 270M)."""
+models (SmolLM2-135M-Instruct writes, CDR scores with SmolLM2 over Gemma 3 270M), with the
+models' dtype set to float32 so that the checks do not depend on the CPU's bfloat16 kernels."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ pytestmark = pytest.mark.slow
 # float32 on every CPU: with dtype auto the models run in bfloat16 where the CPU has native
 # bfloat16, and bfloat16 rounds differently per kernel (AVX-512 against AMX), which sends the
 # 135M model down other paths. On a 2-core Xeon with AMX the default build in bfloat16 had 4 of
-# its 10 instructions fail their checks and kept 2 pairs, below this test's floor; in float32
-# the same tokens came out on AVX2, AVX-512 and AMX machines (bench/results/speed/
-# 2026-12-04-exact-top-p). Everything else is the embedded default.
+# its 10 instructions fail their checks and kept 2 pairs, below this test's floor (it passed in
+# bfloat16 on an AVX-512 EPYC). float32 is what dtype auto picks on AVX2 CPUs, where this test
+# was first written; on the Xeon it passes in float32. Everything else is the embedded default.
 _FLOAT32 = ("--set", "models.smollm2.dtype=float32", "--set", "models.gemma3.dtype=float32")
 
 
