@@ -31,7 +31,7 @@ from prefect import flow
 from prefect.futures import as_completed
 from prefsynth.curation.card import render_card
 from prefsynth.curation.dataset import write_dataset
-from prefsynth.engines import close_engines, describe_engine, release_engines
+from prefsynth.engines import close_engines, describe_engine, get_engine, release_engines
 from prefsynth.engines.device import resolve_dtypes, set_concurrent_tasks
 from prefsynth.flows.pipeline import (
     ShardResult,
@@ -405,6 +405,24 @@ def build_flow(config: BuildConfig) -> RunRecord:
     return run_build(config)
 
 
+def _load_first_models(config: BuildConfig) -> None:
+    """Load the models of the first stage that runs any (SmolLM2 for the skill list and the
+    instructions, by default) into this process's engine cache, where that stage's tasks find
+    them. The build calls it while its temporary Prefect server starts (4.6 s of a cold load
+    and 3.7 s of server start on a 2-core CPU, side by side instead of one after the other).
+
+    Only with the thread task runner: Dask and Ray run the stages in other processes, where a
+    model loaded here would only take memory. A build whose first stage turns out to be reused
+    from finished shards loaded the model for nothing, during a wait it had anyway."""
+    if config.task_runner.kind != "thread":
+        return
+    for stage in pipeline():
+        if stage.enabled(config) and (specs := stage.models(config)):
+            for spec in specs.values():
+                get_engine(spec)
+            return
+
+
 def _remove_leftovers(config: BuildConfig) -> None:
     """Delete the temporaries a killed build or publish left in the run folder (with its
     default shard store), whose lock this build holds. A ``store_dir`` outside it is left
@@ -433,7 +451,7 @@ def build(config: BuildConfig) -> RunRecord:
         _remove_leftovers(config)
         set_concurrent_tasks(concurrent_model_tasks(config.task_runner))
         runner = make_task_runner(config.task_runner)
-        with ephemeral_server():
+        with ephemeral_server(meanwhile=lambda: _load_first_models(config)):
             return build_flow.with_options(task_runner=runner)(config)
     finally:
         lock.release()

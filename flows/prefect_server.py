@@ -11,6 +11,11 @@ events) talks to it and none starts an unguarded one. It runs in its own session
 terminal reaches the build, which reports the run's final state before the server stops.
 
 With ``PREFECT_API_URL`` set (a real server, or the tests' shared one) nothing is started.
+
+The server takes seconds to start (3.7 s of a cold build on a 2-core CPU), and the build can do
+nothing with Prefect meanwhile, but it can do work that needs no server: ``meanwhile`` runs in
+the calling thread while the server starts in another (the build loads its first stage's models
+there; ``bench/results/speed/2026-12-04-exact-top-p/timeline.py`` measures the phases).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import contextlib
 import inspect
 import os
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from prefect.server.api.server import SubprocessASGIServer
@@ -86,10 +92,38 @@ def _drain_prefect_workers() -> None:
     run_coro_as_sync(drain())
 
 
+def _start_while(server: GuardedServer, meanwhile: Callable[[], object] | None) -> None:
+    """Start ``server`` in another thread while ``meanwhile`` runs in this one; return when
+    both are done, raising the first error (``meanwhile``'s, else the server's)."""
+    if meanwhile is None:
+        server.start()
+        return
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            server.start()
+        except BaseException as e:  # handed to the calling thread below
+            failed.append(e)
+
+    starter = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    starter.start()
+    try:
+        meanwhile()
+    finally:
+        starter.join()
+    if failed:
+        raise failed[0]
+
+
 @contextlib.contextmanager
-def ephemeral_server() -> Iterator[str | None]:
+def ephemeral_server(meanwhile: Callable[[], object] | None = None) -> Iterator[str | None]:
     """Run the enclosed build against a temporary server that dies with this process; yields
     its API URL, or None when ``PREFECT_API_URL`` names a server (then nothing starts).
+
+    ``meanwhile``: work that needs no server, run while a temporary server starts. It runs only
+    when this call starts one: with a server already up there is no wait to fill, and the
+    build does that work in its stages as before.
 
     A temporary server already running in this process (an earlier build's, or one Prefect
     started) is reused and left running, as Prefect would.
@@ -104,7 +138,7 @@ def ephemeral_server() -> Iterator[str | None]:
     server = GuardedServer()
     SubprocessASGIServer._instances[None] = server
     try:
-        server.start()
+        _start_while(server, meanwhile)
         yield server.api_url
     finally:
         with contextlib.suppress(Exception):  # never hide the build's own error

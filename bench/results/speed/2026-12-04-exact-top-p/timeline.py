@@ -2,8 +2,8 @@
 
 Run: ``.venv/bin/python timeline.py [build options]`` (the arguments of ``prefsynth build``).
 It wraps the build flow's phases (config resolution, checks, the temporary Prefect server,
-the flow body, the dataset, the audit) and prints ``TL <seconds> <phase>`` lines to stderr
-at exit. The imports come after the timer starts (hence the noqa marks).
+model loads, the flow body, the dataset, the audit) and prints ``TL <seconds> <phase>`` lines
+to stderr at exit. The imports come after the timer starts (hence the noqa marks).
 """
 
 import atexit
@@ -22,6 +22,7 @@ def mark(what: str) -> None:
 
 atexit.register(lambda: [print(f"TL {t:7.2f} {m}", file=sys.stderr) for t, m in marks])
 
+import prefsynth.engines as engines  # noqa: E402
 import prefsynth.flows.build as fb  # noqa: E402
 import prefsynth.flows.prefect_server as ps  # noqa: E402
 
@@ -43,6 +44,17 @@ def wrap(module: Any, name: str) -> None:
 
 for phase in ("_resolved", "check_build", "run_build", "audit_build", "write_dataset"):
     wrap(fb, phase)
+original_load = engines._load
+
+
+def load(spec: Any) -> Any:
+    mark(f"load {spec.model} start")
+    result = original_load(spec)
+    mark(f"load {spec.model} end")
+    return result
+
+
+engines._load = load
 original_start = ps.GuardedServer.start
 original_stop = ps.GuardedServer.stop
 
