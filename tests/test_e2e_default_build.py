@@ -1,6 +1,7 @@
 """README command (a) for real: `prefsynth build` with the embedded default on the packaged
 models (SmolLM2-135M-Instruct writes, CDR scores with SmolLM2 over Gemma 3 270M), with the
-models' dtype set to float32 so that the checks do not depend on the CPU's bfloat16 kernels."""
+models' dtype set to float32 so that the checks do not depend on the CPU's bfloat16 kernels
+(tests/helpers.py ``PACKAGED_FLOAT32`` says why)."""
 
 from __future__ import annotations
 
@@ -14,31 +15,23 @@ from datasets import load_from_disk
 
 from prefsynth.config import BuildConfig, load_config
 from prefsynth.run_record import RunRecord
+from tests.helpers import PACKAGED_FLOAT32
 
 pytestmark = pytest.mark.slow
 
 
-# float32 on every CPU: with dtype auto the models run in bfloat16 where the CPU has native
-# bfloat16, and bfloat16 rounds differently per kernel (AVX-512 against AMX), which sends the
-# 135M model down other paths. On a 2-core Xeon with AMX the default build in bfloat16 had 4 of
-# its 10 instructions fail their checks and kept 2 pairs, below this test's floor (it passed in
-# bfloat16 on an AVX-512 EPYC). float32 is what dtype auto picks on AVX2 CPUs, where this test
-# was first written; on the Xeon it passes in float32. Everything else is the embedded default.
-_FLOAT32 = ("--set", "models.smollm2.dtype=float32", "--set", "models.gemma3.dtype=float32")
-
-
 def test_default_build_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # as a user runs it
+    sets = [arg for override in PACKAGED_FLOAT32 for arg in ("--set", override)]
     proc = subprocess.run(
-        [sys.executable, "-m", "prefsynth.cli", "build", *_FLOAT32, "--out", str(tmp_path)],
+        [sys.executable, "-m", "prefsynth.cli", "build", *sets, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    overrides = [_FLOAT32[i] for i in range(1, len(_FLOAT32), 2)]
-    run_dir = tmp_path / load_config(None, overrides).resolved_run_id()
+    run_dir = tmp_path / load_config(None, list(PACKAGED_FLOAT32)).resolved_run_id()
     run = RunRecord.load(run_dir / "run.json")
     assert run.status == "completed"
     assert "pairs kept" in proc.stdout

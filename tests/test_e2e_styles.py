@@ -13,6 +13,7 @@ from prefsynth.generators.skillmix import SkillMixSource, SkillSet
 from prefsynth.config import load_config
 from prefsynth.records import CurationDecision, Instruction, Response
 from prefsynth.store import ArtifactStore, ShardStore
+from tests.helpers import PACKAGED_FLOAT32
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +31,7 @@ def test_mixed_styles_build_with_full_provenance(prefect_api_url: str, tmp_path:
             "instructions.pika.domains=[medicine, law]",
             "responses.n=2",
             "responses.sampling.max_new_tokens=48",
-            # float32 on every CPU (see test_e2e_default_build): in bfloat16 on an AMX machine
-            # both SkillMix instructions failed, so the card had no SkillMix rows to cite
-            "models.smollm2.dtype=float32",
-            "models.gemma3.dtype=float32",
+            *PACKAGED_FLOAT32,  # float32 on every CPU: tests/helpers.py says why
         ],
     )
     run = build(cfg)
