@@ -45,12 +45,14 @@ __all__ = [
     "close_engines",
     "describe_engine",
     "get_engine",
+    "loaded_engines",
     "release_engines",
     "track_usage",
 ]
 
 _ENGINES: dict[str, Engine] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # guards _ENGINES and _LOADING; never held during a load
+_LOADING: dict[str, threading.Lock] = {}  # one lock per model key, held while it loads
 
 
 def _load(spec: EngineSpec) -> Engine:
@@ -82,19 +84,33 @@ def _load(spec: EngineSpec) -> Engine:
 
 def get_engine(spec: EngineSpec) -> Engine:
     """The loaded engine of ``spec`` (loaded on first use in this process). A reward model
-    (``task: reward``) is an Engine too: it scores with :meth:`Engine.rewards`."""
+    (``task: reward``) is an Engine too: it scores with :meth:`Engine.rewards`.
+
+    Two callers asking for one model load it once; a load holds only that model's lock, so a
+    model loading in the background (the build's early load of a later stage's model) keeps
+    no other stage from its own models or from :func:`release_engines`."""
     key = spec.key()
     engine = _ENGINES.get(key)
-    if engine is None:
-        with _LOCK:
-            engine = _ENGINES.get(key)
-            if engine is None:
-                engine = _load(spec)
+    if engine is not None:
+        return engine
+    with _LOCK:
+        loading = _LOADING.setdefault(key, threading.Lock())
+    with loading:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _load(spec)
+            with _LOCK:
                 _ENGINES[key] = engine
-                # a load's transients (Gemma 3's 262k-entry tokenizer build, the state dict)
-                # would stay in the heap, under the scoring that follows: 73 MiB for Gemma 3
-                _return_freed_memory()
+            # a load's transients (Gemma 3's 262k-entry tokenizer build, the state dict)
+            # would stay in the heap, under the scoring that follows: 73 MiB for Gemma 3
+            _return_freed_memory()
     return engine
+
+
+def loaded_engines() -> set[str]:
+    """The spec keys of the engines loaded in this process."""
+    with _LOCK:
+        return set(_ENGINES)
 
 
 def describe_engine(spec: EngineSpec) -> ModelRef:

@@ -23,11 +23,14 @@ and always respects ``OMP_NUM_THREADS`` when the user set it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
+import threading
 import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -183,15 +186,39 @@ def set_concurrent_tasks(n: int) -> None:
     os.environ[CONCURRENT_TASKS_ENV] = str(max(1, n))
 
 
+_TASK = threading.local()
+
+
+@contextlib.contextmanager
+def task_share(concurrent_tasks: int | None) -> Iterator[None]:
+    """Declare, for the calling thread only, how many model tasks run beside it: a task of the
+    thread runner says how many of its kind run at once, so that two tasks of different stages
+    running side by side (the skill list beside a PiKa shard) each keep the thread count they
+    would get alone. ``None`` leaves the process-wide declaration in force."""
+    previous = getattr(_TASK, "concurrent", None)
+    _TASK.concurrent = concurrent_tasks if concurrent_tasks is not None else previous
+    try:
+        yield
+    finally:
+        _TASK.concurrent = previous
+
+
 def configure_threads(concurrent_tasks: int | None = None) -> int:
-    """Set torch's intra-op threads for this process: ``OMP_NUM_THREADS`` when set, otherwise
-    cores // concurrent tasks (at least 1; by default the number the build declared with
-    :func:`set_concurrent_tasks`). Returns the number set."""
+    """Set torch's intra-op threads for the calling thread: ``OMP_NUM_THREADS`` when set,
+    otherwise cores // concurrent tasks (at least 1; by default the number this thread's task
+    declared with :func:`task_share`, else the number the build declared for the process with
+    :func:`set_concurrent_tasks`). Returns the number set.
+
+    The count decides more than speed: a bfloat16 forward pass on 1 thread and on 2 gave
+    different sampled texts on a 2-core Xeon with AMX (float32 gave the same), so a task's
+    thread count is a fixed function of the build's plan, never of which task finished first."""
     import torch
 
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     threads = int(env) if env.isdigit() and int(env) > 0 else 0
     if not threads:
+        if concurrent_tasks is None:
+            concurrent_tasks = getattr(_TASK, "concurrent", None)
         if concurrent_tasks is None:
             declared = os.environ.get(CONCURRENT_TASKS_ENV, "1").strip()
             concurrent_tasks = int(declared) if declared.isdigit() else 1

@@ -22,17 +22,27 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from prefect import flow
 from prefect.futures import as_completed
 from prefsynth.curation.card import render_card
 from prefsynth.curation.dataset import write_dataset
-from prefsynth.engines import close_engines, describe_engine, get_engine, release_engines
+from prefsynth.engines import (
+    close_engines,
+    describe_engine,
+    get_engine,
+    loaded_engines,
+    release_engines,
+)
 from prefsynth.engines.device import resolve_dtypes, set_concurrent_tasks
+from prefsynth.flows import early as early_shards
+from prefsynth.flows.early import EarlyShards
 from prefsynth.flows.pipeline import (
     ShardResult,
     ShardSpec,
@@ -48,7 +58,7 @@ from prefsynth.flows.prefect_server import ephemeral_server
 from prefsynth.flows.runners import concurrent_model_tasks, make_task_runner, stage_resources
 
 from prefsynth import CODE_VERSION, __version__, failpoints
-from prefsynth.config import BuildConfig, FilterConfig, check_references
+from prefsynth.config import BuildConfig, EngineSpec, FilterConfig, check_references
 from prefsynth.errors import PrefsynthError
 from prefsynth.fileio import atomic_write_text, remove_stale_temporaries
 from prefsynth.records import Annotation, Instruction, Pair, ResponseCheck
@@ -81,6 +91,8 @@ PACKAGES = (
     "sentence-transformers",
     "rapidfuzz",
 )
+
+log = logging.getLogger(__name__)
 
 
 class ProgressReporter(Protocol):
@@ -141,6 +153,7 @@ def _stage_summary(results: list[ShardResult], seconds: float) -> StageSummary:
         computed=sum(not r.reused for r in results),
         reused=sum(r.reused for r in results),
         from_cache=sum(r.from_cache for r in results) or None,
+        early=sum(r.early for r in results) or None,
         rows=sum(r.rows for r in results),
         seconds=round(seconds, 2),
         counts=dict(sorted(counts.items())),
@@ -184,25 +197,110 @@ def _record_stage(run: RunRecord, stage: str, results: list[ShardResult], second
         run.voting = VotingFigures.model_validate(results[0].figures)
 
 
-def _run_stage(stage: Stage, ctx: StageContext, specs: list[ShardSpec]) -> list[ShardResult]:
-    """One task per shard, submitted together; the stage ends when every shard has."""
+def _run_stage(
+    stage: Stage,
+    ctx: StageContext,
+    specs: list[ShardSpec],
+    on_artifact: Callable[[str, dict[str, Any], float], None],
+    on_idle_worker: Callable[[list[ShardResult]], None] | None = None,
+    early: EarlyShards | None = None,
+) -> list[ShardResult]:
+    """One task per shard, submitted together; the stage ends when every shard has.
+
+    The stage's artifacts (the SkillMix skill list) are tasks too, submitted first; the shards
+    that do not read them (:meth:`Stage.reads_artifacts`, PiKa's) run beside them, the others
+    are submitted once they are made. ``on_artifact(name, summary, seconds)`` gets each made
+    (or reused) artifact. ``on_idle_worker(finished)`` is called once, when this stage computes
+    and fewer of its tasks are left than the runner has workers: a core is free until the
+    stage ends (the build starts early shards or loads a later stage's model there). A shard
+    that ``early`` (:mod:`prefsynth.flows.early`) computed or is computing is taken from it.
+
+    With the thread runner each task declares how many tasks share the cores with it, which
+    sets its torch threads (cores // that number): a shard, the stage's shards at once (a
+    stage with one shard gets every core, two side by side get half each); an artifact, the
+    runner's workers, the count the first stage's artifact always had. Both are fixed by the
+    plan, never by which task ends first, because bfloat16 results depend on the thread count."""
+    runner = ctx.config.task_runner
+    workers = concurrent_model_tasks(runner)
+    thread_runner = runner.kind == "thread"
+    shard_share = min(workers, len(specs)) if thread_runner else None
+    artifact_share = workers if thread_runner else None
     _reporter.stage_started(stage.name, len(specs))
-    if ctx.config.task_runner.kind == "thread":
-        # a model call runs cores // (tasks of this stage at once) torch threads: a stage with
-        # one shard gets every core, two shards side by side get half each
-        set_concurrent_tasks(min(concurrent_model_tasks(ctx.config.task_runner), len(specs)))
-    with stage_resources(ctx.config.task_runner, stage.uses_models):
-        futures = [
-            shard_task.submit(ctx.config, spec, ctx.store_root, ctx.models) for spec in specs
-        ]
-    results = []
+
+    def submit(spec: ShardSpec) -> Any:
+        return shard_task.submit(ctx.config, spec, ctx.store_root, ctx.models, shard_share)
+
+    held = [spec for spec in specs if early is not None and early.holds(spec.key)]
+    specs_to_run = [spec for spec in specs if spec not in held]
+
+    with stage_resources(runner, stage.uses_models):
+        artifacts = {
+            name: (
+                time.perf_counter(),
+                artifact_task.submit(
+                    ctx.config, stage.name, name, ctx.store_root, ctx.models, artifact_share
+                ),
+            )
+            for name in stage.artifacts(ctx)
+        }
+        waits = [bool(artifacts) and stage.reads_artifacts(spec) for spec in specs_to_run]
+        futures = [submit(s) for s, wait in zip(specs_to_run, waits, strict=True) if not wait]
+        for name, (t0, future) in artifacts.items():
+            on_artifact(name, future.result(), time.perf_counter() - t0)
+        futures += [submit(s) for s, wait in zip(specs_to_run, waits, strict=True) if wait]
+        results: list[ShardResult] = []
+        for spec in held:
+            taken = early.claim(spec.key) if early is not None else None
+            if taken is None:  # the early chain failed on it: computed here, errors and all
+                futures.append(submit(spec))
+            else:
+                results.append(taken)
+                _reporter.shard_done(taken)
     for future in as_completed(futures):
         result = future.result()  # re-raises the task's error after its retries
         results.append(result)
         _reporter.shard_done(result)
+        computing = any(not r.reused for r in results)
+        left = len(futures) + len(held) - len(results)
+        if on_idle_worker is not None and computing and left < workers:
+            on_idle_worker(results)
+            on_idle_worker = None
     _reporter.stage_done(stage.name)
     order = {spec.key: n for n, spec in enumerate(specs)}
     return sorted(results, key=lambda r: order[r.key])  # plan order, whatever finished first
+
+
+def _later_models(config: BuildConfig, stages: list[Stage], n: int) -> list[EngineSpec]:
+    """The models that the stages after ``stages[n]`` run and that are not loaded yet, in
+    order of first use, up to the first stage at whose start the build would close a model
+    loaded by then (:func:`release_engines`): loaded early, they share memory only with
+    models that stay loaded until they run anyway, so the memory peak is where it was. By
+    default: Gemma 3 (CDR), while SmolLM2 writes the instructions; SmolLM2 runs to the end."""
+    loaded = loaded_engines()
+    wanted: dict[str, EngineSpec] = {}
+    for later in range(n + 1, len(stages)):
+        if (loaded | set(wanted)) - _engine_keys(config, stages[later:]):
+            break
+        for spec in stages[later].models(config).values():
+            if spec.key() not in loaded:
+                wanted.setdefault(spec.key(), spec)
+    return list(wanted.values())
+
+
+def _load_in_background(specs: list[EngineSpec]) -> threading.Thread:
+    """Load ``specs`` into this process's engine cache on a thread of their own. A load that
+    fails is left to the stage that needs the model, which loads it again and reports it."""
+
+    def load() -> None:
+        for spec in specs:
+            try:
+                get_engine(spec)
+            except Exception as e:  # the stage that runs it loads it again and raises
+                log.debug("early load of %s failed: %s", spec.key(), e)
+
+    thread = threading.Thread(target=load, name="prefsynth-early-load", daemon=True)
+    thread.start()
+    return thread
 
 
 def check_build(config: BuildConfig) -> StageContext:
@@ -340,23 +438,44 @@ def run_build(config: BuildConfig) -> RunRecord:
     run.save(run_json)
     store = ShardStore(store_root)
     planned: dict[str, list[ShardSpec]] = {}
+    early_loads: list[threading.Thread] = []
+    early = EarlyShards(ctx, stages)
+
+    def artifact_made(name: str, made: dict[str, Any], seconds: float) -> None:
+        run.skills = SkillsSummary(**made, seconds=round(seconds, 2))  # the only artifact
+        run.save(run_json)
+
     try:
         for n, stage in enumerate(stages):
             # models no stage from here on runs are closed: Gemma 3, say, once CDR is done
             release_engines(_engine_keys(config, stages[n:]))
             failpoints.hit(f"before:{stage.name}")
-            for name in stage.artifacts(ctx):  # the SkillMix skill list, the only artifact
-                t0 = time.perf_counter()
-                made = artifact_task(config, stage.name, name, store_root, ctx.models)
-                run.skills = SkillsSummary(**made, seconds=round(time.perf_counter() - t0, 2))
-                run.save(run_json)
             # Planned now, not up front: a stage's keys may depend on what an earlier stage
             # decided (response shards are keyed by the instruction ids curation kept).
             planned[stage.name] = plan_stage(stage, ctx, planned)
             if not planned[stage.name]:
-                continue
+                continue  # no shard reads its artifacts either
             t0 = time.perf_counter()
-            results = _run_stage(stage, ctx, planned[stage.name])
+
+            def use_idle_core(
+                finished: list[ShardResult],
+                n: int = n,
+                specs: list[ShardSpec] = planned[stage.name],
+            ) -> None:
+                first = stages[n].name == "instructions"  # the shards the early chain starts from
+                if first and early_shards.possible(ctx, stages, len(specs)):
+                    keys = {r.key for r in finished}
+                    early.start([s for s in specs if s.key in keys])
+                    return
+                # Dask and Ray load models in their workers, where one loaded here is no use
+                thread_runner = config.task_runner.kind == "thread"
+                if thread_runner and (specs := _later_models(config, stages, n)):
+                    early_loads.append(_load_in_background(specs))
+
+            results = _run_stage(
+                stage, ctx, planned[stage.name], artifact_made, use_idle_core, early
+            )
+            early.stop()  # from here on the build plans every shard itself
             stage.release()  # freed at the next stage's start (release_engines trims the heap)
             _record_stage(run, stage.name, results, time.perf_counter() - t0)
             run.save(run_json)
@@ -396,6 +515,10 @@ def run_build(config: BuildConfig) -> RunRecord:
         run.finished_at = _now()
         run.save(run_json)
         raise
+    finally:
+        early.join()  # a shard or a load still running would outlive close_engines
+        for thread in early_loads:
+            thread.join()
     return run
 
 

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefsynth.engines import track_usage
+from prefsynth.engines.device import task_share
 from pydantic import BaseModel, Field
 
 from prefsynth import CODE_VERSION, failpoints
@@ -192,6 +193,12 @@ class Stage(ABC):
         """What ``run.json`` says about an artifact."""
         return {}
 
+    def reads_artifacts(self, spec: ShardSpec) -> bool:
+        """Whether the shard reads one of the stage's artifacts, and so must wait for them;
+        the others run while the artifacts are made (PiKa's shards beside the SkillMix skill
+        list). By default every shard waits."""
+        return True
+
 
 # --------------------------------------------------------------------------- the registry
 
@@ -305,6 +312,7 @@ class ShardResult(BaseModel):
     rows: int
     reused: bool
     from_cache: bool = Field(False, description="reused from the shared cache (copied in)")
+    early: bool = Field(False, description="computed before its stage began (flows/early.py)")
     seconds: float = 0.0
     engine_usage: dict[str, dict[str, int]] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict, description="status/reason tallies")
@@ -369,22 +377,42 @@ TASK_OPTIONS: dict[str, Any] = {
 
 @task(name="shard", task_run_name="{spec.run_name}", **TASK_OPTIONS)
 def shard_task(
-    config: BuildConfig, spec: ShardSpec, store_root: str, models: dict[str, ModelRef]
+    config: BuildConfig,
+    spec: ShardSpec,
+    store_root: str,
+    models: dict[str, ModelRef],
+    concurrent_tasks: int | None = None,
 ) -> ShardResult:
     """The one task of every stage: a worker receives plain data (config, shard spec, store
     path) and loads its engines itself, so no model is ever pickled; the shard in the store
-    is the durable result, so Prefect's result persistence is off."""
-    return run_shard(stage_named(spec.stage), StageContext(config, store_root, models), spec)
+    is the durable result, so Prefect's result persistence is off. ``concurrent_tasks``: how
+    many tasks share this machine's cores with it, which sets its torch threads
+    (:func:`prefsynth.engines.device.task_share`; ``None``: the process-wide number)."""
+    with task_share(concurrent_tasks):
+        return run_shard(stage_named(spec.stage), StageContext(config, store_root, models), spec)
 
 
 @task(name="artifact", task_run_name="{stage_name}-{name}", **TASK_OPTIONS)
 def artifact_task(
-    config: BuildConfig, stage_name: str, name: str, store_root: str, models: dict[str, ModelRef]
+    config: BuildConfig,
+    stage_name: str,
+    name: str,
+    store_root: str,
+    models: dict[str, ModelRef],
+    concurrent_tasks: int | None = None,
 ) -> dict[str, Any]:
     """A build-wide artifact of a stage (Instruct-SkillMix's skill list), once per build:
     reused from the run's store, else copied from the shared cache as shards are (a build into
     a new folder would otherwise extract the skill list again, a model call of its own), else
-    made, stored and offered to the shared cache."""
+    made, stored and offered to the shared cache. ``concurrent_tasks`` as for
+    :func:`shard_task`."""
+    with task_share(concurrent_tasks):
+        return _artifact(config, stage_name, name, store_root, models)
+
+
+def _artifact(
+    config: BuildConfig, stage_name: str, name: str, store_root: str, models: dict[str, ModelRef]
+) -> dict[str, Any]:
     stage = stage_named(stage_name)
     ctx = StageContext(config, store_root, models)
     key = stage.artifacts(ctx)[name]

@@ -956,6 +956,12 @@ class TaskRunnerConfig(StrictModel):
     )
     n_workers: int = Field(2, ge=1, description="local dask/ray cluster: worker processes")
     gpus_per_task: float = Field(0.0, ge=0, description="GPUs requested by model stages")
+    early_shards: bool = Field(
+        True,
+        description="thread: while the instructions stage writes its last shard, compute the "
+        "shards downstream of the finished ones on the free core (same output either way; "
+        "flows/early.py)",
+    )
 
 
 class PublishConfig(StrictModel):

@@ -46,6 +46,7 @@ class BuildProgress:
         self._rows: dict[str, int] = {}
         self._reused: dict[str, int] = {}
         self._cached: dict[str, int] = {}
+        self._early: dict[str, int] = {}
         self._shards: dict[str, int] = {}
         self._started: dict[str, float] = {}
         self.lines = not self.console.is_terminal  # one line per stage instead of bars
@@ -69,6 +70,7 @@ class BuildProgress:
         self._rows[stage] = 0
         self._reused[stage] = 0
         self._cached[stage] = 0
+        self._early[stage] = 0
         self._shards[stage] = 0
         self._started[stage] = time.perf_counter()
         self._tasks[stage] = self.progress.add_task(stage, total=total, rows=0, reused=0)
@@ -78,6 +80,7 @@ class BuildProgress:
         self._rows[stage] += result.rows
         self._reused[stage] += int(result.reused)
         self._cached[stage] += int(getattr(result, "from_cache", False))
+        self._early[stage] += int(getattr(result, "early", False))
         self._shards[stage] += 1
         self.progress.update(
             self._tasks[stage], advance=1, rows=self._rows[stage], reused=self._reused[stage]
@@ -88,10 +91,15 @@ class BuildProgress:
             seconds = time.perf_counter() - self._started[stage]
             self.console.print(
                 f"{stage}: {self._shards[stage]} shards, {self._rows[stage]} rows, "
-                f"{self._reused[stage]} reused{self._from_cache(stage)}, {seconds:.1f} s",
+                f"{self._reused[stage]} reused{self._from_cache(stage)}{self._early_ones(stage)}, "
+                f"{seconds:.1f} s",
                 highlight=False,
                 soft_wrap=True,
             )
+
+    def _early_ones(self, stage: str) -> str:
+        n = self._early[stage]
+        return f", {n} computed early" if n else ""
 
     def _from_cache(self, stage: str) -> str:
         n = self._cached[stage]

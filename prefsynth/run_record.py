@@ -93,7 +93,7 @@ class EngineUsage(_Part):
 class StageSummary(_Part):
     """One sharded stage: its shards, rows, tallies, engine usage and shard keys."""
 
-    _omit_if_none = frozenset({"compute_seconds_by_annotator", "from_cache"})
+    _omit_if_none = frozenset({"compute_seconds_by_annotator", "from_cache", "early"})
 
     shards: int
     compute_seconds_by_annotator: dict[str, float] | None = Field(
@@ -103,6 +103,11 @@ class StageSummary(_Part):
     reused: int
     from_cache: int | None = Field(
         None, description="of the reused shards, those copied in from the shared cache"
+    )
+    early: int | None = Field(
+        None,
+        description="of the computed shards, those computed before the stage began, while the "
+        "instructions stage finished (flows/early.py)",
     )
     rows: int
     seconds: float

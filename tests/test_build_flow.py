@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,6 +24,7 @@ def _config(tiny: dict[str, Path], out: Path, *extra: str) -> BuildConfig:
 
 
 LOADS: list[str] = []  # model of every engine the first run loaded
+LOADERS: dict[str, str] = {}  # model -> the thread that loaded it
 HELD: list[set[str]] = []  # models still loaded after each stage's release, in stage order
 # at each stage's start: (embedding models, benchmark indexes) this process still holds
 CURATION_HELD: list[tuple[int, int]] = []
@@ -43,6 +45,7 @@ def first_run(prefect_api_url: str, tiny_models: dict[str, Path], tmp_path_facto
 
     def counting_load(spec):  # type: ignore[no-untyped-def]
         LOADS.append(spec.model)
+        LOADERS[spec.model] = threading.current_thread().name
         models[spec.key()] = spec.model
         return load(spec)
 
@@ -68,13 +71,26 @@ def test_each_model_loads_once_and_every_stage_shares_it(first_run, tiny_models)
 def test_a_model_is_released_when_no_later_stage_runs_it(first_run, tiny_models) -> None:  # type: ignore[no-untyped-def]
     """CDR's weak model (tiny-b) is closed once the annotations are done, while tiny-a, which
     the judge still runs, stays loaded (it loaded once, above); nothing is held for the vote.
-    HELD is read at the start of each stage, after its release: tiny-b loads inside the
-    annotations stage and must be gone by the next stage's start."""
+    HELD is read at the start of each stage, after its release: tiny-b, loaded early (below),
+    must be gone by the start of the stage after the annotations."""
+    cfg, _ = first_run
+    names = [stage.name for stage in pipeline() if stage.enabled(cfg)]
     a, b = str(tiny_models["a"]), str(tiny_models["b"])
-    assert b in LOADS and not any(b in held for held in HELD)
+    after_annotations = HELD[names.index("annotations") + 1 :]
+    assert b in LOADS and after_annotations and not any(b in held for held in after_annotations)
     judge = len(HELD) - 2  # ... pairs, judge, vote
     assert HELD[judge] == {a}
     assert HELD[-1] == set()  # the vote runs no model
+
+
+def test_a_later_stage_model_loads_while_a_core_is_free(first_run, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """CDR's weak model (tiny-b), first run by the annotations, is loaded on the build's early
+    load thread once the instructions stage has fewer shards left than workers (SkillMix's,
+    after PiKa's), not on the annotations' critical path; tiny-a, the first stage's model, by
+    a task (or while the Prefect server starts)."""
+    a, b = str(tiny_models["a"]), str(tiny_models["b"])
+    assert LOADERS[b] == "prefsynth-early-load"
+    assert LOADERS[a] != "prefsynth-early-load"
 
 
 def test_curation_lets_go_of_its_embedder_and_benchmark_index(first_run) -> None:  # type: ignore[no-untyped-def]

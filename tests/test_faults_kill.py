@@ -76,7 +76,10 @@ def _build(out: Path, tiny: dict[str, Path], env: dict[str, str]) -> tuple[int, 
     returns its exit status and the end of its output. The output goes to a file, not a pipe:
     a process left running would hold a pipe open and hang the wait."""
     args = [sys.executable, "-m", "prefsynth.cli", "build", "--out", str(out), "--run-id", RUN_ID]
-    for s in tiny_overrides(tiny):
+    # every shard computed in its own stage, so that each kill point has one state to check:
+    # early shards (flows/early.py) would be written before their stage, timing permitting.
+    # The uninterrupted reference build below computes them, and must match
+    for s in [*tiny_overrides(tiny), "task_runner.early_shards=false"]:
         args += ["--set", s]
     log = out.parent / f"{out.name}.log"
     with log.open("w") as f:

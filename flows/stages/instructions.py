@@ -180,6 +180,10 @@ class Instructions(Stage):
     def artifact_summary(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
         return {"skills": len(data["skills"])}
 
+    def reads_artifacts(self, spec: ShardSpec) -> bool:
+        """Only SkillMix shards read the skill list: the others are written while it is made."""
+        return spec.params.get("skills") is not None
+
     # -- the shards
     def shards(self, ctx: StageContext, planned: dict[str, list[ShardSpec]]) -> list[Draft]:
         config = ctx.config
