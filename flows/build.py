@@ -447,8 +447,11 @@ def run_build(config: BuildConfig) -> RunRecord:
 
     try:
         for n, stage in enumerate(stages):
-            # models no stage from here on runs are closed: Gemma 3, say, once CDR is done
-            release_engines(_engine_keys(config, stages[n:]))
+            # models no stage from here on runs are closed: Gemma 3, say, once CDR is done;
+            # not those of a shard the early chain may still be computing (one it guessed
+            # wrong, which no stage waits for)
+            running_early = early.chain_stages() if early.running() else []
+            release_engines(_engine_keys(config, [*stages[n:], *running_early]))
             failpoints.hit(f"before:{stage.name}")
             # Planned now, not up front: a stage's keys may depend on what an earlier stage
             # decided (response shards are keyed by the instruction ids curation kept).
@@ -469,8 +472,8 @@ def run_build(config: BuildConfig) -> RunRecord:
                     return
                 # Dask and Ray load models in their workers, where one loaded here is no use
                 thread_runner = config.task_runner.kind == "thread"
-                if thread_runner and (specs := _later_models(config, stages, n)):
-                    early_loads.append(_load_in_background(specs))
+                if thread_runner and (models := _later_models(config, stages, n)):
+                    early_loads.append(_load_in_background(models))
 
             results = _run_stage(
                 stage, ctx, planned[stage.name], artifact_made, use_idle_core, early

@@ -100,6 +100,12 @@ class EarlyShards:
         )
         self._thread.start()
 
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def chain_stages(self) -> list[Stage]:
+        return list(self._stages)
+
     def stop(self) -> None:
         """Start no new shard (the one being computed finishes)."""
         with self._changed:

@@ -78,8 +78,14 @@ def _keys(run_dir: Path) -> dict[str, list[str]]:
     """Every shard key of the build, per stage and in plan order, read from the store."""
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     keys = {stage: summary["keys"] for stage, summary in run["stages"].items() if "keys" in summary}
+    # the shard files the keys name; the early chain's guess of curation (flows/early.py), and
+    # any shard it computed from a guess the build's curation contradicted, are named by none:
+    # which of them exist depends on which instruction shard finished first
+    named = {f"{stage}/{key}.parquet" for stage, stage_keys in keys.items() for key in stage_keys}
     keys["files"] = sorted(
-        f"{p.parent.name}/{p.name}" for p in (run_dir / "shards").glob("*/*") if p.is_file()
+        f"{p.parent.name}/{p.name}"
+        for p in (run_dir / "shards").glob("*/*")
+        if p.is_file() and f"{p.parent.name}/{p.name}" in named
     )
     return keys
 
