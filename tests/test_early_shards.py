@@ -4,6 +4,9 @@ curation keeps. The dataset and every planned key must be those of a build witho
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -150,3 +153,33 @@ def test_a_guess_curation_contradicts_is_computed_again(
     planned = set(responses.shard_keys)
     written = {p.stem for p in (Path(with_early.store) / "responses").glob("*.parquet")}
     assert planned < written  # the early guesses stay in the store, named by no key
+
+
+def test_a_build_killed_when_a_response_shard_is_written_loses_nothing(
+    prefect_env: dict[str, str],
+    tiny_models: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGKILL once response shard 0 is written, by the early chain or by its stage, whichever
+    gets there (instruction shard 0 is usually among the two that finish first, so usually the
+    chain): the next run reuses what was written and ends with the dataset of a build that was
+    never killed."""
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "prefsynth.cli", "build", "--out", str(out), "--run-id", "k"]
+    for s in tiny_overrides(tiny_models):
+        args += ["--set", s]
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        env = {**prefect_env, **extra}
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+
+    killed = run(PREFSYNTH_FAILPOINT="after:responses:0")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    assert list((out / "k" / "shards" / "responses").glob("*.parquet"))
+    resumed = run()
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    record = RunRecord.load(out / "k" / "run.json")
+    assert record.status == "completed" and record.stage_summaries()["responses"].reused >= 1
+    reference = _build(tiny_models, tmp_path / "reference", monkeypatch, on=False)
+    _same_output(record, reference, out, tmp_path / "reference")
