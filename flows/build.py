@@ -231,8 +231,7 @@ def _run_stage(
         return shard_task.submit(ctx.config, spec, ctx.store_root, ctx.models, shard_share)
 
     held = [spec for spec in specs if early is not None and early.holds(spec.key)]
-    held_keys = {spec.key for spec in held}
-    specs_to_run = [spec for spec in specs if spec.key not in held_keys]
+    specs_to_run = [spec for spec in specs if spec not in held]
 
     with stage_resources(runner, stage.uses_models):
         artifacts = {
@@ -451,7 +450,8 @@ def run_build(config: BuildConfig) -> RunRecord:
             # models no stage from here on runs are closed: Gemma 3, say, once CDR is done;
             # not those of a shard the early chain may still be computing (one it guessed
             # wrong, which no stage waits for)
-            release_engines(_engine_keys(config, [*stages[n:], *early.stages_in_use()]))
+            running_early = early.chain_stages() if early.running() else []
+            release_engines(_engine_keys(config, [*stages[n:], *running_early]))
             failpoints.hit(f"before:{stage.name}")
             # Planned now, not up front: a stage's keys may depend on what an earlier stage
             # decided (response shards are keyed by the instruction ids curation kept).
@@ -465,7 +465,8 @@ def run_build(config: BuildConfig) -> RunRecord:
                 n: int = n,
                 specs: list[ShardSpec] = planned[stage.name],
             ) -> None:
-                if early_shards.possible(ctx, stages, stages[n], len(specs)):
+                first = stages[n].name == "instructions"  # the shards the early chain starts from
+                if first and early_shards.possible(ctx, stages, len(specs)):
                     keys = {r.key for r in finished}
                     early.start([s for s in specs if s.key in keys])
                     return

@@ -63,16 +63,10 @@ def chain(stages: Sequence[Stage]) -> list[Stage]:
     return out
 
 
-def possible(
-    ctx: StageContext, stages: Sequence[Stage], stage: Stage, instruction_shards: int
-) -> bool:
-    """Whether to compute early shards from ``stage``'s finished shards: it is the stage that
-    curation reads (the instructions), ``task_runner.early_shards`` is on, and they would
+def possible(ctx: StageContext, stages: Sequence[Stage], instruction_shards: int) -> bool:
+    """Whether to compute early shards: ``task_runner.early_shards`` is on, and they would
     equal the build's own: the thread runner, models on CPU, and at least as many instruction
     shards as workers (see the module docstring)."""
-    guessed = chain(stages)[:1]
-    if not guessed or stage.name not in {inp.stage for inp in guessed[0].inputs}:
-        return False
     runner = ctx.config.task_runner
     if not runner.early_shards or runner.kind != "thread":
         return False
@@ -106,10 +100,11 @@ class EarlyShards:
         )
         self._thread.start()
 
-    def stages_in_use(self) -> list[Stage]:
-        """The chain's stages while it runs (their models must stay loaded), else none."""
-        running = self._thread is not None and self._thread.is_alive()
-        return list(self._stages) if running else []
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def chain_stages(self) -> list[Stage]:
+        return list(self._stages)
 
     def stop(self) -> None:
         """Start no new shard (the one being computed finishes)."""

@@ -88,13 +88,12 @@ def test_early_shards_need_the_thread_runner_and_a_shard_per_worker(
     config = _resolved(load_config(None, [*tiny_overrides(tiny_models), f"output_dir={tmp_path}"]))
     ctx = check_build(config)
     stages = [s for s in pipeline() if s.enabled(config)]
-    ins = stages[0]
-    assert early.possible(ctx, stages, ins, 2) and early.possible(ctx, stages, ins, 3)
-    assert not early.possible(ctx, stages, ins, 1)  # one shard: its tasks would get every core
+    assert early.possible(ctx, stages, 2) and early.possible(ctx, stages, 3)
+    assert not early.possible(ctx, stages, 1)  # one shard: its tasks would get every core
     dask = config.model_copy(
         update={"task_runner": config.task_runner.model_copy(update={"kind": "dask"})}
     )
-    assert not early.possible(ctx.__class__(dask, ctx.store_root, ctx.models), stages, ins, 3)
+    assert not early.possible(ctx.__class__(dask, ctx.store_root, ctx.models), stages, 3)
 
 
 def test_a_build_with_early_shards_equals_one_without(
