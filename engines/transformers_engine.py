@@ -204,11 +204,14 @@ class TransformersEngine(Engine):
         self, prompts: list[list[int]], params: SamplingParams, n: int, sampling: dict[str, Any]
     ) -> list[list[Completion]]:
         import torch
+        from prefsynth.engines.kv_cache import growing_cache
 
         ids, mask, _ = self._left_pad(prompts)
         # rows j*n .. j*n+n-1 are prompt j's samples: HF's num_return_sequences expands the same
         # way, and refuses n > 1 for the greedy step that _sampler's draws go through
         ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+        # written in place, not concatenated at every step; the same logits (kv_cache.py)
+        cache = growing_cache(self.model, params.max_new_tokens)
         with torch.inference_mode():
             seqs = self.model.generate(
                 input_ids=ids,
@@ -216,6 +219,7 @@ class TransformersEngine(Engine):
                 max_new_tokens=params.max_new_tokens,
                 pad_token_id=self.pad_id,
                 eos_token_id=sorted(self.eos_ids),
+                **({self._cache_kw: cache} if cache is not None else {}),
                 **sampling,
             )
         new = seqs[:, ids.shape[1] :].tolist()
