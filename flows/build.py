@@ -61,6 +61,7 @@ from prefsynth import CODE_VERSION, __version__, failpoints
 from prefsynth.config import BuildConfig, EngineSpec, FilterConfig, check_references
 from prefsynth.errors import PrefsynthError
 from prefsynth.fileio import atomic_write_text, remove_stale_temporaries
+from prefsynth.heap import objects_alive_now_frozen
 from prefsynth.records import Annotation, Instruction, Pair, ResponseCheck
 from prefsynth.run_record import (
     AuditHeadline,
@@ -580,7 +581,13 @@ def build(config: BuildConfig) -> RunRecord:
         _remove_leftovers(config)
         set_concurrent_tasks(concurrent_model_tasks(config.task_runner))
         runner = make_task_runner(config.task_runner)
-        with ephemeral_server(meanwhile=lambda: _load_first_models(config)):
+        # collections walk only what the build makes: not the modules imported by now, nor
+        # (the second freeze) those the first models' load imports and the models themselves
+        with (
+            objects_alive_now_frozen(),
+            ephemeral_server(meanwhile=lambda: _load_first_models(config)),
+            objects_alive_now_frozen(),
+        ):
             return build_flow.with_options(task_runner=runner)(config)
     finally:
         lock.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import json
 import threading
@@ -211,6 +212,8 @@ def test_rerun_reuses_every_shard_and_calls_no_engine(first_run) -> None:  # typ
         assert again.stages[stage].reused == run.stages[stage].shards
     assert again.engine_usage.calls == {}
     assert again.rows == run.rows
+    # the objects frozen for the build's collections (prefsynth.heap) are handed back
+    assert gc.get_freeze_count() == 0
 
 
 def test_changed_setting_recomputes_only_what_it_touches(
