@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
-
-from prefsynth.config import TransformersSpec
 from prefsynth.engines import kv_cache
 from prefsynth.engines.catalogue import resolve_model
 from prefsynth.engines.transformers_engine import TransformersEngine
+from transformers import AutoModelForCausalLM, DynamicCache
+
+from prefsynth.config import TransformersSpec
 from prefsynth.records import SamplingParams
 
 

@@ -1,19 +1,37 @@
-import time, sys, atexit, os
-T0 = time.perf_counter()
-def last(): print(f"EXIT last atexit {time.perf_counter()-T0:.2f}", file=sys.stderr, flush=True)
-atexit.register(last)
+"""When a CLI command returns, when its atexit handlers have run, and (by ``/usr/bin/time``)
+when the process ends: the rest is the interpreter's teardown.
+
+Run: ``/usr/bin/time -f "%e s wall" .venv/bin/python exit_phases.py build --out DIR``.
+"""
+
+import atexit
+import sys
 import threading
-orig_shutdown = threading._shutdown
-def sd():
-    print(f"EXIT threading._shutdown start {time.perf_counter()-T0:.2f}", file=sys.stderr, flush=True)
-    orig_shutdown()
-    print(f"EXIT threading._shutdown end {time.perf_counter()-T0:.2f}", file=sys.stderr, flush=True)
-threading._shutdown = sd
+import time
+
 from prefsynth.cli import main
+
+T0 = time.perf_counter()
+
+
+def say(what: str) -> None:
+    print(f"EXIT {what} {time.perf_counter() - T0:.2f}", file=sys.stderr, flush=True)
+
+
+atexit.register(say, "last atexit")  # registered first, so it runs last
+original_shutdown = threading._shutdown  # type: ignore[attr-defined]
+
+
+def shutdown() -> None:
+    say("threading._shutdown start")
+    original_shutdown()
+    say("threading._shutdown end")
+
+
+threading._shutdown = shutdown  # type: ignore[attr-defined]
 sys.argv = ["prefsynth", *sys.argv[1:]]
 try:
     main()
 finally:
-    print(f"EXIT main returned {time.perf_counter()-T0:.2f}", file=sys.stderr, flush=True)
-    def first(): print(f"EXIT first atexit {time.perf_counter()-T0:.2f}", file=sys.stderr, flush=True)
-    atexit.register(first)
+    say("main returned")
+    atexit.register(say, "first atexit")
