@@ -40,23 +40,15 @@ class GrowingLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         filled, adding = self._filled, key_states.shape[-2]
         if self._key_buffer is None or filled + adding > self._key_buffer.shape[-2]:
-            self._grow(key_states, value_states, filled + adding + self.new_tokens)
+            capacity = filled + adding + self.new_tokens
+            self._key_buffer = _grown(self._key_buffer, key_states, filled, capacity)
+            self._value_buffer = _grown(self._value_buffer, value_states, filled, capacity)
         self._key_buffer[..., filled : filled + adding, :] = key_states
         self._value_buffer[..., filled : filled + adding, :] = value_states
         self._filled = filled + adding
         self.keys = self._key_buffer[..., : self._filled, :]
         self.values = self._value_buffer[..., : self._filled, :]
         return self.keys, self.values
-
-    def _grow(self, key_states: Any, value_states: Any, capacity: int) -> None:
-        keys = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))
-        values = value_states.new_empty(
-            (*value_states.shape[:-2], capacity, value_states.shape[-1])
-        )
-        if self._filled:
-            keys[..., : self._filled, :] = self._key_buffer[..., : self._filled, :]
-            values[..., : self._filled, :] = self._value_buffer[..., : self._filled, :]
-        self._key_buffer, self._value_buffer = keys, values
 
     def crop(self, tokens_to_remove: int) -> None:
         super().crop(tokens_to_remove)
@@ -75,6 +67,15 @@ class GrowingLayer(DynamicLayer):
         super().reset()
         self._filled = 0
         self._key_buffer = self._value_buffer = None
+
+
+def _grown(buffer: Any, states: Any, filled: int, capacity: int) -> Any:
+    """A buffer shaped like ``states`` with room for ``capacity`` positions, holding the first
+    ``filled`` positions of ``buffer`` (None: nothing yet)."""
+    grown = states.new_empty((*states.shape[:-2], capacity, states.shape[-1]))
+    if filled:
+        grown[..., :filled, :] = buffer[..., :filled, :]
+    return grown
 
 
 def growing_cache(model: Any, new_tokens: int) -> DynamicCache | None:
