@@ -39,11 +39,15 @@ from prefsynth.records import Message, SamplingParams
 log = logging.getLogger(__name__)
 
 # Log-probs are read from the LM head in tiles of positions x vocabulary entries
-# (:meth:`TransformersEngine._gather_logprobs`): 512 x 8192 float32 logits are 16 MB, which stay
-# in a server CPU's last-level cache. Measured on the project's 2-core CPU (32 MB L3) for 1,700
-# Gemma 3 positions: 1.22 s at 512 x 8192, 1.36 s at 256 x 4096, 2.80 s at 1700 x 16384.
-_POSITION_BLOCK = 512
-_VOCAB_TILE = 8_192
+# (:meth:`TransformersEngine._gather_logprobs`). The head's weights are read once per block of
+# positions, and each tile's logits are walked four times (max, subtract, exp, sum), so the
+# block should be long and the tile small. Measured on the project's 2-core Xeon (2 MB L2 a
+# core), 1 thread, SmolLM2 in float32 (2,048 positions) and Gemma 3 in bfloat16 (1,024):
+# 0.99 and 0.74 s at 512 x 8192, 0.83 and 0.67 s at 1024 x 1024, 0.81 and 0.63 s at 1024 x 2048,
+# 0.95 and 0.70 s at 1024 x 4096 (2 threads: the same order). Earlier, on a 2-core AVX2 EPYC,
+# 1,700 Gemma positions took 1.22 s at 512 x 8192 and 2.80 s in whole-vocabulary chunks.
+_POSITION_BLOCK = 1_024
+_VOCAB_TILE = 2_048
 # Padded tokens per scoring forward pass (rows x longest row): bounds activations and the KV
 # cache of a choice batch (~46 KB per token for SmolLM2 in float32: 95 MB) whatever batch_size
 # is. Measured on a 2-core AVX2 CPU (bench/peers.py scoring): 2k tokens scored 48 pairs in
@@ -473,15 +477,36 @@ class TransformersEngine(Engine):
         groups = [ids for ids in by_context.values() if share and len(ids) >= _SHARE_FROM]
         shared = {i for ids in groups for i in ids}
         results: list[ScoreResult | None] = [None] * len(requests)
+        # continuations that pack (:meth:`_packs`) run on their context's cache one context at
+        # a time; the rest run as rows of batches that span several contexts (:meth:`_rows`)
+        packs = [
+            not self._packable or self._packs(len(encoded[ids[0]][0]), [encoded[i][1] for i in ids])
+            for ids in groups
+        ]
+        packed = [ids for ids, p in zip(groups, packs, strict=True) if p]
         group_scores = self._in_streams(
             lambda ids: self._shared_scores(
                 encoded[ids[0]][0], [encoded[i][1] for i in ids], per_token
             ),
-            groups,
+            packed,
         )
-        for ids, scored in zip(groups, group_scores, strict=True):
+        for ids, scored in zip(packed, group_scores, strict=True):
             for i, result in zip(ids, scored, strict=True):
                 results[i] = result
+        in_rows = [ids for ids, p in zip(groups, packs, strict=True) if not p]
+        units = self._row_units(
+            [(len(encoded[ids[0]][0]), [len(encoded[i][1]) for i in ids]) for ids in in_rows]
+        )
+        unit_scores = self._in_streams(
+            lambda unit: self._rows(
+                [(encoded[in_rows[g][0]][0], encoded[in_rows[g][k]][1]) for g, k in unit],
+                per_token,
+            ),
+            units,
+        )
+        for unit, scored in zip(units, unit_scores, strict=True):
+            for (g, k), result in zip(unit, scored, strict=True):
+                results[in_rows[g][k]] = result
         rest = [i for i in range(len(requests)) if i not in shared]
         lengths = [len(encoded[i][0]) + len(encoded[i][1]) for i in rest]
 
@@ -734,8 +759,9 @@ class TransformersEngine(Engine):
                     if len(conts[i]) <= 1:
                         vals = [float(first_lp[conts[i][0]])] if conts[i] else []
                         results[i] = self._result(vals, per_token)
-                score = self._packed_groups if self._packable else self._copied_rows
-                for i, rest_lp in score(len(ctx), cache, [conts[i] for i in order], order):
+                rest = [conts[i] for i in order]
+                score = self._packed_groups if self._packs(len(ctx), rest) else self._copied_rows
+                for i, rest_lp in score(len(ctx), cache, rest, order):
                     results[i] = self._result([float(first_lp[conts[i][0]]), *rest_lp], per_token)
             finally:
                 # the next context of the group starts from the prefix (crop takes a negative
@@ -841,14 +867,134 @@ class TransformersEngine(Engine):
                 **self._with_cache(batch_cache),
             )
             states = out_.last_hidden_state if self._head_split else out_.logits
-            for row, k in enumerate(batch):
-                rest = self._gather_logprobs(
-                    states[row, : len(conts[k]) - 1],
-                    torch.tensor(conts[k][1:], device=self.device),
-                )
-                out.append((ids[k], rest))
+            # every row's own positions at once (row-major, as ``targets``): the head's weights
+            # are read once per pass, in one large product, not once per row
+            picked = mask[:, n_ctx:].bool().to(self.device)
+            targets = [t for k in batch for t in conts[k][1:]]
+            values = self._gather_logprobs(
+                states[picked], torch.tensor(targets, dtype=torch.long, device=self.device)
+            )
+            start = 0
+            for k in batch:
+                n = len(conts[k]) - 1
+                out.append((ids[k], values[start : start + n]))
+                start += n
             del out_, states, batch_cache
         return out
+
+    def _row_units(self, groups: list[tuple[int, list[int]]]) -> list[list[tuple[int, int]]]:
+        """Batches of (group, continuation) indices for :meth:`_rows`, from each group's context
+        length and continuation lengths. Groups in order of context length (so contexts padded
+        together are alike), whole while they fit: a group's context runs once per batch it
+        spans. A batch holds at most ``batch_size`` rows and, as :meth:`_copied_rows`, at most
+        ``_SCORE_TOKENS`` of rows x (longest context + longest continuation): the bound on its
+        KV cache and activations."""
+        units: list[list[tuple[int, int]]] = []
+        unit: list[tuple[int, int]] = []
+
+        def fits(rows: list[tuple[int, int]]) -> bool:
+            widest = max(groups[g][0] for g, _ in rows) + max(groups[g][1][k] for g, k in rows)
+            return len(rows) <= self.batch_size and len(rows) * widest <= _SCORE_TOKENS
+
+        for g in sorted(range(len(groups)), key=lambda g: groups[g][0]):
+            lengths = groups[g][1]
+            rows = [(g, k) for k in sorted(range(len(lengths)), key=lambda k: -lengths[k])]
+            if unit and not fits(unit + rows):
+                units.append(unit)
+                unit = []
+            for row in rows:  # whole if it fits, else split over as few batches as it needs
+                if unit and not fits([*unit, row]):
+                    units.append(unit)
+                    unit = []
+                unit.append(row)
+        if unit:
+            units.append(unit)
+        return units
+
+    def _rows(self, pairs: list[tuple[list[int], list[int]]], per_token: bool) -> list[ScoreResult]:
+        """Log-probs of (context, continuation) pairs whose contexts repeat, as one batch: each
+        distinct context runs once, and each continuation as a row on a copy of its context's
+        KV cache.
+
+        The contexts run left-padded in one pass (a 40-token prompt alone is too small a
+        product to reach the CPU's matmul rate); the rows run right-padded after them, with
+        position ids that go on from their own context and an attention mask that holds both
+        paddings, so every token attends to what it attends to alone. The last position of a
+        context predicts its continuations' first tokens; every position's log-prob is read in
+        one walk over the head (:meth:`_gather_logprobs`). Only for plain-causal models
+        (``_packable``): a sliding window would count the padding as distance."""
+        import torch
+
+        contexts: dict[tuple[int, ...], int] = {}
+        of_pair = [contexts.setdefault(tuple(ctx), len(contexts)) for ctx, _ in pairs]
+        for ctx, cont in pairs:
+            self._check_length(len(ctx) + len(cont), "context + text")
+        rows = [p for p, (_, cont) in enumerate(pairs) if len(cont) > 1]
+        self._count(sum(len(pairs[p][1]) - 1 for p in rows))  # _left_pad counts the contexts
+        forward = self.model.get_decoder() if self._head_split else self.model
+        keep = {} if self._head_split else {"logits_to_keep": 1}
+        with torch.inference_mode():
+            ids, mask, positions = self._left_pad([list(c) for c in contexts])
+            out = forward(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep
+            )
+            ends = (out.last_hidden_state if self._head_split else out.logits)[:, -1]
+            firsts = [p for p, (_, cont) in enumerate(pairs) if cont]
+            states = [ends[[of_pair[p] for p in firsts]]]
+            targets = [pairs[p][1][0] for p in firsts]
+            if rows:
+                cache = self._cache_of(out)
+                del out
+                which = torch.tensor([of_pair[p] for p in rows], device=self.device)
+                cache.batch_select_indices(which)
+                width = max(len(pairs[p][1]) - 1 for p in rows)
+                feed = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+                own = torch.zeros((len(rows), width), dtype=torch.long)
+                for row, p in enumerate(rows):
+                    n = len(pairs[p][1]) - 1
+                    feed[row, :n] = torch.tensor(pairs[p][1][:-1])
+                    own[row, :n] = 1
+                own = own.to(self.device)
+                after = mask.sum(-1)[which][:, None] + torch.arange(width, device=self.device)
+                out = forward(
+                    input_ids=feed.to(self.device),
+                    attention_mask=torch.cat([mask[which], own], dim=1),
+                    position_ids=after,
+                    use_cache=True,
+                    **self._with_cache(cache),
+                )
+                # position j of a row predicts its continuation's token j + 1, row-major
+                states.append(
+                    (out.last_hidden_state if self._head_split else out.logits)[own.bool()]
+                )
+                targets += [t for p in rows for t in pairs[p][1][1:]]
+                del cache
+            del out
+            values = self._gather_logprobs(
+                torch.cat(states), torch.tensor(targets, dtype=torch.long, device=self.device)
+            )
+        first = dict(zip(firsts, values[: len(firsts)], strict=True))
+        results: list[ScoreResult] = []
+        start = len(firsts)
+        for p, (_, cont) in enumerate(pairs):
+            n = max(0, len(cont) - 1)
+            vals = [first[p], *values[start : start + n]] if cont else []
+            start += n
+            results.append(self._result(vals, per_token))
+        return results
+
+    def _packs(self, n_ctx: int, conts: list[list[int]]) -> bool:
+        """Whether continuations on one context run packed in a row (:meth:`_packed_groups`)
+        rather than as rows on copies of its cache (:meth:`_copied_rows`).
+
+        Packing computes attention between every two packed tokens, and masks out the pairs
+        from different continuations: waste that grows with the square of their total length.
+        Rows compute only each continuation's own attention, but copy the context's KV cache
+        once per row. So pack only when the continuations together are shorter than the
+        context: FLR's 24 follow-ups of ~9 tokens on a ~470-token conversation pack; 4
+        responses of ~120 tokens to a 40-token prompt (``bench/peers.py``) were 8 % faster
+        as rows, where attention was 14 % of a packed run's time."""
+        return self._packable and sum(len(c) - 1 for c in conts) <= n_ctx
 
     @staticmethod
     def _croppable(cache: Any) -> bool:

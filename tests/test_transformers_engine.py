@@ -252,14 +252,17 @@ def test_shared_prefix_scores_equal_the_reference(
     assert [r.logprob_sum for r in again] == pytest.approx([r.logprob_sum for r in results])
 
 
-@pytest.mark.parametrize("packed", [True, False], ids=["packed", "copied-rows"])
+@pytest.mark.parametrize("path", ["packed", "rows", "copied-rows"])
 def test_requests_that_share_a_context_run_it_once(
-    engine: TransformersEngine, packed: bool, monkeypatch: pytest.MonkeyPatch
+    engine: TransformersEngine, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``logprobs`` runs a context that several requests share once (CDR's responses to one
     prompt): every request still gets its own log-prob, in request order, and the context's
-    tokens are counted once per context, not once per request."""
-    monkeypatch.setattr(engine, "_packable", packed)
+    tokens are counted once per context, not once per request. Each of the three ways to run
+    continuations on a shared context: packed in a row, rows of a batch over several contexts
+    (:meth:`_rows`), rows on copies of one context's cache (models that cannot pack)."""
+    monkeypatch.setattr(engine, "_packable", path != "copied-rows")
+    monkeypatch.setattr(engine, "_packs", lambda n_ctx, conts: path == "packed")
     contexts = [engine.render_chat(c) for c in CHATS]
     texts = ["Paris is the capital.", "Sleep well, eat greens and walk daily.", "", "Hello!"]
     # contexts 0 and 1 shared by every text, interleaved; context 2 alone
@@ -282,6 +285,81 @@ def test_requests_that_share_a_context_run_it_once(
     # each shared context once, then its continuations but their first token (read from the
     # context's last logits); the lone request as a whole sequence
     assert counted == ctx_tokens[0] + ctx_tokens[1] + 2 * sum(max(0, n - 1) for n in conts) + alone
+
+
+@pytest.mark.parametrize(
+    ("texts", "batch_size", "tokens"),
+    [(SHARED_TEXTS[1::2], 8, 480), (SHARED_TEXTS, 4, 90)],
+    ids=["contexts-share-a-batch", "a-context-spans-batches"],
+)
+def test_rows_over_several_contexts_score_each_pair_as_alone(
+    engine: TransformersEngine,
+    texts: list[str],
+    batch_size: int,
+    tokens: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """:meth:`_rows`: contexts of different lengths, left-padded together in one batch, with
+    continuations of 0 to ~20 tokens right-padded after them; or batches so small that a
+    context's continuations span several. Every pair scores as its one-sequence reference,
+    in request order."""
+    import prefsynth.engines.transformers_engine as te
+
+    monkeypatch.setattr(engine, "_packs", lambda n_ctx, conts: False)
+    monkeypatch.setattr(engine, "batch_size", batch_size)
+    monkeypatch.setattr(te, "_SCORE_TOKENS", tokens)
+    contexts = [engine.render_chat(c) for c in CHATS]
+    requests = [ScoreRequest(context=c, continuation=t) for t in texts for c in reversed(contexts)]
+    lengths = [len(engine.chat.encode_continuation(t)) for t in texts]
+    units = engine._row_units([(len(engine.chat.encode_context(c)), lengths) for c in contexts])
+    together = max(len({g for g, _ in unit}) for unit in units)
+    assert together > 1 if batch_size == 8 else len(units) > len(contexts)
+    with in_float64(engine):  # why: see in_float64
+        results = engine.logprobs(requests, per_token=True)
+        refs = [_reference_sum(engine, q.context, q.continuation) for q in requests]
+    for r, q, ref in zip(results, requests, refs, strict=True):
+        cont = engine.chat.encode_continuation(q.continuation)
+        assert r.n_tokens == len(cont) and len(r.token_logprobs or []) == len(cont)
+        assert r.logprob_sum == pytest.approx(ref, rel=0, abs=1e-5)
+
+
+def test_row_batches_hold_every_continuation_once_within_their_bounds(
+    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_row_units``: every (context, continuation) once; at most ``batch_size`` rows and
+    ``_SCORE_TOKENS`` of rows x (longest context + longest continuation) a batch, unless one
+    row alone is larger; a context's continuations stay together when they fit."""
+    import prefsynth.engines.transformers_engine as te
+
+    monkeypatch.setattr(te, "_SCORE_TOKENS", 400)
+    monkeypatch.setattr(engine, "batch_size", 4)
+    groups = [(40, [120, 110, 130]), (300, [200]), (20, [10, 12, 8, 9, 11]), (35, [50, 60])]
+    units = engine._row_units(groups)
+    assert sorted(gk for unit in units for gk in unit) == sorted(
+        (g, k) for g, (_, lengths) in enumerate(groups) for k in range(len(lengths))
+    )
+    for unit in units:
+        rows = len(unit) * max(groups[g][0] for g, _ in unit)
+        rows += len(unit) * max(groups[g][1][k] for g, k in unit)
+        assert len(unit) <= 4 and (len(unit) == 1 or rows <= 400)
+    assert [sorted({g for g, _ in unit}) for unit in units] == [[2], [2, 3], [0], [0], [1]]
+    # two groups of three rows: each whole in its own batch, not four rows and two
+    assert engine._row_units([(10, [10] * 3), (10, [10] * 3)]) == [
+        [(0, 0), (0, 1), (0, 2)],
+        [(1, 0), (1, 1), (1, 2)],
+    ]
+
+
+def test_continuations_pack_only_when_shorter_than_their_context(
+    engine: TransformersEngine,
+) -> None:
+    """Packed attention wastes the square of the continuations' total length; rows copy the
+    context's cache once each. FLR's short follow-ups pack, long responses to a short prompt
+    run as rows, and a model that cannot pack never does."""
+    assert engine._packs(470, [[1] * 9] * 24)
+    assert not engine._packs(40, [[1] * 120] * 4)
+    assert engine._packs(10, [[1] * 6, [1] * 6])  # 10 tokens after the first ones: still packs
+    assert not engine._packs(10, [[1] * 7, [1] * 6])
 
 
 def test_contexts_of_one_group_run_their_common_prefix_once(engine: TransformersEngine) -> None:
