@@ -54,7 +54,10 @@ Next to it, the fp32 matmul rate of this machine (2048 x 2048, same thread count
 method's effective rate ``2 x 134.5e6 x forward tokens / seconds`` as a share of it (forward
 tokens = context + response tokens; the estimate charges the vocabulary projection for every
 position, which prefsynth skips for context positions, so it is an effective rate, not a count
-of the FLOPs done). Once per ``--score-threads`` thread count.
+of the FLOPs done). prefsynth also runs each prompt once for all its responses: the tokens it
+actually ran, and the share counted over those alone, are in the JSON
+(``prefsynth_ran_tokens``, ``prefsynth_share_of_matmul_ran``). Once per ``--score-threads``
+thread count.
 
 Why one process per measurement, interleaved
 --------------------------------------------
@@ -501,9 +504,11 @@ def worker_score(args: argparse.Namespace) -> dict[str, Any]:
         for p in pairs
     ]
     engine.logprobs(requests[:2])  # warm-up, as for the hand loop below
+    before = getattr(engine, "forward_tokens", 0)
     t0 = time.perf_counter()
     scored = engine.logprobs(requests)
     prefsynth_s = time.perf_counter() - t0
+    ran = getattr(engine, "forward_tokens", 0) - before  # each shared prompt once
 
     tokenizer = AutoTokenizer.from_pretrained(args.folder)
     model = AutoModelForCausalLM.from_pretrained(args.folder, dtype=torch.float32).eval()
@@ -538,6 +543,8 @@ def worker_score(args: argparse.Namespace) -> dict[str, Any]:
         "pairs_source": args.pairs_source,
         "response_tokens": response_tokens,
         "forward_tokens": forward,
+        "prefsynth_ran_tokens": ran,
+        "prefsynth_share_of_matmul_ran": 2 * PARAMS * ran / prefsynth_s / matmul,
         "matmul_gflop_s": matmul / 1e9,
         "max_abs_diff_nat": diff,
         "fp64_reference_pairs": n_ref,

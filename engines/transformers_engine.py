@@ -69,6 +69,7 @@ _MAX_STREAMS = 2
 _SHARE_FROM = 2
 
 _Batch = TypeVar("_Batch")
+_Row = TypeVar("_Row")
 _Out = TypeVar("_Out")
 
 
@@ -151,7 +152,7 @@ class TransformersEngine(Engine):
         import torch
 
         threads = torch.get_num_threads()
-        streams = min(_MAX_STREAMS, threads, len(batches)) if self.device.type == "cpu" else 1
+        streams = min(self._streams(), len(batches))
         if streams <= 1:
             return [work(b) for b in batches]
 
@@ -165,6 +166,12 @@ class TransformersEngine(Engine):
         finally:
             # threads started later inherit the last count set anywhere in the process
             torch.set_num_threads(threads)
+
+    def _streams(self) -> int:
+        """How many scoring streams :meth:`_in_streams` runs side by side, given enough work."""
+        import torch
+
+        return min(_MAX_STREAMS, torch.get_num_threads()) if self.device.type == "cpu" else 1
 
     def _check_length(self, n_tokens: int, what: str) -> None:
         if self.max_len and n_tokens > self.max_len:
@@ -494,8 +501,11 @@ class TransformersEngine(Engine):
             for i, result in zip(ids, scored, strict=True):
                 results[i] = result
         in_rows = [ids for ids, p in zip(groups, packs, strict=True) if not p]
-        units = self._row_units(
-            [(len(encoded[ids[0]][0]), [len(encoded[i][1]) for i in ids]) for ids in in_rows]
+        units = _ending_together(
+            self._row_units(
+                [(len(encoded[ids[0]][0]), [len(encoded[i][1]) for i in ids]) for ids in in_rows]
+            ),
+            self._streams(),
         )
         unit_scores = self._in_streams(
             lambda unit: self._rows(
@@ -1031,6 +1041,21 @@ class TransformersEngine(Engine):
             n_tokens=len(values),
             token_logprobs=values if per_token else None,
         )
+
+
+def _ending_together(units: list[list[_Row]], streams: int) -> list[list[_Row]]:
+    """``units`` (batches of like size, run in order by ``streams`` side-by-side streams that
+    each take the next when done) re-cut so the streams end together: the last
+    ``len(units) % streams`` batches are each split into ``streams`` parts. Eleven batches on
+    two streams ran six on one and five on the other, leaving a core idle for a batch."""
+    extra = len(units) % streams if streams > 1 else 0
+    if not extra:
+        return units
+    out = units[: len(units) - extra]
+    for unit in units[len(units) - extra :]:
+        size = -(-len(unit) // streams)
+        out += [unit[k : k + size] for k in range(0, len(unit), size)]
+    return out
 
 
 def _sampler(params: SamplingParams, generator: Any, sampler: str = "hf") -> Any:

@@ -350,6 +350,20 @@ def test_row_batches_hold_every_continuation_once_within_their_bounds(
     ]
 
 
+def test_row_batches_are_recut_so_that_streams_end_together() -> None:
+    """Eleven like batches on two streams: the last is split in two, so each stream runs five
+    and a half; a count that divides evenly, or one stream, is left as it is."""
+    from prefsynth.engines.transformers_engine import _ending_together
+
+    units = [[(u, k) for k in range(8)] for u in range(11)]
+    out = _ending_together(units, 2)
+    assert out[:10] == units[:10] and out[10:] == [units[10][:4], units[10][4:]]
+    assert _ending_together(units[:10], 2) == units[:10]
+    assert _ending_together(units, 1) == units
+    assert _ending_together([[1, 2, 3], [4, 5], [6, 7, 8]], 2) == [[1, 2, 3], [4, 5], [6, 7], [8]]
+    assert _ending_together([[1, 2], [3], [4]], 2) == [[1, 2], [3], [4]]  # one row cannot split
+
+
 def test_continuations_pack_only_when_shorter_than_their_context(
     engine: TransformersEngine,
 ) -> None:
