@@ -646,8 +646,8 @@ class TransformersEngine(Engine):
         """Run the context once and keep its KV cache; score the continuations on it.
 
         The first token of each continuation is read from the context's last logits. The other
-        tokens run packed: :meth:`_packed_groups` or, for models whose attention is not plain
-        causal attention (sliding windows), :meth:`_copied_rows`."""
+        tokens run packed (:meth:`_packed_groups`) when :meth:`_packs` says so, else as rows
+        on copies of the context's cache (:meth:`_copied_rows`)."""
         conts = [self.chat.encode_continuation(c) for c in continuations]
         return self._shared_scores(self.chat.encode_context(context), conts, per_token)
 
