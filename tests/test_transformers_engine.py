@@ -288,24 +288,31 @@ def test_requests_that_share_a_context_run_it_once(
 
 
 @pytest.mark.parametrize(
-    ("texts", "batch_size", "tokens"),
-    [(SHARED_TEXTS[1::2], 8, 480), (SHARED_TEXTS, 4, 90)],
-    ids=["contexts-share-a-batch", "a-context-spans-batches"],
+    ("texts", "batch_size", "tokens", "head_split"),
+    [
+        (SHARED_TEXTS[1::2], 8, 480, True),
+        (SHARED_TEXTS, 4, 90, True),
+        (SHARED_TEXTS[1::2], 8, 480, False),
+    ],
+    ids=["contexts-share-a-batch", "a-context-spans-batches", "from-the-models-logits"],
 )
 def test_rows_over_several_contexts_score_each_pair_as_alone(
     engine: TransformersEngine,
     texts: list[str],
     batch_size: int,
     tokens: int,
+    head_split: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """:meth:`_rows`: contexts of different lengths, left-padded together in one batch, with
     continuations of 0 to ~20 tokens right-padded after them; or batches so small that a
-    context's continuations span several. Every pair scores as its one-sequence reference,
-    in request order."""
+    context's continuations span several; or log-probs read from the model's own logits (a
+    model whose head is not split off). Every pair scores as its one-sequence reference, in
+    request order."""
     import prefsynth.engines.transformers_engine as te
 
     monkeypatch.setattr(engine, "_packs", lambda n_ctx, conts: False)
+    monkeypatch.setattr(engine, "_head_split", head_split)
     monkeypatch.setattr(engine, "batch_size", batch_size)
     monkeypatch.setattr(te, "_SCORE_TOKENS", tokens)
     contexts = [engine.render_chat(c) for c in CHATS]
