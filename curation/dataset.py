@@ -111,7 +111,11 @@ def write_dataset(
     target = run_dir / "dataset"
     tmp = temp_name(target)
     try:
-        DatasetDict({"train": train}).save_to_disk(str(tmp))
+        # datasets writes no shard for an empty split and then cannot load it back: a build
+        # that keeps no pair must still leave a dataset that loads (with 0 rows)
+        DatasetDict({"train": train}).save_to_disk(
+            str(tmp), num_shards={"train": 1} if not len(train) else None
+        )
         replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

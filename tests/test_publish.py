@@ -59,6 +59,19 @@ def run_dir(tmp_path: Path) -> Path:
     return make_run_dir(tmp_path / "out")
 
 
+def test_a_build_that_keeps_no_pair_leaves_a_dataset_that_loads(tmp_path: Path) -> None:
+    """datasets writes no shard for an empty split and then cannot load it back (IndexError
+    in ``load_from_disk``); a build that keeps no pair (a release whose seed drops both of a
+    tiny build's pairs) must still leave a dataset with 0 rows and the TRL columns."""
+    from datasets import load_from_disk
+    from prefsynth.curation.dataset import write_dataset
+
+    counts = write_dataset(tmp_path, make_pairs(0, 1, dropped=2), ["cdr"])
+    train = load_from_disk(str(tmp_path / "dataset"))["train"]
+    assert len(train) == 0 and {"prompt", "chosen", "rejected", "margin"} <= set(train.column_names)
+    assert counts["kept"] == 0 and counts["dropped"] == 2
+
+
 def http_error(status: int, message: str = "error") -> Exception:
     from huggingface_hub.errors import HfHubHTTPError
 
