@@ -90,6 +90,13 @@ def sft_schema() -> Any:
     )
 
 
+def save_loadable(dsd: Any, path: Path) -> None:
+    """``dsd.save_to_disk(path)`` with one shard forced for each empty split: datasets writes
+    none for it and then cannot load it back (an IndexError in ``load_from_disk``), and a
+    build that keeps no pair, or a release without test pairs, must still load."""
+    dsd.save_to_disk(str(path), num_shards={s: 1 for s, d in dsd.items() if not len(d)})
+
+
 def write_dataset(
     run_dir: Path, pairs: list[Pair], voters: list[str], margin_scale: float = 1.0
 ) -> dict[str, int]:
@@ -111,11 +118,7 @@ def write_dataset(
     target = run_dir / "dataset"
     tmp = temp_name(target)
     try:
-        # datasets writes no shard for an empty split and then cannot load it back: a build
-        # that keeps no pair must still leave a dataset that loads (with 0 rows)
-        DatasetDict({"train": train}).save_to_disk(
-            str(tmp), num_shards={"train": 1} if not len(train) else None
-        )
+        save_loadable(DatasetDict({"train": train}), tmp)  # 0 rows when no pair was kept
         replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

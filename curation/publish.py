@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from prefsynth.curation.card import PreviousRelease, ReleaseLayout, render_card
+from prefsynth.curation.dataset import save_loadable
 
 from prefsynth.config import PublishConfig
 from prefsynth.errors import InputDataError, PrefsynthError
@@ -223,8 +224,7 @@ def _write_config(staging: Path, name: str, tables: dict[str, Any]) -> Any:
     from datasets import Dataset, DatasetDict
 
     dsd = DatasetDict({split: Dataset(table) for split, table in tables.items()})
-    # datasets writes no shard for an empty split and then cannot load it back: force one
-    dsd.save_to_disk(str(staging / name), num_shards={s: 1 for s, d in dsd.items() if not len(d)})
+    save_loadable(dsd, staging / name)
     for split, ds in dsd.items():
         target = staging / "data" / name / f"{split}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)

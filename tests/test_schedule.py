@@ -158,9 +158,8 @@ def test_scheduled_deployment_runs_to_completion(
         assert record["config"]["seed"] == int(stamp) % 2**31
         # So what the tiny random models keep varies from release to release: seed 1844358416
         # keeps neither of its two pairs (one below the kept share, one with a negative mean
-        # vote), with the code before stop 32 as after. The test asks what holds for every
-        # seed: pairs were formed, each was kept or dropped with a reason, and the dataset
-        # holds the kept ones.
+        # vote). The test asks what holds for every seed: pairs were formed, each was kept or
+        # dropped with a reason, and the dataset holds the kept ones.
         rows = record["rows"]
         assert rows["pairs_kept"] + rows["pairs_dropped"] >= 1, rows
         assert sum(rows["dropped_by_reason"].values()) == rows["pairs_dropped"], rows
