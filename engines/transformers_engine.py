@@ -858,14 +858,9 @@ class TransformersEngine(Engine):
         forward = self.model.get_decoder() if self._head_split else self.model
         for start in range(0, len(conts), rows):
             batch = list(range(start, min(start + rows, len(conts))))
-            width = max(len(conts[k]) - 1 for k in batch)
-            feed = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), n_ctx + width), dtype=torch.long)
-            mask[:, :n_ctx] = 1
-            for row, k in enumerate(batch):
-                n = len(conts[k]) - 1
-                feed[row, :n] = torch.tensor(conts[k][:-1])
-                mask[row, n_ctx : n_ctx + n] = 1
+            feed, own = self._right_padded([conts[k] for k in batch])
+            width = feed.shape[1]
+            mask = torch.cat([torch.ones((len(batch), n_ctx), dtype=torch.long), own], dim=1)
             positions = torch.arange(n_ctx, n_ctx + width).expand(len(batch), -1)
             batch_cache = copy.deepcopy(cache)
             batch_cache.batch_repeat_interleave(len(batch))
@@ -879,7 +874,7 @@ class TransformersEngine(Engine):
             states = out_.last_hidden_state if self._head_split else out_.logits
             # every row's own positions at once (row-major, as ``targets``): the head's weights
             # are read once per pass, in one large product, not once per row
-            picked = mask[:, n_ctx:].bool().to(self.device)
+            picked = own.bool().to(self.device)
             targets = [t for k in batch for t in conts[k][1:]]
             values = self._gather_logprobs(
                 states[picked], torch.tensor(targets, dtype=torch.long, device=self.device)
@@ -891,6 +886,20 @@ class TransformersEngine(Engine):
                 start += n
             del out_, states, batch_cache
         return out
+
+    def _right_padded(self, conts: list[list[int]]) -> tuple[Any, Any]:
+        """The input rows of continuations scored on a context's cache, right-padded: each
+        continuation but its last token (which is only predicted), and the mask of its own
+        positions. Padding after a row's tokens cannot affect them (attention is causal)."""
+        import torch
+
+        width = max(len(c) - 1 for c in conts)
+        feed = torch.full((len(conts), width), self.pad_id, dtype=torch.long)
+        own = torch.zeros((len(conts), width), dtype=torch.long)
+        for row, cont in enumerate(conts):
+            feed[row, : len(cont) - 1] = torch.tensor(cont[:-1])
+            own[row, : len(cont) - 1] = 1
+        return feed, own
 
     def _row_units(self, groups: list[tuple[int, list[int]]]) -> list[list[tuple[int, int]]]:
         """Batches of (group, continuation) indices for :meth:`_rows`, from each group's context
@@ -957,13 +966,8 @@ class TransformersEngine(Engine):
                 del out
                 which = torch.tensor([of_pair[p] for p in rows], device=self.device)
                 cache.batch_select_indices(which)
-                width = max(len(pairs[p][1]) - 1 for p in rows)
-                feed = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-                own = torch.zeros((len(rows), width), dtype=torch.long)
-                for row, p in enumerate(rows):
-                    n = len(pairs[p][1]) - 1
-                    feed[row, :n] = torch.tensor(pairs[p][1][:-1])
-                    own[row, :n] = 1
+                feed, own = self._right_padded([pairs[p][1] for p in rows])
+                width = feed.shape[1]
                 own = own.to(self.device)
                 after = mask.sum(-1)[which][:, None] + torch.arange(width, device=self.device)
                 out = forward(
