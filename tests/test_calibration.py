@@ -349,3 +349,51 @@ def test_a_build_that_names_a_calibration_records_it(
     card = (config.run_dir() / "README.md").read_text()
     assert "### Calibration" in card and cal.sha256 in card and "toy-set" in card
     assert f"{cal.cv_accuracy:.3f}" in card and "['judge']" in card
+
+
+def test_calibrate_pairs_evaluates_then_fits_what_from_eval_fits(
+    prefect_api_url: str, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``calibrate --pairs FILE`` runs the evaluation on the tiny models, writes its folder and
+    fits on it; ``--from-eval`` on that folder (no model) fits the same weights, threshold and
+    cross-validated accuracy, and the file names the human set and its size."""
+    from typer.testing import CliRunner
+
+    from prefsynth.cli import app
+    from tests.helpers import tiny_overrides
+
+    pairs = tmp_path / "toy-pairs.jsonl"
+    rows = [
+        {"prompt": f"Question {i}: name a colour.", "chosen": "Blue.", "rejected": f"{i} {i}"}
+        for i in range(16)
+    ]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sets = [*tiny_overrides(tiny_models), f"output_dir={tmp_path / 'out'}"]
+    common = ["--seed", "2", "--folds", "2", *[x for o in sets for x in ("--set", o)]]
+    ev, first, second = tmp_path / "eval", tmp_path / "first.json", tmp_path / "second.json"
+
+    result = CliRunner().invoke(
+        app,
+        ["calibrate", "--pairs", str(pairs), "--eval-out", str(ev), "--out", str(first), *common],
+    )
+    assert result.exit_code == 0, result.output
+    scored = [json.loads(line) for line in (ev / "pairs.jsonl").read_text().splitlines()]
+    assert len(scored) == len(rows)
+    fitted = load_calibration(first)
+    assert fitted.annotators == ANNOTATORS
+    assert fitted.source.set == "toy-pairs" and fitted.source.n == len(rows)
+    assert fitted.n_used == sum(r["human"] != 0 for r in scored)
+    assert f"{fitted.cv.accuracy:.3f}" in result.output
+
+    again = CliRunner().invoke(
+        app, ["calibrate", "--from-eval", str(ev), "--out", str(second), *common]
+    )
+    assert again.exit_code == 0, again.output
+    refit = load_calibration(second)
+    assert (refit.weights, refit.scales, refit.threshold, refit.cv) == (
+        fitted.weights,
+        fitted.scales,
+        fitted.threshold,
+        fitted.cv,
+    )
+    assert refit.source == fitted.source
