@@ -34,9 +34,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from prefsynth.curation.audit import wilson_interval
@@ -83,37 +83,33 @@ def _half(score: np.ndarray, human: np.ndarray) -> float:
     return float(point["accuracy"])
 
 
-def _gain(score: np.ndarray, human: np.ndarray, seed: int) -> dict[str, Any]:
-    """Kept-half accuracy minus all-pairs accuracy, with a bootstrap interval."""
+def _with_interval(gain: Callable[[np.ndarray], float], n: int) -> dict[str, Any]:
+    """``gain`` over all n pairs, with the 2.5 and 97.5 percentiles of seeded bootstrap draws."""
+    rng = np.random.default_rng(0)
+    draws = [gain(rng.integers(0, n, n)) for _ in range(BOOTSTRAP)]
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return {"gain": gain(np.arange(n)), "ci95": [float(lo), float(hi)]}
+
+
+def _gain(score: np.ndarray, human: np.ndarray) -> dict[str, Any]:
+    """Accuracy of the half ranked surest by |score| minus all pairs' accuracy."""
 
     def gain(idx: np.ndarray) -> float:
         s, h = score[idx], human[idx]
         return _half(s, h) - _accuracy(s, h)["accuracy"]
 
-    rng = np.random.default_rng(seed)
-    every = np.arange(len(human))
-    draws = [gain(rng.integers(0, len(human), len(human))) for _ in range(BOOTSTRAP)]
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return {"gain": gain(every), "ci95": [float(lo), float(hi)]}
+    return _with_interval(gain, len(human))
 
 
 def _filter_gain(score: np.ndarray, human: np.ndarray, kept: np.ndarray) -> dict[str, Any]:
-    """Accuracy of the pairs the build's own filter kept (``status``) minus all pairs, with a
-    bootstrap interval: the issue's "kept half chosen by the default filter's ranking"."""
+    """Accuracy of the pairs the build's own filter kept (``status``) minus all pairs: the
+    issue's "kept half chosen by the default filter's ranking"."""
 
     def gain(idx: np.ndarray) -> float:
         s, h, k = score[idx], human[idx], kept[idx]
         return _accuracy(s[k], h[k])["accuracy"] - _accuracy(s, h)["accuracy"]
 
-    rng = np.random.default_rng(0)
-    draws = [gain(rng.integers(0, len(human), len(human))) for _ in range(BOOTSTRAP)]
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    every = np.arange(len(human))
-    return {
-        "kept": _accuracy(score[kept], human[kept]),
-        "gain": gain(every),
-        "ci95": [float(lo), float(hi)],
-    }
+    return {"kept": _accuracy(score[kept], human[kept]), **_with_interval(gain, len(human))}
 
 
 def _figures(score: np.ndarray, human: np.ndarray, length: np.ndarray) -> dict[str, Any]:
@@ -124,13 +120,15 @@ def _figures(score: np.ndarray, human: np.ndarray, length: np.ndarray) -> dict[s
     return {
         "all": _accuracy(score, human),
         "half": _half(score, human),
-        "gain": _gain(score, human, seed=0),
+        "gain": _gain(score, human),
         "shorter_preferred": on_shorter,
         "balanced": (on_shorter["accuracy"] + on_longer["accuracy"]) / 2,
     }
 
 
-def _out_of_fold(features: np.ndarray, human: np.ndarray, model: str, repeats: int) -> np.ndarray:
+def _out_of_fold(
+    features: np.ndarray, human: np.ndarray, model: Literal["logistic", "trees"], repeats: int
+) -> np.ndarray:
     """Out-of-fold scores averaged over seeded repeats; fitted on every pair and its swap."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
