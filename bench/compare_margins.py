@@ -22,7 +22,8 @@ from typing import Any
 from prefsynth.curation.audit import accuracy
 
 
-def _rows(folder: Path) -> dict[str, dict[str, Any]]:
+def rows_by_id(folder: Path) -> dict[str, dict[str, Any]]:
+    """An eval folder's ``pairs.jsonl`` rows by ``pair_id``."""
     lines = (folder / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
     return {r["pair_id"]: r for r in map(json.loads, lines)}
 
@@ -37,7 +38,7 @@ def main(specs: list[str]) -> None:
     for spec in specs:
         label, _, where = spec.partition("=")
         folder, _, annotator = where.rpartition(":")
-        runs.append((label, annotator, _rows(Path(folder))))
+        runs.append((label, annotator, rows_by_id(Path(folder))))
     first = runs[0][2]
     ids = [
         i

@@ -14,7 +14,6 @@ annotator whose sign flips under rounding votes by rounding on those pairs. No m
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,8 @@ from typing import Any
 import numpy as np
 from prefsynth.curation.audit import accuracy
 
-
-def _rows(folder: Path) -> dict[str, dict[str, Any]]:
-    lines = (folder / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
-    return {r["pair_id"]: r for r in map(json.loads, lines)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_margins import rows_by_id
 
 
 def _margin(row: dict[str, Any], name: str) -> float:
@@ -39,7 +36,7 @@ def _cell(margins: np.ndarray, human: list[int]) -> str:
 
 
 def compare(a_dir: Path, b_dir: Path) -> list[str]:
-    a, b = _rows(a_dir), _rows(b_dir)
+    a, b = rows_by_id(a_dir), rows_by_id(b_dir)
     ids = [i for i in a if i in b]
     human = [a[i]["human"] for i in ids]
     names = [*sorted(set(a[ids[0]]["margins"])), "vote"]
